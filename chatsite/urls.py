@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from conversations import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("admin/", admin.site.urls),
+    path("", include("conversations.urls")),
+]
+
+handler500 = "conversations.api.server_error"

@@ -1,0 +1,153 @@
+"""The assistant: the only module that talks to the LLM.
+
+With OPENAI_API_KEY set, replies come from any OpenAI-compatible server through
+the official `openai` client; without it, an offline responder answers from the
+knowledge file, so a fresh clone works with nothing configured.
+
+Every failure of the LLM (timeout, refused connection, 429, 5xx, a reply that
+does not parse) becomes AssistantUnavailable, and the whole call, retries
+included, ends within settings.CHAT_LLM_DEADLINE seconds.
+"""
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+
+import httpx2
+import openai
+from django.conf import settings
+
+from . import knowledge
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_MODEL = "offline-faq"
+
+
+class AssistantUnavailable(Exception):
+    """The LLM could not answer. `status` is the HTTP status to answer the browser with."""
+
+    def __init__(self, message: str, status: int = 502, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+# One client per event loop: its connection pool belongs to the loop it was made on.
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
+
+def _client() -> openai.AsyncOpenAI:
+    config = (
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_BASE_URL,
+        settings.CHAT_LLM_DEADLINE,
+        settings.CHAT_LLM_CONNECT_TIMEOUT,
+        settings.CHAT_LLM_MAX_RETRIES,
+    )
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    if config not in clients:
+        clients[config] = openai.AsyncOpenAI(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            # The client's defaults (600 s, 2 retries) would let a turn hang for
+            # half an hour; our own deadline below bounds the whole call.
+            timeout=httpx2.Timeout(settings.CHAT_LLM_DEADLINE, connect=settings.CHAT_LLM_CONNECT_TIMEOUT),
+            max_retries=settings.CHAT_LLM_MAX_RETRIES,
+        )
+    return clients[config]
+
+
+class ReplyStream:
+    """The assistant's reply to `history`, written as it comes.
+
+    `async for text in ReplyStream(history)` yields pieces of the reply; the
+    attributes hold the whole text, the model and the token counts so far.
+    Closing the iterator early (the user pressed Stop) closes the upstream call.
+    """
+
+    def __init__(self, history: list[dict[str, str]]):
+        self.history = history
+        self.text = ""
+        self.responder = "openai" if settings.OPENAI_API_KEY else "offline"
+        self.model = settings.OPENAI_MODEL if settings.OPENAI_API_KEY else OFFLINE_MODEL
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self._started = time.monotonic()
+
+    @property
+    def latency_ms(self) -> int:
+        return round((time.monotonic() - self._started) * 1000)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        self._started = time.monotonic()
+        if self.responder == "offline":
+            return self._offline()
+        return self._openai()
+
+    async def _offline(self) -> AsyncIterator[str]:
+        question = next(m["content"] for m in reversed(self.history) if m["role"] == "user")
+        words = knowledge.offline_answer(question).split(" ")
+        for index, word in enumerate(words):
+            piece = word if index == 0 else " " + word
+            self.text += piece
+            yield piece
+            if settings.CHAT_OFFLINE_WORD_DELAY:
+                await asyncio.sleep(settings.CHAT_OFFLINE_WORD_DELAY)
+
+    async def _openai(self) -> AsyncIterator[str]:
+        deadline = asyncio.get_running_loop().time() + settings.CHAT_LLM_DEADLINE
+        stream = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                stream = await _client().chat.completions.create(
+                    model=settings.OPENAI_MODEL,
+                    messages=[{"role": "system", "content": knowledge.system_prompt()}, *self.history],
+                    max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            chunks = aiter(stream)
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                if chunk.model:
+                    self.model = chunk.model
+                if chunk.usage:
+                    self.prompt_tokens = chunk.usage.prompt_tokens
+                    self.completion_tokens = chunk.usage.completion_tokens
+                piece = chunk.choices[0].delta.content if chunk.choices else None
+                if piece:
+                    self.text += piece
+                    yield piece
+        except TimeoutError as error:
+            logger.warning("LLM deadline of %ss passed", settings.CHAT_LLM_DEADLINE)
+            raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
+        except openai.APITimeoutError as error:
+            logger.warning("LLM timed out: %r", error)
+            raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
+        except openai.RateLimitError as error:
+            logger.warning("LLM rate limited: %r", error)
+            raise AssistantUnavailable(
+                "The assistant is busy right now.", status=503, retry_after=_retry_after(error)
+            ) from error
+        except (openai.OpenAIError, ValueError, AttributeError, IndexError) as error:
+            # Refused connections, 4xx/5xx answers, and replies that do not parse
+            # (ValueError from JSON, AttributeError/IndexError from odd chunks).
+            logger.warning("LLM call failed: %r", error)
+            raise AssistantUnavailable("The assistant is unavailable right now.", status=502) from error
+        finally:
+            if stream is not None:
+                await stream.close()
+        if not self.text:
+            logger.warning("LLM returned an empty reply")
+            raise AssistantUnavailable("The assistant returned an empty reply.", status=502)
+
+
+def _retry_after(error: openai.APIStatusError) -> int | None:
+    value = error.response.headers.get("retry-after", "")
+    return int(value) if value.isdigit() else None

@@ -1,0 +1,101 @@
+"""Session ids: validating them and the cache of session:{id} -> conversation id.
+
+This is the only module that knows the cache keys. The database is the source
+of truth; the cache only saves the lookup. A cache that fails (Redis stopped,
+paused or unreachable) is logged and treated as a miss, and is then left alone
+for a few seconds so that each request does not pay the timeout again.
+"""
+
+import hashlib
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+# After a cache failure, skip the cache for this many seconds.
+CACHE_RETRY_AFTER = 5.0
+_cache_down_until = 0.0
+
+
+class InvalidSessionId(ValueError):
+    pass
+
+
+def parse_session_id(value: object) -> uuid.UUID:
+    """The UUID in `value`, which must be a canonical (lowercase, hyphenated) UUID string."""
+    if not isinstance(value, str) or len(value) != 36:
+        raise InvalidSessionId("sessionId must be a UUID string")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise InvalidSessionId("sessionId must be a UUID string") from None
+    if str(parsed) != value:
+        raise InvalidSessionId("sessionId must be a UUID string")
+    return parsed
+
+
+def new_session_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def short_hash(session_id: uuid.UUID) -> str:
+    """What logs say instead of the session id, which works like a password."""
+    return hashlib.sha256(session_id.bytes).hexdigest()[:12]
+
+
+def cache_key(session_id: uuid.UUID) -> str:
+    return f"session:{session_id}"
+
+
+def _cache_available() -> bool:
+    return time.monotonic() >= _cache_down_until
+
+
+def _cache_failed(action: str, error: Exception) -> None:
+    global _cache_down_until
+    _cache_down_until = time.monotonic() + CACHE_RETRY_AFTER
+    logger.warning("session cache %s failed, using the database only: %r", action, error)
+
+
+def cached_conversation_id(session_id: uuid.UUID) -> int | None:
+    """The conversation id cached for this session, or None on a miss or a cache failure."""
+    if not _cache_available():
+        return None
+    try:
+        return cache.get(cache_key(session_id))
+    except Exception as error:  # noqa: BLE001 - any cache failure is a miss
+        _cache_failed("get", error)
+        return None
+
+
+def remember(session_id: uuid.UUID, conversation_id: int, last_activity_at: datetime) -> None:
+    """Cache the mapping for no longer than the session has left to live."""
+    if not _cache_available():
+        return
+    idle_left = (
+        last_activity_at
+        + timedelta(days=settings.CHAT_SESSION_IDLE_DAYS)
+        - timezone.now()
+    ).total_seconds()
+    timeout = int(min(settings.CHAT_SESSION_CACHE_SECONDS, idle_left))
+    if timeout <= 0:
+        return
+    try:
+        cache.set(cache_key(session_id), conversation_id, timeout)
+    except Exception as error:  # noqa: BLE001
+        _cache_failed("set", error)
+
+
+def forget(session_id: uuid.UUID) -> None:
+    """Drop the cached mapping. A failure here is logged: the entry then dies by its TTL,
+    and a stale entry is harmless because every lookup is checked against the database."""
+    try:
+        cache.delete(cache_key(session_id))
+    except Exception as error:  # noqa: BLE001
+        _cache_failed("delete", error)

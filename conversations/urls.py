@@ -1,0 +1,9 @@
+from django.urls import path, re_path
+
+from . import views
+
+urlpatterns = [
+    path("api/chat", views.chat, name="chat"),
+    path("api/history", views.history, name="history"),
+    re_path(r"^api/", views.api_not_found),
+]

@@ -1,0 +1,167 @@
+import json
+import re
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+from django.http import JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+
+from . import llm, turns
+from .api import ApiError, api_view, error_response, json_body, session_id_from
+from .models import Conversation, Message
+
+CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def index(request):
+    return render(request, "index.html")
+
+
+@api_view("POST")
+async def chat(request):
+    body = json_body(request)
+    text = _message_text(body.get("message"))
+    session_id = None if body.get("sessionId") is None else session_id_from(body["sessionId"])
+    client_message_id = _client_message_id(body.get("clientMessageId"))
+
+    try:
+        turn = await turns.in_db_thread(turns.start_turn, session_id, text, client_message_id)
+    except turns.TurnInProgress:
+        raise ApiError(
+            409,
+            "turn_in_progress",
+            "The previous message in this conversation is still being answered.",
+            session_id=session_id,
+            retry_after=2,
+        ) from None
+    except turns.RetrySuperseded:
+        raise ApiError(
+            409,
+            "retry_superseded",
+            "Newer messages followed that one; send it again as a new message.",
+            session_id=session_id,
+        ) from None
+
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        response = StreamingHttpResponse(_events(turn), content_type="text/event-stream")
+        response["Cache-Control"] = "no-store"
+        response["X-Accel-Buffering"] = "no"  # let proxies pass each event on at once
+        return response
+
+    if turn.reply is None:
+        try:
+            async for _ in turns.reply_pieces(turn):
+                pass
+        except llm.AssistantUnavailable as error:
+            raise _unavailable(error, turn) from None
+    return JsonResponse(_reply_payload(turn))
+
+
+async def _events(turn: turns.Turn) -> AsyncIterator[str]:
+    """The turn as server-sent events: session, delta..., then done or error."""
+    yield _event("session", {"sessionId": str(turn.session_id)})
+    if turn.reply is not None:  # a retry answered before: replay it
+        yield _event("delta", {"text": turn.reply.content})
+    else:
+        try:
+            async for piece in turns.reply_pieces(turn):
+                yield _event("delta", {"text": piece})
+        except llm.AssistantUnavailable as error:
+            failure = _unavailable(error, turn)
+            yield _event("error", {"error": {"code": failure.code, "message": failure.message},
+                                   "sessionId": str(turn.session_id)})
+            return
+    yield _event("done", _reply_payload(turn))
+
+
+def _event(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def _unavailable(error: llm.AssistantUnavailable, turn: turns.Turn) -> ApiError:
+    return ApiError(
+        error.status,
+        "llm_unavailable",
+        f"{error} Your message is saved; try again in a moment.",
+        session_id=turn.session_id,
+        retry_after=error.retry_after,
+    )
+
+
+def _reply_payload(turn: turns.Turn) -> dict:
+    reply = turn.reply
+    return {
+        "reply": reply.content,
+        "sessionId": str(turn.session_id),
+        "newSession": turn.new_session,
+        "stopped": reply.status == Message.Status.STOPPED,
+        "responder": "offline" if reply.model == llm.OFFLINE_MODEL else "openai",
+        "model": reply.model,
+    }
+
+
+def _message_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "invalid_message", "message must be a non-empty string.")
+    text = value.strip()
+    if len(text) > settings.CHAT_MESSAGE_MAX_CHARS:
+        raise ApiError(
+            413,
+            "message_too_long",
+            f"message must be at most {settings.CHAT_MESSAGE_MAX_CHARS} characters.",
+        )
+    if "\x00" in text or not _encodable(text):
+        raise ApiError(400, "invalid_message", "message contains characters that cannot be stored.")
+    return text
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. "\ud800" in the JSON
+        return False
+    return True
+
+
+def _client_message_id(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not CLIENT_MESSAGE_ID.fullmatch(value):
+        raise ApiError(
+            400,
+            "invalid_client_message_id",
+            "clientMessageId must be 1 to 64 letters, digits, '-' or '_'.",
+        )
+    return value
+
+
+async def api_not_found(request):
+    return error_response(404, "not_found", "There is no such API endpoint.")
+
+
+@api_view("GET")
+async def history(request):
+    header = request.headers.get("X-Session-Id")
+    if header is None:
+        raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
+    session_id = session_id_from(header)
+    messages = await turns.in_db_thread(_history_messages, session_id)
+    if messages is None:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    return JsonResponse({"sessionId": str(session_id), "messages": messages})
+
+
+def _history_messages(session_id) -> list[dict] | None:
+    conversation = Conversation.objects.active().filter(session_id=session_id).first()
+    if conversation is None:
+        return None
+    return [
+        {
+            "role": message.role,
+            "content": message.content,
+            "createdAt": message.created_at.isoformat(),
+            "status": message.status,
+            "clientMessageId": message.client_message_id or None,
+        }
+        for message in conversation.messages.all()
+    ]
