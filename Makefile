@@ -1,0 +1,42 @@
+# The two commands a newcomer needs:
+#   make run    set up and run the site on its embedded defaults (SQLite, in-process cache, offline responder)
+#   make test   set up and run the tests (DATABASE_URL / REDIS_URL select PostgreSQL and Redis; see README)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test setup setup-dev chromium bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+
+setup-dev: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+
+run: setup
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/gunicorn chatsite.asgi:application --worker-class uvicorn_worker.UvicornWorker \
+		--bind 127.0.0.1:$(PORT) --workers $${WEB_CONCURRENCY:-1}
+
+# Debian's Chromium, for the browser tests (Playwright drives it; it never downloads a browser).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "Install Chromium for the browser tests: sudo apt-get install chromium"; \
+		fi; \
+	fi
+
+test: setup-dev chromium
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret-key} $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)

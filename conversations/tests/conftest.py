@@ -1,0 +1,152 @@
+"""Fixtures shared by the tests.
+
+Tests that need PostgreSQL, Redis or Chromium skip when those are not there,
+unless CHAT_TESTS_REQUIRE_SERVICES=1 (as in CI), where a missing service fails
+the test instead, so that a green run cannot hide a skipped one.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+
+from conversations import sessions
+
+from .fake_llm import FakeLLM
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRE_SERVICES = os.environ.get("CHAT_TESTS_REQUIRE_SERVICES") == "1"
+
+
+def need(available: bool, what: str) -> None:
+    if available:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required here (CHAT_TESTS_REQUIRE_SERVICES=1) but is not available")
+    pytest.skip(f"needs {what}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(settings):
+    settings.CHAT_OFFLINE_WORD_DELAY = 0
+    sessions._cache_down_until = 0.0
+    yield
+    sessions._cache_down_until = 0.0
+
+
+@pytest.fixture
+def postgres(transactional_db):
+    need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
+
+
+@pytest.fixture
+def shared_redis(settings):
+    """The machine's Redis (REDIS_URL) as the cache, emptied of this site's keys."""
+    need(bool(settings.REDIS_URL), "Redis (set REDIS_URL)")
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"chatsite-test-{os.getpid()}"}
+    }
+    cache.delete_pattern("*")
+    yield cache
+    cache.delete_pattern("*")
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server():
+    with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def llm(fake_llm_server, settings):
+    """The site's LLM settings pointed at the fake OpenAI-compatible server, reset for this test."""
+    fake_llm_server.reset()
+    settings.OPENAI_API_KEY = "test-key"
+    settings.OPENAI_BASE_URL = fake_llm_server.url
+    settings.OPENAI_MODEL = "fake-model"
+    settings.CHAT_LLM_DEADLINE = 3.0
+    settings.CHAT_LLM_MAX_RETRIES = 0
+    return fake_llm_server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own, which the test may stop and start again."""
+
+    def __init__(self, tmp_path: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    need(shutil.which("redis-server") is not None, "redis-server")
+    server = RedisServer(tmp_path)
+    server.start()
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": server.url,
+            "KEY_PREFIX": "chatsite",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+        }
+    }
+    yield server
+    server.stop()
+
+
+def read_stream(response) -> str:
+    """The whole body of a streaming response from Django's test client."""
+
+    async def collect():
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(collect)().decode()
+
+
+def post_chat(client, headers=None, **body):
+    """POST /api/chat with a JSON body; returns (status, parsed JSON)."""
+    response = client.post(
+        "/api/chat", data=json.dumps(body), content_type="application/json", headers=headers or {}
+    )
+    return response.status_code, response.json()
