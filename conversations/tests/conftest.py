@@ -11,12 +11,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
+from django.db.backends.signals import connection_created
 
 from conversations import sessions
 
@@ -150,3 +152,108 @@ def post_chat(client, headers=None, **body):
         "/api/chat", data=json.dumps(body), content_type="application/json", headers=headers or {}
     )
     return response.status_code, response.json()
+
+
+class Site:
+    """The site as deployed: the Procfile's gunicorn command, in a subprocess, on the test database."""
+
+    def __init__(self, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+        self.process = subprocess.Popen(
+            ["bash", "-c", "exec " + web.removeprefix("web:").strip()],
+            cwd=ROOT,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                 "PORT": str(self.port), "WEB_CONCURRENCY": "1", **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the site did not start:\n{self.process.stderr.read()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the site did not start within 30 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def site(django_db_setup, django_db_blocker, fake_llm_server):
+    """The deployed site against the test database, Redis (if REDIS_URL) and the fake LLM.
+
+    Tests that use it also need `postgres` (a transactional database), so that
+    what they write is visible to the site's process and flushed afterwards.
+    """
+    from django.conf import settings
+
+    with django_db_blocker.unblock():
+        need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
+        url = database_url()
+    server = Site({
+        "DJANGO_SECRET_KEY": "test-only-secret-key",
+        "DJANGO_DEBUG": "0",
+        "DATABASE_URL": url,
+        "REDIS_URL": settings.REDIS_URL,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake_llm_server.url,
+        "OPENAI_MODEL": "fake-model",
+        "CHAT_LLM_DEADLINE": "5",
+        "CHAT_LLM_MAX_RETRIES": "0",
+    })
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_site(site, postgres, llm):
+    """`site`, with a clean database and the fake LLM reset for this test."""
+    return site
+
+
+class QueryLog:
+    """SQL run by any thread (the views run theirs in worker threads)."""
+
+    def __init__(self):
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, execute, sql, params, many, context):
+        with self._lock:
+            self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+    def install(self, sender, connection, **kwargs):
+        if self not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.statements.clear()
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def queries():
+    log = QueryLog()
+    connection_created.connect(log.install)
+    yield log
+    connection_created.disconnect(log.install)

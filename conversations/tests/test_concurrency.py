@@ -1,0 +1,65 @@
+"""Turns posted at the same moment on one session, as real HTTP requests to the deployed site."""
+
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from conversations.models import Conversation
+
+
+def post(site, body: dict, accept: str = "application/json") -> tuple[int, dict, dict]:
+    request = urllib.request.Request(
+        f"{site.url}/api/chat",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Accept": accept},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def test_parallel_turns_on_one_session_never_interleave(live_site, llm):
+    status, first, _ = post(live_site, {"message": "start"})
+    assert status == 200
+    llm.control("ok", delay=0.5)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(
+            lambda n: post(live_site, {"message": f"parallel {n}", "sessionId": first["sessionId"]}),
+            range(8),
+        ))
+
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses.count(200) >= 1
+    assert set(statuses) <= {200, 409}
+    for status, body, headers in results:
+        if status == 409:
+            assert body["error"]["code"] == "turn_in_progress"
+            assert headers["Retry-After"] == "2"
+    answered = {body["reply"] for status, body, _ in results if status == 200}
+
+    messages = list(Conversation.objects.get(session_id=first["sessionId"]).messages.all())
+    # Strictly question, reply, question, reply...: each reply right after its own question.
+    assert [m.seq for m in messages] == list(range(len(messages)))
+    assert [m.role for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+    for question, reply in zip(messages[::2], messages[1::2]):
+        assert reply.content == f"Echo: {question.content}"
+    assert {m.content for m in messages[3::2]} == answered
+
+
+def test_a_double_click_with_one_client_message_id_stores_the_question_once(live_site, llm):
+    _, first, _ = post(live_site, {"message": "start"})
+    llm.control("ok", delay=0.5)
+    body = {"message": "once", "sessionId": first["sessionId"], "clientMessageId": "click-1"}
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: post(live_site, body), range(2)))
+
+    assert sorted(status for status, _, _ in results) in ([200, 409], [200, 200])
+    conversation = Conversation.objects.get(session_id=first["sessionId"])
+    assert conversation.messages.filter(content="once").count() == 1
+    assert conversation.messages.filter(content="Echo: once").count() == 1
