@@ -1,14 +1,46 @@
+import json
+import re
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
+from . import sessions
 
-def idle_cutoff():
-    """The oldest last activity a conversation may have and still be continued."""
-    return timezone.now() - timedelta(days=settings.CHAT_SESSION_IDLE_DAYS)
+# What support staff may type to find a conversation: at least the 8-character
+# reference the page shows, or more of the id, with or without its hyphens.
+SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
+
+
+def idle_cutoff(days: int | None = None):
+    """The oldest last activity a conversation may have and still be continued
+    (or, with `days`, the oldest that is not yet idle that long)."""
+    if days is None:
+        days = settings.CHAT_SESSION_IDLE_DAYS
+    return timezone.now() - timedelta(days=days)
+
+
+def session_id_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The lowest and highest session ids that start with `text`, or None if it is not a prefix.
+
+    The reference is the first 8 hex digits of the id. PostgreSQL stores a
+    UUIDField as a native uuid, which has no LIKE/startswith, and casting it to
+    text would bypass the unique index. But "starts with these digits" is the
+    same as "lies between the id with those digits followed by all 0s and the
+    one followed by all fs": uuids sort by their bytes on PostgreSQL and as
+    lowercase hex strings on SQLite, so a range query is exact on both and uses
+    the index.
+    """
+    digits = text.strip().lower().replace("-", "")
+    if not SESSION_ID_PREFIX.fullmatch(digits):
+        return None
+    free_bits = 4 * (32 - len(digits))
+    low = int(digits, 16) << free_bits
+    return uuid.UUID(int=low), uuid.UUID(int=low | ((1 << free_bits) - 1))
 
 
 class ConversationQuerySet(models.QuerySet):
@@ -16,8 +48,81 @@ class ConversationQuerySet(models.QuerySet):
         """Conversations whose session has not passed the idle timeout."""
         return self.filter(last_activity_at__gte=idle_cutoff())
 
-    def idle(self):
-        return self.filter(last_activity_at__lt=idle_cutoff())
+    def idle(self, days: int | None = None):
+        """Conversations idle longer than `days` (by default the idle timeout)."""
+        return self.filter(last_activity_at__lt=idle_cutoff(days))
+
+    def matching(self, id_or_reference: str):
+        """Conversations whose session id is, or starts with, `id_or_reference`
+        (e.g. the 8-character reference); none if it is neither."""
+        bounds = session_id_range(id_or_reference)
+        if bounds is None:
+            return self.none()
+        return self.filter(session_id__range=bounds)
+
+    def for_session(self, id_or_reference: "str | uuid.UUID") -> "Conversation":
+        """The conversation with this session id or reference, for support staff:
+
+            >>> Conversation.objects.for_session("a1c9a0a3")
+
+        Raises Conversation.DoesNotExist, or MultipleObjectsReturned if a
+        reference is shared (then give more of the id), or ValueError if it is
+        neither an id nor a reference.
+        """
+        text = str(id_or_reference)
+        if session_id_range(text) is None:
+            raise ValueError(
+                f"{text!r} is neither a session id nor an 8-character reference (8 hex digits)."
+            )
+        found = list(self.matching(text)[:2])
+        if not found:
+            raise Conversation.DoesNotExist(f"No conversation has the session id or reference {text!r}.")
+        if len(found) > 1:
+            raise Conversation.MultipleObjectsReturned(
+                f"More than one conversation starts with {text!r}; give more of the session id."
+            )
+        return found[0]
+
+    def with_summary(self):
+        """Annotate `message_count` and `latest_model` (who wrote the latest reply).
+
+        Subqueries rather than a join with GROUP BY: they run only for the rows
+        a page shows, however many conversations there are.
+        """
+        messages = Message.objects.filter(conversation=OuterRef("pk")).order_by()
+        return self.annotate(
+            message_count=Subquery(
+                messages.values("conversation").annotate(n=Count("pk")).values("n")
+            ),
+            latest_model=Subquery(
+                messages.filter(role=Message.Role.ASSISTANT).order_by("-seq").values("model")[:1]
+            ),
+        )
+
+    def export_lines(self, chunk_size: int = 500) -> Iterator[str]:
+        """One JSON line per conversation, with its messages, oldest conversation first.
+
+        Streams: only `chunk_size` conversations and their messages are in
+        memory at a time (one query for the messages of each chunk).
+        """
+        conversations = self.order_by("pk").prefetch_related("messages")
+        for conversation in conversations.iterator(chunk_size=chunk_size):
+            yield json.dumps(conversation.export_record(), ensure_ascii=False) + "\n"
+
+    def forget(self) -> tuple[int, int]:
+        """Delete these conversations, their messages and their cache entries.
+
+        Returns how many conversations and messages went. The database goes
+        first: a cache entry left behind by a cache failure dies by its TTL and
+        is never trusted without the database anyway.
+        """
+        rows = list(self.values_list("pk", "session_id"))
+        if not rows:
+            return 0, 0
+        _, deleted = Conversation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
+        for _, session_id in rows:
+            sessions.forget(session_id)
+        return deleted.get("conversations.Conversation", 0), deleted.get("conversations.Message", 0)
 
 
 class Conversation(models.Model):
@@ -42,6 +147,35 @@ class Conversation(models.Model):
     def reference(self) -> str:
         """The short reference the page shows a customer: the first 8 characters of the id."""
         return str(self.session_id)[:8]
+
+    def transcript(self) -> str:
+        """The conversation as readable text, for support staff (one query)."""
+        messages = list(self.messages.all())
+        started = timezone.localtime(self.created_at)
+        failed = f", {self.failed_turns} failed turn{'s' if self.failed_turns != 1 else ''}"
+        lines = [
+            f"Conversation {self.reference} (session {self.session_id})",
+            f"Started {started:%Y-%m-%d %H:%M:%S %Z}, last activity "
+            f"{timezone.localtime(self.last_activity_at):%Y-%m-%d %H:%M:%S}, "
+            f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
+            + (failed if self.failed_turns else ""),
+        ]
+        for message in messages:
+            lines.append("")
+            lines.append(f"[{timezone.localtime(message.created_at):%Y-%m-%d %H:%M:%S}] {message.heading()}")
+            lines.extend("    " + line for line in message.content.splitlines() or [""])
+        return "\n".join(lines) + "\n"
+
+    def export_record(self) -> dict:
+        """The conversation and its messages as one JSON object (see chat_export)."""
+        return {
+            "sessionId": str(self.session_id),
+            "reference": self.reference,
+            "createdAt": self.created_at.isoformat(),
+            "lastActivityAt": self.last_activity_at.isoformat(),
+            "failedTurns": self.failed_turns,
+            "messages": [message.export_record() for message in self.messages.all()],
+        }
 
 
 class Message(models.Model):
@@ -86,3 +220,35 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
+
+    def heading(self) -> str:
+        """Who wrote it and, for a reply, how: "Assistant (gpt-4o-mini, 812 ms, 120+45 tokens)"."""
+        details = []
+        if self.model:
+            details.append(self.model)
+        if self.latency_ms is not None:
+            details.append(f"{self.latency_ms} ms")
+        if self.prompt_tokens is not None or self.completion_tokens is not None:
+            details.append(f"{self.prompt_tokens or 0}+{self.completion_tokens or 0} tokens")
+        heading = "Customer" if self.role == self.Role.USER else "Assistant"
+        if details:
+            heading += f" ({', '.join(details)})"
+        if self.status == self.Status.FAILED:
+            heading += " [failed: not answered]"
+        elif self.status == self.Status.STOPPED:
+            heading += " [stopped by the customer]"
+        return heading + ":"
+
+    def export_record(self) -> dict:
+        return {
+            "seq": self.seq,
+            "role": self.role,
+            "content": self.content,
+            "createdAt": self.created_at.isoformat(),
+            "status": self.status,
+            "clientMessageId": self.client_message_id or None,
+            "model": self.model or None,
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+            "latencyMs": self.latency_ms,
+        }

@@ -3,7 +3,7 @@ import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from . import llm, turns
@@ -139,16 +139,32 @@ async def api_not_found(request):
     return error_response(404, "not_found", "There is no such API endpoint.")
 
 
-@api_view("GET")
+@api_view("GET", "DELETE")
 async def history(request):
     header = request.headers.get("X-Session-Id")
     if header is None:
         raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
     session_id = session_id_from(header)
+    if request.method == "DELETE":
+        return await _forget(session_id)
     messages = await turns.in_db_thread(_history_messages, session_id)
     if messages is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
     return JsonResponse({"sessionId": str(session_id), "messages": messages})
+
+
+async def _forget(session_id):
+    """The customer's "forget me": delete the conversation and its cache entry.
+
+    An expired conversation is deleted too: whoever holds the id may always
+    have its data removed, rather than wait for chat_purge.
+    """
+    conversations, _ = await turns.in_db_thread(
+        lambda: Conversation.objects.filter(session_id=session_id).forget()
+    )
+    if not conversations:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    return HttpResponse(status=204)
 
 
 def _history_messages(session_id) -> list[dict] | None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from conversations import sessions
 from conversations.models import Conversation, Message
 
 from .conftest import post_chat, read_stream
@@ -197,3 +198,55 @@ def parse_events(raw: str) -> list[tuple[str, dict]]:
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         events.append((fields["event"], json.loads(fields["data"])))
     return events
+
+
+def test_delete_history_forgets_the_conversation_and_its_cache_entry(client):
+    _, first = post_chat(client, message="Hi")
+    _, other = post_chat(client, message="Hi")
+    session_id = uuid.UUID(first["sessionId"])
+    assert sessions.cached_conversation_id(session_id) is not None
+
+    response = client.delete("/api/history", headers={"X-Session-Id": first["sessionId"]})
+
+    assert response.status_code == 204
+    assert not Conversation.objects.filter(session_id=session_id).exists()
+    assert set(Message.objects.values_list("conversation__session_id", flat=True)) == {
+        uuid.UUID(other["sessionId"])
+    }
+    assert sessions.cached_conversation_id(session_id) is None
+    response = client.get("/api/history", headers={"X-Session-Id": first["sessionId"]})
+    assert response.status_code == 404
+    _, again = post_chat(client, message="Hi", sessionId=first["sessionId"])
+    assert again["sessionId"] != first["sessionId"]
+
+
+def test_delete_history_of_an_expired_session_still_deletes_it(client, settings):
+    _, first = post_chat(client, message="Hi")
+    Conversation.objects.update(last_activity_at=timezone.now() - timedelta(days=settings.CHAT_SESSION_IDLE_DAYS + 1))
+
+    response = client.delete("/api/history", headers={"X-Session-Id": first["sessionId"]})
+
+    assert response.status_code == 204
+    assert Conversation.objects.count() == 0 and Message.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [({"X-Session-Id": str(uuid.uuid4())}, 404, "session_not_found"),
+     ({}, 400, "invalid_session_id"),
+     ({"X-Session-Id": "nope"}, 400, "invalid_session_id")],
+)
+def test_delete_history_of_an_unknown_or_invalid_session_is_refused(client, headers, status, code):
+    post_chat(client, message="Hi")
+    response = client.delete("/api/history", headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert Conversation.objects.count() == 1
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch"])
+def test_wrong_method_on_history_is_405_json(client, method):
+    response = getattr(client, method)("/api/history")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET, DELETE"
