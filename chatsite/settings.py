@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "conversations.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -91,7 +92,10 @@ ASGI_APPLICATION = "chatsite.asgi.application"
 # Database: DATABASE_URL, else an SQLite file next to manage.py.
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # Health checks make the pool test a connection before handing it out, so a
+    # connection PostgreSQL dropped (restart, failover, pg_terminate_backend)
+    # is replaced instead of failing the next request.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)}
 else:
     DATABASES = {
         "default": {
@@ -162,13 +166,41 @@ WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# One JSON object a line on stderr, with the request id (conversations/logs.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "formatters": {"json": {"()": "conversations.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # RequestLogMiddleware logs every request already, with more detail.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }
+
+# --- Security ---------------------------------------------------------------
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (Heroku, most
+# load balancers), say so, or Django cannot tell that requests came over HTTPS.
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# With DEBUG off the site is served over HTTPS only: redirect, HSTS, secure
+# cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a local run).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+CSRF_TRUSTED_ORIGINS = [
+    origin.strip() for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin.strip()
+]
 
 # --- The chat ---------------------------------------------------------------
 
@@ -191,6 +223,21 @@ CHAT_KNOWLEDGE_FILE = Path(os.environ.get("CHAT_KNOWLEDGE_FILE", BASE_DIR / "kno
 CHAT_SHOP_NAME = os.environ.get("CHAT_SHOP_NAME", "our shop")
 # Seconds between words when the offline responder streams its answer.
 CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
+
+# Request bodies larger than this are refused before they are parsed.
+CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
+
+# Abuse limits ("20/m", "10/h", "5/10s"; "0" turns one off), counted in Redis.
+CHAT_RATE_LIMIT_SESSION = os.environ.get("CHAT_RATE_LIMIT_SESSION", "20/m")
+CHAT_RATE_LIMIT_IP = os.environ.get("CHAT_RATE_LIMIT_IP", "60/m")
+CHAT_RATE_LIMIT_NEW_SESSIONS = os.environ.get("CHAT_RATE_LIMIT_NEW_SESSIONS", "20/h")
+# Addresses (or networks) of the proxies whose X-Forwarded-For is believed.
+CHAT_TRUSTED_PROXIES = [
+    net.strip() for net in os.environ.get("CHAT_TRUSTED_PROXIES", "").split(",") if net.strip()
+]
+# LLM tokens a day (UTC); 0 turns a budget off.
+CHAT_DAILY_TOKENS_PER_SESSION = env_int("CHAT_DAILY_TOKENS_PER_SESSION", 50_000)
+CHAT_DAILY_TOKENS_SITE = env_int("CHAT_DAILY_TOKENS_SITE", 2_000_000)
 
 # A session idle longer than this is forgotten: its id is treated as unknown.
 CHAT_SESSION_IDLE_DAYS = env_int("CHAT_SESSION_IDLE_DAYS", 30)

@@ -6,7 +6,9 @@ from conversations import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
+    path("healthz", views.healthz, name="healthz"),
     path("", include("conversations.urls")),
 ]
 
+handler400 = "conversations.api.bad_request"
 handler500 = "conversations.api.server_error"

@@ -2,12 +2,21 @@
 
 Every error is `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx
 status, never an HTML page.
+
+Why the API needs no CSRF token: it authenticates by the session id that the
+page sends in the body or the X-Session-Id header, never by a cookie, so a
+request forged by another site carries no credential. On top of that, a
+request a browser marks as cross-site (Sec-Fetch-Site) or that comes from a
+foreign Origin is refused, and a body must be declared application/json, which
+an HTML form cannot send. The admin keeps Django's CSRF protection.
 """
 
 import functools
 import json
 import uuid
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import JsonResponse
 from django.views import defaults
 
@@ -67,22 +76,47 @@ def api_view(*methods: str):
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
-                return await view(request, *args, **kwargs)
+                _refuse_cross_site(request)
+                response = await view(request, *args, **kwargs)
             except ApiError as error:
-                return error.response()
+                response = error.response()
+            # Answers hold a customer's conversation: no cache may keep them.
+            response["Cache-Control"] = "no-store"
+            return response
 
-        # The API authenticates by the session id in the body or a header, never
-        # by a cookie, so a forged cross-site request carries no credential.
-        wrapper.csrf_exempt = True
+        wrapper.csrf_exempt = True  # see the module docstring
         return wrapper
 
     return decorator
 
 
+def _refuse_cross_site(request) -> None:
+    origin = request.headers.get("Origin")
+    foreign_origin = origin is not None and (origin == "null" or urlsplit(origin).netloc != request.get_host())
+    if request.headers.get("Sec-Fetch-Site") == "cross-site" or foreign_origin:
+        raise ApiError(403, "cross_site_request", "Requests from other sites are not accepted.")
+
+
 def json_body(request) -> dict:
-    """The request body as a JSON object, or ApiError invalid_json."""
+    """The request body as a JSON object, or ApiError (unsupported_media_type, body_too_large, invalid_json).
+
+    The size is checked before the body is parsed, and before it is read when
+    the client declares it.
+    """
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
+    limit = settings.CHAT_MAX_BODY_BYTES
+    too_large = ApiError(413, "body_too_large", f"The request body must be at most {limit} bytes.")
     try:
-        body = json.loads(request.body)
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+            raise too_large
+    except ValueError:
+        pass
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    try:
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.") from None
     if not isinstance(body, dict):
@@ -105,3 +139,10 @@ def server_error(request):
     if request.path.startswith("/api/"):
         return error_response(500, "server_error", "Something went wrong on our side.")
     return defaults.server_error(request)
+
+
+def bad_request(request, exception=None):
+    """Django's 400 handler (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/."""
+    if request.path.startswith("/api/"):
+        return error_response(400, "bad_request", "The request could not be understood.")
+    return defaults.bad_request(request, exception)

@@ -78,6 +78,14 @@ class ReplyStream:
         self._started = time.monotonic()
 
     @property
+    def tokens_used(self) -> int:
+        """Tokens this reply cost, as the server counted them, else estimated (4 characters a token)."""
+        if self.prompt_tokens is not None and self.completion_tokens is not None:
+            return self.prompt_tokens + self.completion_tokens
+        characters = sum(len(m["content"]) for m in self.history) + len(self.text)
+        return characters // 4
+
+    @property
     def latency_ms(self) -> int:
         return round((time.monotonic() - self._started) * 1000)
 

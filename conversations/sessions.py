@@ -1,14 +1,12 @@
 """Session ids: validating them and the cache of session:{id} -> conversation id.
 
-This is the only module that knows the cache keys. The database is the source
-of truth; the cache only saves the lookup. A cache that fails (Redis stopped,
-paused or unreachable) is logged and treated as a miss, and is then left alone
-for a few seconds so that each request does not pay the timeout again.
+This is the only module that knows the session cache keys. The database is the
+source of truth; the cache only saves the lookup. A cache that fails (Redis
+stopped, paused or unreachable) is logged and treated as a miss, and is then
+left alone for a few seconds (cache_guard).
 """
 
 import hashlib
-import logging
-import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -16,11 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-logger = logging.getLogger(__name__)
-
-# After a cache failure, skip the cache for this many seconds.
-CACHE_RETRY_AFTER = 5.0
-_cache_down_until = 0.0
+from . import cache_guard
 
 
 class InvalidSessionId(ValueError):
@@ -53,30 +47,20 @@ def cache_key(session_id: uuid.UUID) -> str:
     return f"session:{session_id}"
 
 
-def _cache_available() -> bool:
-    return time.monotonic() >= _cache_down_until
-
-
-def _cache_failed(action: str, error: Exception) -> None:
-    global _cache_down_until
-    _cache_down_until = time.monotonic() + CACHE_RETRY_AFTER
-    logger.warning("session cache %s failed, using the database only: %r", action, error)
-
-
 def cached_conversation_id(session_id: uuid.UUID) -> int | None:
     """The conversation id cached for this session, or None on a miss or a cache failure."""
-    if not _cache_available():
+    if not cache_guard.available():
         return None
     try:
         return cache.get(cache_key(session_id))
     except Exception as error:  # noqa: BLE001 - any cache failure is a miss
-        _cache_failed("get", error)
+        cache_guard.failed("get", error)
         return None
 
 
 def remember(session_id: uuid.UUID, conversation_id: int, last_activity_at: datetime) -> None:
     """Cache the mapping for no longer than the session has left to live."""
-    if not _cache_available():
+    if not cache_guard.available():
         return
     idle_left = (
         last_activity_at
@@ -89,7 +73,7 @@ def remember(session_id: uuid.UUID, conversation_id: int, last_activity_at: date
     try:
         cache.set(cache_key(session_id), conversation_id, timeout)
     except Exception as error:  # noqa: BLE001
-        _cache_failed("set", error)
+        cache_guard.failed("set", error)
 
 
 def forget(session_id: uuid.UUID) -> None:
@@ -98,4 +82,4 @@ def forget(session_id: uuid.UUID) -> None:
     try:
         cache.delete(cache_key(session_id))
     except Exception as error:  # noqa: BLE001
-        _cache_failed("delete", error)
+        cache_guard.failed("delete", error)

@@ -27,7 +27,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import llm, sessions
+from . import limits, llm, sessions
 from .models import Conversation, Message, idle_cutoff
 
 logger = logging.getLogger(__name__)
@@ -69,16 +69,20 @@ def in_flight_cutoff():
     return timezone.now() - timedelta(seconds=settings.CHAT_LLM_DEADLINE + 10)
 
 
-def start_turn(session_id: uuid.UUID | None, text: str, client_message_id: str) -> Turn:
+def start_turn(
+    session_id: uuid.UUID | None, text: str, client_message_id: str, admit_new_session=lambda: None
+) -> Turn:
     """Store the question and return the turn to answer.
 
     An unknown or expired `session_id` starts a new conversation under a new
-    id: an id chosen by a client is never adopted.
+    id: an id chosen by a client is never adopted. `admit_new_session` is
+    called before a conversation is created, and may raise to refuse it.
     """
     if session_id is not None:
         recent = _recent_messages(session_id)
         if recent:
             return _continue_conversation(session_id, recent, text, client_message_id)
+    admit_new_session()
     return _start_conversation(text, client_message_id)
 
 
@@ -201,6 +205,19 @@ def record_reply(turn: Turn, stream: llm.ReplyStream, status: str = Message.Stat
     )
     if turn.question.status == Message.Status.FAILED:  # a retry that worked
         Message.objects.filter(pk=turn.question.pk).update(status=Message.Status.COMPLETE)
+    if stream.responder != "offline":
+        limits.spend(turn.session_id, stream.tokens_used)
+    logger.info(
+        "turn",
+        extra={
+            "session": sessions.short_hash(turn.session_id),
+            "status": status,
+            "model": stream.model,
+            "llm_ms": stream.latency_ms,
+            "prompt_tokens": stream.prompt_tokens,
+            "completion_tokens": stream.completion_tokens,
+        },
+    )
     return reply
 
 
@@ -210,6 +227,7 @@ def record_failure(turn: Turn, count: bool = True) -> None:
     `count` adds it to the conversation's failed turns; a turn the user stopped
     before the first word is not a failure of ours.
     """
+    logger.info("turn", extra={"session": sessions.short_hash(turn.session_id), "status": "failed"})
     with transaction.atomic():
         Message.objects.filter(pk=turn.question.pk).update(status=Message.Status.FAILED)
         if count:
@@ -246,4 +264,3 @@ async def _keep_stopped(turn: Turn, stream: llm.ReplyStream) -> None:
         turn.reply = await in_db_thread(record_reply, turn, stream, Message.Status.STOPPED)
     else:
         await in_db_thread(record_failure, turn, count=False)
-    logger.info("turn stopped by the client after %d characters", len(stream.text))

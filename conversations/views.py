@@ -1,20 +1,37 @@
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from . import llm, turns
+from . import knowledge, limits, llm, turns
 from .api import ApiError, api_view, error_response, json_body, session_id_from
 from .models import Conversation, Message
+
+logger = logging.getLogger(__name__)
 
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def index(request):
-    return render(request, "index.html")
+    """The chat page: static/chat.js talks to the API below."""
+    response = render(request, "index.html", {
+        "suggestions": [entry.question for entry in knowledge.entries()[:3]],
+        "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
+    })
+    # The page renders what a model wrote, so nothing but our own files may run
+    # or load there: no inline script or style, no other origin, no framing.
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+    return response
 
 
 @api_view("POST")
@@ -25,7 +42,14 @@ async def chat(request):
     client_message_id = _client_message_id(body.get("clientMessageId"))
 
     try:
-        turn = await turns.in_db_thread(turns.start_turn, session_id, text, client_message_id)
+        turn = await turns.in_db_thread(
+            _start_turn, limits.client_ip(request), session_id, text, client_message_id
+        )
+    except limits.Limited as limited:
+        raise ApiError(
+            limited.status, limited.code, limited.message, session_id=session_id,
+            retry_after=limited.retry_after,
+        ) from None
     except turns.TurnInProgress:
         raise ApiError(
             409,
@@ -54,7 +78,16 @@ async def chat(request):
                 pass
         except llm.AssistantUnavailable as error:
             raise _unavailable(error, turn) from None
+        request.llm_ms = turn.reply.latency_ms  # for the request log
     return JsonResponse(_reply_payload(turn))
+
+
+def _start_turn(ip: str, session_id, text: str, client_message_id: str) -> turns.Turn:
+    limits.check_turn(ip, session_id)
+    limits.check_budget(session_id)
+    return turns.start_turn(
+        session_id, text, client_message_id, admit_new_session=lambda: limits.check_new_session(ip)
+    )
 
 
 async def _events(turn: turns.Turn) -> AsyncIterator[str]:
@@ -181,3 +214,32 @@ def _history_messages(session_id) -> list[dict] | None:
         }
         for message in conversation.messages.all()
     ]
+
+
+@api_view("GET")
+async def healthz(request):
+    """For the load balancer: 503 only when the database is down; Redis down is "degraded"."""
+    database, cache_state = await turns.in_db_thread(_dependency_states)
+    if database != "ok":
+        status, code = "down", 503
+    else:
+        status, code = ("degraded", 200) if cache_state == "down" else ("ok", 200)
+    return JsonResponse({"status": status, "database": database, "cache": cache_state}, status=code)
+
+
+def _dependency_states() -> tuple[str, str]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except Exception:  # noqa: BLE001 - any failure means the database is not usable
+        logger.exception("health check: database down")
+        database = "down"
+    if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
+        return database, "local"
+    try:
+        cache.client.get_client().ping()
+        return database, "ok"
+    except Exception as error:  # noqa: BLE001
+        logger.warning("health check: cache down: %r", error)
+        return database, "down"

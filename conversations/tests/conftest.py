@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-from conversations import sessions
+from conversations import cache_guard, limits
 
 from .fake_llm import FakeLLM
 
@@ -39,9 +39,16 @@ def need(available: bool, what: str) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_state(settings):
     settings.CHAT_OFFLINE_WORD_DELAY = 0
-    sessions._cache_down_until = 0.0
+    settings.SECURE_SSL_REDIRECT = False  # the test client speaks plain HTTP
+    # All test traffic comes from one address: limits and budgets are off
+    # unless a test turns them on (test_limits.py).
+    settings.CHAT_RATE_LIMIT_SESSION = settings.CHAT_RATE_LIMIT_IP = "0"
+    settings.CHAT_RATE_LIMIT_NEW_SESSIONS = "0"
+    settings.CHAT_DAILY_TOKENS_PER_SESSION = settings.CHAT_DAILY_TOKENS_SITE = 0
+    limits.reset_local_counts()
+    cache_guard.reset()
     yield
-    sessions._cache_down_until = 0.0
+    cache_guard.reset()
 
 
 @pytest.fixture
@@ -216,6 +223,13 @@ def site(django_db_setup, django_db_blocker, fake_llm_server):
         "OPENAI_MODEL": "fake-model",
         "CHAT_LLM_DEADLINE": "5",
         "CHAT_LLM_MAX_RETRIES": "0",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        # All test traffic comes from one address; test_limits.py sets its own.
+        "CHAT_RATE_LIMIT_SESSION": "0",
+        "CHAT_RATE_LIMIT_IP": "0",
+        "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+        "CHAT_DAILY_TOKENS_PER_SESSION": "0",
+        "CHAT_DAILY_TOKENS_SITE": "0",
     })
     yield server
     server.stop()

@@ -102,11 +102,28 @@ def test_message_over_the_limit_is_refused(client, settings):
     assert status == 200
 
 
-@pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'"Hi"', b"null", b"\xff\xfe"])
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"Hi"', b"null", b"\xff\xfe", b"{"])
 def test_body_that_is_not_a_json_object_is_refused(client, raw):
     response = client.post("/api/chat", data=raw, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_body_not_declared_json_is_refused(client, content_type):
+    response = client.generic("POST", "/api/chat", b'{"message": "Hi"}', content_type=content_type)
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert Message.objects.count() == 0
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_parsed(client, settings):
+    settings.CHAT_MAX_BODY_BYTES = 100
+    body = json.dumps({"message": "x" * 200})
+    response = client.post("/api/chat", data=body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert Message.objects.count() == 0
 
 
 @pytest.mark.parametrize("value", [5, "", "has space", "x" * 65, "<script>"])

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from conversations import sessions
+from conversations import cache_guard, sessions
 from conversations.models import Conversation
 from conversations.sessions import InvalidSessionId, parse_session_id
 
@@ -89,7 +89,7 @@ def test_redis_stopped_mid_test_and_started_again(client, own_redis):
     assert time.monotonic() - started < 2.0  # no hang: the socket timeouts hold
 
     own_redis.start()
-    sessions._cache_down_until = 0.0  # as after the back-off of a few seconds
+    cache_guard.reset()  # as after the back-off of a few seconds
     status, third = post_chat(client, message="Thanks", sessionId=first["sessionId"])
     assert status == 200 and third["sessionId"] == first["sessionId"]
     assert sessions.cached_conversation_id(uuid.UUID(first["sessionId"])) is not None

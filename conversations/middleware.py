@@ -1,0 +1,51 @@
+import logging
+import re
+import time
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from .logs import request_id
+
+logger = logging.getLogger("chatsite.requests")
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{8,64}")
+
+
+class RequestLogMiddleware:
+    """Give each request an id (X-Request-Id: the proxy's if it sent a sane one) and log
+    one line when it ends: route, status, duration and, for chat turns, the LLM's latency."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        incoming = request.headers.get("X-Request-Id", "")
+        rid = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        started = time.monotonic()
+        try:
+            response = await self.get_response(request)
+            response["X-Request-Id"] = rid
+            match = request.resolver_match
+            logger.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": match.route if match else None,
+                    "status": response.status_code,
+                    "duration_ms": round((time.monotonic() - started) * 1000),
+                    # A streamed reply is still being written when this is logged;
+                    # its turn logs its own line when it ends.
+                    "streaming": response.streaming,
+                    "llm_ms": getattr(request, "llm_ms", None),
+                },
+            )
+            return response
+        finally:
+            request_id.reset(token)
