@@ -1,0 +1,72 @@
+"""Generated conversations for the admin, command and model tests."""
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from conversations.models import Conversation, Message
+
+
+def conversation(
+    *,
+    turns: int = 1,
+    started: datetime | None = None,
+    session_id: uuid.UUID | None = None,
+    model: str = "offline-faq",
+    latency_ms: int = 100,
+    failed_last: bool = False,
+) -> Conversation:
+    """A conversation of `turns` questions, each answered a second later (the last one
+    failed instead if `failed_last`), one minute apart; last active at its last question."""
+    return conversations(
+        1, turns=turns, started=started, session_ids=[session_id or uuid.uuid4()], model=model,
+        latency_ms=latency_ms, failed_last=failed_last,
+    )[0]
+
+
+def conversations(
+    count: int,
+    *,
+    turns: int = 1,
+    started: datetime | None = None,
+    session_ids: list[uuid.UUID] | None = None,
+    model: str = "offline-faq",
+    latency_ms: int = 100,
+    failed_last: bool = False,
+) -> list[Conversation]:
+    """`count` conversations like `conversation()`, made with two bulk inserts."""
+    started = started or timezone.now() - timedelta(hours=1)
+    session_ids = session_ids or [uuid.uuid4() for _ in range(count)]
+    made = Conversation.objects.bulk_create(
+        Conversation(
+            session_id=session_id,
+            created_at=started,
+            last_activity_at=started + timedelta(minutes=turns - 1),
+            failed_turns=1 if failed_last else 0,
+        )
+        for session_id in session_ids
+    )
+    messages = []
+    for made_one in made:
+        seq = 0
+        for turn in range(turns):
+            asked = started + timedelta(minutes=turn)
+            last = turn == turns - 1
+            failed = failed_last and last
+            messages.append(Message(
+                conversation=made_one, seq=seq, role=Message.Role.USER, created_at=asked,
+                content=f"Question {turn + 1}?", client_message_id=f"q{turn}",
+                status=Message.Status.FAILED if failed else Message.Status.COMPLETE,
+            ))
+            seq += 1
+            if not failed:
+                messages.append(Message(
+                    conversation=made_one, seq=seq, role=Message.Role.ASSISTANT,
+                    created_at=asked + timedelta(seconds=1), content=f"Answer {turn + 1}.",
+                    client_message_id=f"q{turn}", model=model, prompt_tokens=50,
+                    completion_tokens=20, latency_ms=latency_ms,
+                ))
+                seq += 1
+    Message.objects.bulk_create(messages)
+    return made
