@@ -195,7 +195,9 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+# The preload directive has no effect until someone submits the domain to the
+# browsers' preload list; it is on so that `check --deploy` passes.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 CSRF_TRUSTED_ORIGINS = [
@@ -243,3 +245,7 @@ CHAT_DAILY_TOKENS_SITE = env_int("CHAT_DAILY_TOKENS_SITE", 2_000_000)
 CHAT_SESSION_IDLE_DAYS = env_int("CHAT_SESSION_IDLE_DAYS", 30)
 # The Redis entry session:{id} -> conversation id lives at most this long.
 CHAT_SESSION_CACHE_SECONDS = env_int("CHAT_SESSION_CACHE_SECONDS", 24 * 3600)
+# chat_purge deletes conversations idle longer than this (its --older-than
+# default). Longer than the idle timeout, so support can still read a
+# conversation for a while after the customer can no longer continue it.
+CHAT_RETENTION_DAYS = env_int("CHAT_RETENTION_DAYS", 90)

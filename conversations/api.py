@@ -69,17 +69,15 @@ def api_view(*methods: str):
     def decorator(view):
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
-            if request.method not in methods:
-                response = error_response(
-                    405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
-                )
-                response["Allow"] = ", ".join(methods)
-                return response
             try:
+                if request.method not in methods:
+                    raise ApiError(405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint.")
                 _refuse_cross_site(request)
                 response = await view(request, *args, **kwargs)
             except ApiError as error:
                 response = error.response()
+            if response.status_code == 405:
+                response["Allow"] = ", ".join(methods)
             # Answers hold a customer's conversation: no cache may keep them.
             response["Cache-Control"] = "no-store"
             return response

@@ -10,7 +10,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from . import knowledge, limits, llm, turns
-from .api import ApiError, api_view, error_response, json_body, session_id_from
+from .api import ApiError, api_view, json_body, session_id_from
 from .models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,9 @@ def _client_message_id(value: object) -> str:
     return value
 
 
+@api_view("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 async def api_not_found(request):
-    return error_response(404, "not_found", "There is no such API endpoint.")
+    raise ApiError(404, "not_found", "There is no such API endpoint.")
 
 
 @api_view("GET", "DELETE")

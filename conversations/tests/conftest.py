@@ -162,25 +162,36 @@ def post_chat(client, headers=None, **body):
 
 
 class Site:
-    """The site as deployed: the Procfile's gunicorn command, in a subprocess, on the test database."""
+    """The site as deployed: the Procfile's gunicorn command, in a subprocess, on the test database.
 
-    def __init__(self, env: dict[str, str]):
+    Its output (JSON log lines, gunicorn's own) goes to a file: `log()` reads it.
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path | None = None):
+        import tempfile
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log_path = Path(tempfile.mkstemp(prefix="site-", suffix=".log", dir=log_dir)[1])
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
         web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-        self.process = subprocess.Popen(
-            ["bash", "-c", "exec " + web.removeprefix("web:").strip()],
-            cwd=ROOT,
-            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                 "PORT": str(self.port), "WEB_CONCURRENCY": "1", **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", "exec " + web.removeprefix("web:").strip()],
+                cwd=ROOT,
+                env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                     "PORT": str(self.port), "WEB_CONCURRENCY": "1", **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the site did not start:\n{self.process.stderr.read()}")
+                raise RuntimeError(f"the site did not start:\n{self.log()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
@@ -188,17 +199,48 @@ class Site:
                 time.sleep(0.1)
         raise RuntimeError("the site did not start within 30 s")
 
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def stop(self) -> None:
+        if self.process is None:
+            return
         self.process.terminate()
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.process = None
 
 
 def database_url() -> str:
     db = connection.settings_dict
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def site_env(fake_llm_server: FakeLLM, **overrides: str) -> dict[str, str]:
+    """The environment of a deployed site on the test database and the fake LLM."""
+    from django.conf import settings
+
+    return {
+        "DJANGO_SECRET_KEY": "test-only-secret-key",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake_llm_server.url,
+        "OPENAI_MODEL": "fake-model",
+        "CHAT_LLM_DEADLINE": "5",
+        "CHAT_LLM_MAX_RETRIES": "0",
+        # All test traffic comes from one address; tests of the limits set their own.
+        "CHAT_RATE_LIMIT_SESSION": "0",
+        "CHAT_RATE_LIMIT_IP": "0",
+        "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+        "CHAT_DAILY_TOKENS_PER_SESSION": "0",
+        "CHAT_DAILY_TOKENS_SITE": "0",
+        **overrides,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -208,29 +250,10 @@ def site(django_db_setup, django_db_blocker, fake_llm_server):
     Tests that use it also need `postgres` (a transactional database), so that
     what they write is visible to the site's process and flushed afterwards.
     """
-    from django.conf import settings
-
     with django_db_blocker.unblock():
         need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
-        url = database_url()
-    server = Site({
-        "DJANGO_SECRET_KEY": "test-only-secret-key",
-        "DJANGO_DEBUG": "0",
-        "DATABASE_URL": url,
-        "REDIS_URL": settings.REDIS_URL,
-        "OPENAI_API_KEY": "test-key",
-        "OPENAI_BASE_URL": fake_llm_server.url,
-        "OPENAI_MODEL": "fake-model",
-        "CHAT_LLM_DEADLINE": "5",
-        "CHAT_LLM_MAX_RETRIES": "0",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        # All test traffic comes from one address; test_limits.py sets its own.
-        "CHAT_RATE_LIMIT_SESSION": "0",
-        "CHAT_RATE_LIMIT_IP": "0",
-        "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
-        "CHAT_DAILY_TOKENS_PER_SESSION": "0",
-        "CHAT_DAILY_TOKENS_SITE": "0",
-    })
+        env = site_env(fake_llm_server)
+    server = Site(env)
     yield server
     server.stop()
 

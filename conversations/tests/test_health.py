@@ -1,0 +1,52 @@
+"""GET /healthz: what a load balancer asks."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import Site, free_port, site_env
+
+
+def get_health(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_is_ok_with_the_database_and_the_local_cache(client, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "cache": "local"}
+
+
+def test_health_with_redis_up_then_down(live_site, fake_llm_server, own_redis):
+    site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
+    try:
+        assert get_health(site.url) == (200, {"status": "ok", "database": "ok", "cache": "ok"})
+        own_redis.stop()
+        assert get_health(site.url) == (200, {"status": "degraded", "database": "ok", "cache": "down"})
+    finally:
+        site.stop()
+
+
+def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
+    site = Site(site_env(
+        fake_llm_server,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
+        DATABASE_POOL_TIMEOUT="1",
+    ))
+    try:
+        started = time.monotonic()
+        status, body = get_health(site.url)
+        assert status == 503
+        assert body["status"] == "down" and body["database"] == "down"
+        assert time.monotonic() - started < 10
+    finally:
+        site.stop()
