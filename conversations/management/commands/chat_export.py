@@ -1,0 +1,101 @@
+import argparse
+import os
+import sys
+import time
+from datetime import date, datetime, time as day_start, timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from conversations.models import Conversation
+
+# Conversations (with their messages) in memory at a time.
+CHUNK_SIZE = 500
+
+
+def day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-01-31") from None
+
+
+def start_of(value: date) -> datetime:
+    return timezone.make_aware(datetime.combine(value, day_start.min))
+
+
+class Command(BaseCommand):
+    help = (
+        "Export conversations with their messages as JSON Lines (one conversation a line), "
+        "oldest first, streamed. --since/--until select by day of last activity (UTC)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since", type=day, metavar="DATE",
+                            help="only conversations last active on or after this day, e.g. 2026-01-31")
+        parser.add_argument("--until", type=day, metavar="DATE",
+                            help="only conversations last active on or before this day")
+        parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+
+    def handle(self, *args, since, until, output, **options):
+        if since and until and since > until:
+            raise CommandError("--since must not be after --until.")
+        conversations = Conversation.objects.all()
+        if since:
+            conversations = conversations.filter(last_activity_at__gte=start_of(since))
+        if until:
+            conversations = conversations.filter(last_activity_at__lt=start_of(until + timedelta(days=1)))
+
+        progress = Progress(self.stderr, conversations.count()) if self.stderr.isatty() else None
+        if output is None:
+            try:
+                self.write_lines(conversations, self.stdout, progress)
+            except BrokenPipeError:  # `chat_export | head`: the reader has had enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        else:
+            try:
+                with open(output, "w", encoding="utf-8") as out:
+                    exported = self.write_lines(conversations, out, progress)
+            except OSError as error:
+                raise CommandError(f"Cannot write {output}: {error.strerror}") from None
+            self.stdout.write(f"Exported {exported:,} conversations to {output}.")
+
+    def write_lines(self, conversations, out, progress) -> int:
+        exported = 0
+        for line in conversations.export_lines(chunk_size=CHUNK_SIZE):
+            out.write(line)
+            exported += 1
+            if progress:
+                progress.show(exported)
+        if progress:
+            progress.done(exported)
+        return exported
+
+
+class Progress:
+    """A one-line progress bar, redrawn at most ten times a second."""
+
+    WIDTH = 30
+
+    def __init__(self, stream, total: int):
+        self.stream, self.total, self.drawn_at = stream, total, 0.0
+
+    def show(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self.drawn_at >= 0.1:
+            self.drawn_at = now
+            self.draw(count)
+
+    def done(self, count: int) -> None:
+        self.draw(count)
+        self.stream.write("", style_func=str)  # ends the line
+
+    def draw(self, count: int) -> None:
+        share = count / self.total if self.total else 1.0
+        filled = round(share * self.WIDTH)
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {share:4.0%} {count:,}/{self.total:,} conversations",
+            style_func=str,  # plain, not the red Django gives stderr
+            ending="",
+        )
+        self.stream.flush()
