@@ -36,6 +36,14 @@ def need(available: bool, what: str) -> None:
     pytest.skip(f"needs {what}")
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """A test database of this run's own, so that two runs on one machine do not collide."""
+    from pytest_django.fixtures import _set_suffix_to_test_databases
+
+    _set_suffix_to_test_databases(suffix=f"run{os.getpid()}")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state(settings):
     settings.CHAT_OFFLINE_WORD_DELAY = 0

@@ -4,11 +4,12 @@ import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 
 from conversations.models import Conversation
 
 
-def post(site, body: dict, accept: str = "application/json") -> tuple[int, dict, dict]:
+def post(site, body: dict, accept: str = "application/json") -> tuple[int, dict, Message]:
     request = urllib.request.Request(
         f"{site.url}/api/chat",
         data=json.dumps(body).encode(),
@@ -17,9 +18,9 @@ def post(site, body: dict, accept: str = "application/json") -> tuple[int, dict,
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read()), dict(response.headers)
+            return response.status, json.loads(response.read()), response.headers
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), dict(error.headers)
+        return error.code, json.loads(error.read()), error.headers
 
 
 def test_parallel_turns_on_one_session_never_interleave(live_site, llm):

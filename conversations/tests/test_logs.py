@@ -1,0 +1,92 @@
+"""Logs: one JSON object a line with a request id, and never a whole session id."""
+
+import io
+import json
+import logging
+import uuid
+
+import pytest
+
+from conversations.logs import JsonFormatter
+from conversations.models import Conversation, Message
+
+from .conftest import post_chat
+from .test_concurrency import post
+
+
+@pytest.fixture
+def captured_logs():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    loggers = [logging.getLogger(), logging.getLogger("django"), logging.getLogger("django.request")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield stream
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+def assert_no_trace_of(session_id: uuid.UUID, text: str) -> None:
+    for form in (str(session_id), session_id.hex, str(session_id).upper()):
+        assert form not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_id_never_reaches_the_logs_or_the_llm(client, llm, settings, captured_logs):
+    canary = uuid.uuid4()
+    conversation = Conversation.objects.create(session_id=canary)
+    Message.objects.create(conversation=conversation, seq=0, role="user", content="Hi")
+    Message.objects.create(conversation=conversation, seq=1, role="assistant", content="Hello")
+    sid = str(canary)
+    settings.CHAT_LLM_DEADLINE = 1.0
+
+    assert post_chat(client, message="ok", sessionId=sid)[0] == 200
+    llm.control("status", status=500)
+    assert post_chat(client, message="fails", sessionId=sid, clientMessageId="c1")[0] == 502
+    llm.control("hang")
+    assert post_chat(client, message="times out", sessionId=sid)[0] == 504
+    llm.control("reset")
+    assert post_chat(client, message="reset", sessionId=sid)[0] == 502
+    llm.control("malformed")
+    assert post_chat(client, message="malformed", sessionId=sid)[0] == 502
+    llm.control("ok")
+    Message.objects.create(conversation=conversation, seq=20, role="user", content="in flight")
+    assert post_chat(client, message="busy", sessionId=sid)[0] == 409
+    Message.objects.filter(seq=20).delete()
+    settings.CHAT_RATE_LIMIT_SESSION = "1/m"
+    post_chat(client, message="one", sessionId=sid)
+    assert post_chat(client, message="limited", sessionId=sid)[0] == 429
+    assert client.get("/api/history", headers={"X-Session-Id": sid}).status_code == 200
+    assert client.delete("/api/history", headers={"X-Session-Id": sid}).status_code == 204
+    assert client.get("/api/history", headers={"X-Session-Id": sid}).status_code == 404
+    assert post_chat(client, message="gone", sessionId=sid)[0] in (200, 429)
+
+    logged = captured_logs.getvalue()
+    assert '"route": "api/chat"' in logged and '"status": 502' in logged  # the paths were logged
+    assert_no_trace_of(canary, logged)
+    assert_no_trace_of(canary, json.dumps(llm.requests()))
+
+
+def test_the_deployed_site_logs_json_lines_without_session_ids(live_site, llm):
+    status, first, _ = post(live_site, {"message": "Hi"})
+    assert status == 200
+    canary = uuid.UUID(first["sessionId"])
+    llm.control("status", status=500)
+    assert post(live_site, {"message": "fails", "sessionId": str(canary)})[0] == 502
+    llm.control("ok")
+    status, _, headers = post(live_site, {"message": "again", "sessionId": str(canary)})
+    assert status == 200 and headers["x-request-id"]
+
+    log = live_site.log()
+    requests = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            assert entry["request_id"] and entry["time"] and entry["level"]
+            if entry["message"] == "request":
+                requests.append(entry)
+    mine = [r for r in requests if r["request_id"] == headers["x-request-id"]]
+    assert mine and mine[0]["route"] == "api/chat" and mine[0]["status"] == 200
+    assert isinstance(mine[0]["duration_ms"], int) and isinstance(mine[0]["llm_ms"], int)
+    assert_no_trace_of(canary, log)
