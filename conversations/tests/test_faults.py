@@ -1,0 +1,176 @@
+"""Faults injected into the deployed site: the LLM, Redis and PostgreSQL misbehaving, clients leaving."""
+
+import http.client
+import json
+import socket
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+
+from conversations.models import Conversation, Message
+
+from .conftest import Site, site_env
+from .test_concurrency import post
+
+
+@pytest.fixture(scope="module")
+def quick_deployed_site(site, django_db_blocker, fake_llm_server):
+    with django_db_blocker.unblock():
+        env = site_env(fake_llm_server, CHAT_LLM_DEADLINE="2")
+    quick = Site(env)
+    yield quick
+    quick.stop()
+
+
+@pytest.fixture
+def quick_site(quick_deployed_site, live_site):
+    """A deployed site with a 2-second LLM deadline (and a clean database, the fake LLM reset)."""
+    return quick_deployed_site
+
+
+@pytest.mark.parametrize(
+    ("mode", "params", "status"),
+    [
+        ("hang", {}, 504),
+        ("drip", {"interval": 0.5}, 504),
+        ("reset", {}, 502),
+        ("status", {"status": 401}, 502),
+        ("status", {"status": 429, "retry_after": "3600"}, 503),
+        ("status", {"status": 500}, 502),
+        ("malformed", {}, 502),
+    ],
+)
+def test_llm_faults_end_within_the_deadline_and_a_retry_gives_one_reply(quick_site, llm, mode, params, status):
+    _, first, _ = post(quick_site, {"message": "Hi"})
+    llm.control(mode, **params)
+    body = {"message": "Where is my parcel?", "sessionId": first["sessionId"], "clientMessageId": "q-1"}
+
+    started = time.monotonic()
+    code, answer, _ = post(quick_site, body)
+    elapsed = time.monotonic() - started
+
+    assert code == status
+    assert answer["error"]["code"] == "llm_unavailable"
+    assert answer["sessionId"] == first["sessionId"]
+    assert elapsed < 2 + 1.5
+    llm.control("ok")
+    code, retried, _ = post(quick_site, body)
+    assert code == 200 and retried["reply"] == "Echo: Where is my parcel?"
+    assert post(quick_site, body)[1]["reply"] == retried["reply"]  # and again: the same reply
+
+    conversation = Conversation.objects.get(session_id=first["sessionId"])
+    assert conversation.messages.filter(content="Where is my parcel?").count() == 1
+    assert conversation.messages.filter(role="assistant", client_message_id="q-1").count() == 1
+    assert "WORKER TIMEOUT" not in quick_site.log()
+
+
+def redis_command(port: int, *words: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(("*%d\r\n" % len(words) + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
+        return sock.recv(1024)
+
+
+@pytest.mark.parametrize("fault", ["stop", "pause"])
+def test_redis_stopped_or_paused_with_turns_in_flight(live_site, llm, fake_llm_server, own_redis, fault):
+    site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
+    try:
+        sessions = [post(site, {"message": f"start {n}"})[1]["sessionId"] for n in range(6)]
+        llm.control("ok", delay=1.0)
+
+        def turn(n):
+            return post(site, {"message": f"in flight {n}", "sessionId": sessions[n % 6]})
+
+        with ThreadPoolExecutor(6) as pool:
+            in_flight = [pool.submit(turn, n) for n in range(6)]
+            time.sleep(0.3)
+            if fault == "stop":
+                own_redis.stop()
+            else:
+                assert redis_command(own_redis.port, "CLIENT", "PAUSE", "4000", "ALL").startswith(b"+OK")
+            after = [pool.submit(turn, n) for n in range(6, 12)]
+            results = [future.result() for future in in_flight + after]
+
+        assert [status for status, _, _ in results] == [200] * 12
+        assert all(body["sessionId"] == sessions[n % 6] for n, (_, body, _) in enumerate(results))
+        for n in range(12):
+            assert Message.objects.filter(content=f"in flight {n}").count() == 1
+            assert Message.objects.filter(content=f"Echo: in flight {n}").count() == 1
+    finally:
+        site.stop()
+
+
+def test_no_stale_mapping_survives_redis_coming_back(live_site, llm, fake_llm_server, own_redis):
+    site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
+    try:
+        _, first, _ = post(site, {"message": "Hi"})
+        session_id = first["sessionId"]
+        # Redis stalls while the customer deletes the conversation: the cache
+        # entry cannot be deleted and is still there when Redis comes back.
+        assert redis_command(own_redis.port, "CLIENT", "PAUSE", "1500", "WRITE").startswith(b"+OK")
+        request = urllib.request.Request(f"{site.url}/api/history", method="DELETE",
+                                         headers={"X-Session-Id": session_id})
+        assert urllib.request.urlopen(request, timeout=10).status == 204
+        time.sleep(1.6)
+
+        status, body, _ = post(site, {"message": "Hello again", "sessionId": session_id})
+
+        assert status == 200
+        assert body["sessionId"] != session_id  # a new conversation, not the deleted one
+        assert not Conversation.objects.filter(session_id=session_id).exists()
+    finally:
+        site.stop()
+
+
+def test_dropped_database_connections_are_replaced(live_site, llm):
+    _, first, _ = post(live_site, {"message": "Hi"})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1  # the site's pooled connections
+
+    status, body, _ = post(live_site, {"message": "Still there?", "sessionId": first["sessionId"]})
+
+    assert status == 200 and body["sessionId"] == first["sessionId"]
+
+
+def test_a_client_leaving_a_stream_cancels_the_llm_call_and_keeps_the_partial_reply(live_site, llm):
+    llm.control("ok", reply="one two three four five six seven eight", chunk_delay=0.4)
+    host, port = live_site.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", "/api/chat", body=json.dumps({"message": "Tell me"}),
+                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    response = conn.getresponse()
+    received = b""
+    while received.count(b"event: delta") < 2:
+        received += response.read1(4096)
+    session_id = json.loads(received.split(b"data: ", 1)[1].split(b"\n", 1)[0])["sessionId"]
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and llm.stats()["cancelled"] < 1:
+        time.sleep(0.05)
+    assert llm.stats()["cancelled"] == 1
+    reply = None
+    while time.monotonic() < deadline and reply is None:
+        reply = Message.objects.filter(conversation__session_id=session_id, role="assistant").first()
+        time.sleep(0.05)
+    assert reply is not None and reply.status == "stopped"
+    assert reply.content.startswith("one") and "eight" not in reply.content
+    # The conversation goes on.
+    llm.control("ok")
+    status, body, _ = post(live_site, {"message": "Again", "sessionId": session_id})
+    assert status == 200 and body["sessionId"] == session_id
+
+
+def test_an_id_that_is_not_ours_never_reaches_the_database(live_site, llm):
+    made_up = str(uuid.uuid4())
+    status, body, _ = post(live_site, {"message": "Hi", "sessionId": made_up})
+    assert status == 200 and body["sessionId"] != made_up
+    assert not Conversation.objects.filter(session_id=made_up).exists()
