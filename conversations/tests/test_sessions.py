@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -71,8 +72,24 @@ def test_a_returning_turn_runs_a_constant_number_of_queries(client, shared_redis
         status, _ = post_chat(client, message=f"turn {n}", sessionId=first["sessionId"])
         assert status == 200
         counts.append(len(queries))
-    # History read (1), question insert and activity update (2), reply insert (1).
-    assert counts == [4] * 12
+    # History read, question insert, reply insert: the history's length changes nothing.
+    assert counts == [3] * 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_last_activity_moves_forward_once_it_is_a_minute_old(client, queries):
+    _, first = post_chat(client, message="Hi")
+    conversation = Conversation.objects.get()
+    an_hour_ago = conversation.last_activity_at - timedelta(hours=1)
+    Conversation.objects.update(last_activity_at=an_hour_ago)
+
+    queries.clear()
+    post_chat(client, message="Back again", sessionId=first["sessionId"])
+
+    assert len(queries) == 4  # the activity update comes along
+    conversation.refresh_from_db()
+    question = conversation.messages.get(content="Back again")
+    assert conversation.last_activity_at == question.created_at
 
 
 @pytest.mark.django_db(transaction=True)
