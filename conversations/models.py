@@ -120,8 +120,7 @@ class ConversationQuerySet(models.QuerySet):
         if not rows:
             return 0, 0
         _, deleted = Conversation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
-        for _, session_id in rows:
-            sessions.forget(session_id)
+        sessions.forget_many([session_id for _, session_id in rows])
         return deleted.get("conversations.Conversation", 0), deleted.get("conversations.Message", 0)
 
 

@@ -83,3 +83,18 @@ def forget(session_id: uuid.UUID) -> None:
         cache.delete(cache_key(session_id))
     except Exception as error:  # noqa: BLE001
         cache_guard.failed("delete", error)
+
+
+def forget_many(session_ids: list[uuid.UUID]) -> None:
+    """Drop the cached mappings of many sessions in one round trip (chat_purge, admin).
+
+    While the cache is being skipped after a failure, this skips it too rather
+    than pay a timeout per batch: the entries die by their TTL, and are never
+    trusted without the database meanwhile.
+    """
+    if not session_ids or not cache_guard.available():
+        return
+    try:
+        cache.delete_many([cache_key(session_id) for session_id in session_ids])
+    except Exception as error:  # noqa: BLE001
+        cache_guard.failed("delete", error)

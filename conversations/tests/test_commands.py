@@ -2,6 +2,8 @@
 
 import io
 import json
+import signal
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -228,6 +230,21 @@ def test_chat_purge_deletes_the_keys_in_redis(shared_redis):
 
     assert shared_redis.get(sessions.cache_key(old.session_id)) is None
     assert shared_redis.get(sessions.cache_key(kept.session_id)) == kept.pk
+
+
+def test_chat_purge_with_a_stalled_redis_pays_one_timeout_not_one_per_key(own_redis):
+    data.conversations(30, started=days_ago(100))
+    own_redis.process.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        out = run("chat_purge", "--older-than", "30", "--batch-size", "10")
+        elapsed = time.monotonic() - started
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+
+    assert out.startswith("Deleted 30 conversations")
+    assert Conversation.objects.count() == 0
+    assert elapsed < 2.0  # one socket timeout (0.25 s), then the cache is skipped
 
 
 # --- chat_stats --------------------------------------------------------------
