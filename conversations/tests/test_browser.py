@@ -501,6 +501,33 @@ def test_two_tabs_on_one_session_stay_coherent(browsing):
     expect(second.locator("#reference")).to_be_hidden()
 
 
+def test_a_message_sent_while_another_tab_is_answered_waits_its_turn(live_site, browsing, llm):
+    llm.control("ok", chunk_delay=0.25, reply="A slow answer for the first tab, word by word.")
+    context = browsing.context()
+    first, second = browsing.page(context), browsing.page(context)
+
+    box(first).fill("First tab asks")
+    box(first).press("Enter")
+    expect(second.locator('[data-role="assistant"] .typing')).to_be_visible()  # it follows the other tab
+    statuses = []
+    second.on("response", lambda response: statuses.append(response.status) if "/api/chat" in response.url else None)
+    llm.control("ok")
+    send(second, "Second tab asks")
+
+    assert statuses[0] == 409 and statuses[-1] == 200  # turn_in_progress, waited out, then sent again
+
+    wait_idle(first)
+    expected = [
+        ["user", "First tab asks"], ["assistant", "A slow answer for the first tab, word by word."],
+        ["user", "Second tab asks"], ["assistant", "Echo: Second tab asks"],
+    ]
+    expect(second.locator("#log [data-role]")).to_have_count(4)
+    assert messages(second) == expected
+    expect(first.locator("#log [data-role]")).to_have_count(4)
+    assert messages(first) == expected
+    assert len(history(live_site, stored_id(first))[1]) == 4
+
+
 def test_phone_width_and_dark_mode(browsing):
     page = browsing.page(viewport={"width": 360, "height": 720}, color_scheme="dark", is_mobile=True)
 
