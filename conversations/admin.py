@@ -13,12 +13,18 @@ from .models import Conversation, Message
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["seq", "role", "content", "status", "created_at", "model", "prompt_tokens",
+    fields = ["seq", "role", "content", "status", "sent", "model", "prompt_tokens",
               "completion_tokens", "latency_ms"]
     readonly_fields = fields
     ordering = ["seq"]
     extra = 0
     can_delete = False
+
+    @admin.display(description="sent")
+    def sent(self, message):
+        # To the second: admin's default format stops at the minute, and a
+        # conversation happens within one.
+        return f"{timezone.localtime(message.created_at):%Y-%m-%d %H:%M:%S %Z}"
 
     def has_view_permission(self, request, obj=None):
         # The messages are the conversation: whoever may read it may read them,
