@@ -15,6 +15,11 @@ from . import sessions
 # reference the page shows, or more of the id, with or without its hyphens.
 SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
 
+# Characters that JSON leaves as they are but that Python's splitlines() and
+# some editors take for line breaks; escaped, a customer who types one cannot
+# split a conversation's line in two. They only ever occur inside strings.
+LINE_BREAKS_ESCAPED = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
 
 def idle_cutoff(days: int | None = None):
     """The oldest last activity a conversation may have and still be continued
@@ -107,7 +112,8 @@ class ConversationQuerySet(models.QuerySet):
         """
         conversations = self.order_by("pk").prefetch_related("messages")
         for conversation in conversations.iterator(chunk_size=chunk_size):
-            yield json.dumps(conversation.export_record(), ensure_ascii=False) + "\n"
+            line = json.dumps(conversation.export_record(), ensure_ascii=False)
+            yield line.translate(LINE_BREAKS_ESCAPED) + "\n"
 
     def forget(self) -> tuple[int, int]:
         """Delete these conversations, their messages and their cache entries.

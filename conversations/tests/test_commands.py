@@ -93,6 +93,18 @@ def test_chat_export_writes_one_json_line_per_conversation_oldest_first():
     assert records[2]["failedTurns"] == 1 and records[2]["reference"] == failed.reference
 
 
+def test_chat_export_keeps_one_conversation_a_line_whatever_the_customer_typed():
+    conversation = data.conversation()
+    text = "Zwei Zeilen\u2028Ligne\u2029deux\x85три\nreal newline 🙂"
+    conversation.messages.filter(seq=0).update(content=text)
+    data.conversation()
+
+    out = run("chat_export")
+
+    assert len(out.splitlines()) == 2  # splitlines() breaks at U+2028, U+2029 and U+0085 too
+    assert json.loads(out.splitlines()[0])["messages"][0]["content"] == text
+
+
 def test_chat_export_selects_by_day_of_last_activity(tmp_path):
     old = data.conversation(started=days_ago(10))
     middle = data.conversation(started=days_ago(5))
