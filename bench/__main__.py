@@ -1,0 +1,325 @@
+"""python -m bench: the site as deployed against the bare-Django anchor; writes docs/benchmarks.md.
+
+See docs/benchmarks.md for what is measured and why, and `python -m bench --help`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import load, report, servers, wire
+
+ROOT = servers.ROOT
+DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
+FIGURES = ("1", "2", "3", "4", "5", "scale")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs, one A B pair: for development")
+    parser.add_argument("--rounds", type=int, default=2, help="A B pairs per figure (default 2: A B A B)")
+    parser.add_argument("--seconds", type=float, default=10, help="length of a run at instant LLM")
+    parser.add_argument("--held-seconds", type=float, default=20, help="length of a run of figure 2")
+    parser.add_argument("--connections", type=int, default=50, help="connections of figure 1")
+    parser.add_argument("--held", type=int, default=1000, help="concurrent conversations of figure 2")
+    parser.add_argument("--delay", type=float, default=2.0, help="LLM delay of figure 2, seconds")
+    parser.add_argument("--sessions", type=int, default=20000, help="existing sessions the load continues")
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"figures to run, of {','.join(FIGURES)}")
+    parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
+                        help="the bench's own database (created and dropped; its name must contain 'bench')")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
+                        help="document to write the results into ('-' for none)")
+    parser.add_argument("--keep-database", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.held_seconds, args.sessions = 1, 3, 8, 10000
+    args.only = set(args.only.split(","))
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    load.ensure_wrk()
+    command = "make bench" + (f" BENCH_ARGS='{' '.join(argv or sys.argv[1:])}'" if (argv or sys.argv[1:]) else "")
+    tmp = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
+    db = servers.BenchDatabase(args.database)
+    print(f"bench: database {db.name}, scratch {tmp}", flush=True)
+    db.create()
+    redis = llm = None
+    started = []
+    try:
+        site_env = {
+            "DJANGO_SECRET_KEY": "bench-only-secret-key",
+            "DJANGO_DEBUG": "0",
+            "DATABASE_URL": db.url,
+            # Served as behind a TLS-terminating load balancer (wrk sends X-Forwarded-Proto).
+            "DJANGO_BEHIND_TLS_PROXY": "1",
+            # All the load comes from one address and a few thousand sessions.
+            "CHAT_RATE_LIMIT_SESSION": "0",
+            "CHAT_RATE_LIMIT_IP": "0",
+            "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+            # Token budgets stay on, so their counting in Redis is measured, but
+            # too large to run out during a run.
+            "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12),
+            "CHAT_DAILY_TOKENS_SITE": str(10**15),
+        }
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                       cwd=ROOT, env={**os.environ, **site_env}, check=True)
+        os.environ.update(site_env, DJANGO_SETTINGS_MODULE="chatsite.settings")
+        os.environ.pop("REDIS_URL", None)
+        import django
+
+        django.setup()
+        from . import seed
+
+        ids = seed.conversations(args.sessions, 2, tmp / "sessions.txt")
+        pool = load.Sessions(ids, tmp)
+        print(f"bench: {len(ids)} sessions seeded", flush=True)
+
+        redis = servers.RedisServer(tmp)
+        llm = servers.StandInLLM()
+        site_env.update({
+            "REDIS_URL": redis.url,
+            "OPENAI_API_KEY": "bench-key",
+            "OPENAI_BASE_URL": llm.url,
+            "OPENAI_MODEL": "fake-model",
+        })
+        bench = Bench(args, db, redis, llm, site_env, tmp, pool)
+        results = {"machine": servers.machine_description(), "command": command,
+                   "procfile": servers.procfile_web_command(), "args": {
+                       k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}}
+        results.update(bench.run_all(started))
+    finally:
+        for server in started:
+            server.stop()
+        if llm:
+            llm.stop()
+        if redis:
+            redis.stop()
+        if not args.keep_database:
+            from django.db import connections
+
+            connections.close_all()
+            db.drop()
+
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (results_dir / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=_json))
+    text = report.render(results)
+    print(text)
+    if args.out != "-":
+        report.write(Path(args.out), text)
+        print(f"bench: wrote {args.out} and bench/results/{stamp}.json")
+
+
+def _json(value):
+    if dataclasses.is_dataclass(value):
+        return {**dataclasses.asdict(value), "ok": value.ok, "errors": value.errors,
+                "turns_per_second": value.turns_per_second}
+    raise TypeError(type(value))
+
+
+class Bench:
+    def __init__(self, args, db, redis, llm, site_env, tmp, pool):
+        self.args, self.db, self.redis, self.llm = args, db, redis, llm
+        self.site_env, self.tmp, self.pool = site_env, tmp, pool
+
+    def site(self, started, **env) -> servers.WebServer:
+        server = servers.WebServer("site", {**self.site_env, **env}, self.tmp / "site.log")
+        started.append(server)
+        return server
+
+    def anchor(self, started, delay: float, middleware: str = "") -> servers.WebServer:
+        env = {"DJANGO_SETTINGS_MODULE": "bench.anchor", "BENCH_ANCHOR_DELAY": str(delay),
+               "BENCH_ANCHOR_MIDDLEWARE": middleware}
+        if middleware:  # the site's settings: its secret key and proxy setting too
+            env.update({k: v for k, v in self.site_env.items() if k.startswith("DJANGO_")})
+        server = servers.WebServer("anchor", env, self.tmp / "anchor.log", app="bench.anchor:application")
+        started.append(server)
+        return server
+
+    def cpu(self, server: servers.WebServer, with_backends: bool) -> dict:
+        readers = {"workers": server.cpu_seconds}
+        if with_backends:
+            readers["llm"] = lambda: servers.cpu_seconds(self.llm.pid)
+            readers["redis"] = lambda: servers.cpu_seconds(self.redis.process.pid)
+            readers["postgres"] = lambda: sum(servers.cpu_seconds(pid) for pid, _ in self.db.backends())
+        return readers
+
+    def probes(self, server: servers.WebServer, with_db: bool) -> dict:
+        probes = {
+            "worker_rss_mib": lambda: max(servers.rss_kib(pid) for pid in server.workers()) / 1024,
+            "workers": lambda: len(server.workers()),
+        }
+        if with_db:
+            probes["pg_connections"] = lambda: len(self.db.backends())
+            probes["pg_busy"] = lambda: sum(1 for _, state in self.db.backends() if state != "idle")
+        return probes
+
+    def alternate(self, name, pairs, runner) -> list:
+        """Runs A B A B...: `pairs` is [(label, server), ...] in the order of one round."""
+        runs = []
+        for round_ in range(self.args.rounds):
+            for label, server in pairs:
+                run = runner(f"{label} #{round_ + 1}", server)
+                print(f"bench: figure {name}: {run.label}: {run.turns_per_second:.0f} turns/s, "
+                      f"p50 {run.latency_ms['p50']:.1f} ms, p99 {run.latency_ms['p99']:.1f} ms, "
+                      f"errors {run.errors}", flush=True)
+                runs.append(run)
+        return runs
+
+    def run_all(self, started) -> dict:
+        args, results, pool = self.args, {}, self.pool
+        per_connection = 10  # sessions per connection in a run, so none waits for a free one
+        site = self.site(started)
+        if "1" in args.only:
+            self.llm.set_delay(0)
+            anchor = self.anchor(started, 0)
+            stacked = self.anchor(started, 0, middleware="site")
+            servers_ = [("app", site), ("anchor", anchor), ("anchor+middleware", stacked)]
+            for _, server in servers_:  # warm up: pools, imports, caches
+                pool.wrk("warm-up", server.url, args.connections * per_connection, args.connections, 2)
+            results["figure1"] = self.alternate("1", servers_, lambda label, s: pool.wrk(
+                label, s.url, args.connections * per_connection, args.connections, args.seconds,
+                cpu=self.cpu(s, s is site), settle=s.cpu_seconds))
+            for server in (anchor, stacked):
+                started.remove(server)
+                server.stop()
+
+        if "2" in args.only or "5" in args.only:
+            self.llm.set_delay(args.delay)
+            anchor = self.anchor(started, args.delay)
+            for server in (site, anchor):
+                pool.wrk("warm-up", server.url, args.held * 2, args.held, args.delay * 2, timeout=60)
+            results["figure2"] = self.alternate("2", [("app", site), ("anchor", anchor)], lambda label, s: (
+                self.llm.set_delay(args.delay),
+                pool.wrk(label, s.url, args.held * 2, args.held, args.held_seconds,
+                         timeout=60, cpu=self.cpu(s, s is site),
+                         probes=self.probes(s, s is site), settle=s.cpu_seconds))[1])
+            results["figure2_ideal"] = args.held / args.delay
+            results["pool_bound"] = {"workers": len(site.workers()),
+                                     "pool_max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10"))}
+            started.remove(anchor)
+            anchor.stop()
+
+        if "3" in args.only:
+            results["figure3"] = self.figure3(started)
+
+        if "4" in args.only:
+            results["figure4"] = self.figure4(site)
+
+        if "scale" in args.only:
+            results["scale"] = self.scale_out(started, site)
+        return results
+
+    def figure3(self, started) -> dict:
+        """SQL statements, PostgreSQL round trips and Redis commands of one turn, read from outside."""
+        from . import seed
+
+        self.llm.set_delay(0)
+        proxy = wire.WireLog("127.0.0.1", int(self.db.url.rsplit(":", 1)[1].split("/")[0]))
+        site = self.site(started, DATABASE_URL=self.db.url_via(proxy.port), WEB_CONCURRENCY="1")
+        ids = seed.conversations(40, 2, self.tmp / "figure3.txt")
+        for session in ids[:10]:  # warm up: the pool's connections are opened and set up here
+            site.post({"message": "warm up", "sessionId": session})
+
+        def measure(sessions):
+            proxy.clear()
+            redis_before = self.redis.command_calls()
+            for session in sessions:
+                status, body = site.post({"message": "What is your return policy?", "sessionId": session})
+                assert status == 200 and not body["newSession"], (status, body)
+            redis_after = self.redis.command_calls()
+            summary = wire.summarize(proxy.snapshot())
+            n = len(sessions)
+            return {
+                "turns": n,
+                "sql_per_turn": len(summary["statements"]) / n,
+                "transaction_control_per_turn": len(summary["transaction_control"]) / n,
+                "health_checks_per_turn": len(summary["health_checks"]) / n,
+                "round_trips_per_turn": summary["round_trips"] / n,
+                "statements_of_one_turn": summary["statements"][: len(summary["statements"]) // n],
+                "transaction_control_of_one_turn":
+                    summary["transaction_control"][: len(summary["transaction_control"]) // n],
+                "redis_per_turn": {cmd: (redis_after.get(cmd, 0) - redis_before.get(cmd, 0)) / n
+                                   for cmd in redis_after
+                                   if redis_after.get(cmd, 0) != redis_before.get(cmd, 0)},
+            }
+
+        fresh = ids[10:]
+        result = {
+            # The first turn of an existing session in this process: Redis does not know it yet.
+            "cold": measure(fresh),
+            # Its next turn: the steady state of a returning session.
+            "warm": measure(fresh),
+        }
+        started.remove(site)
+        site.stop()
+        return result
+
+    def figure4(self, site) -> dict:
+        """A turn on a conversation of 1 message against one of 1,000, one at a time, instant LLM."""
+        from . import seed
+
+        self.llm.set_delay(0)
+        seconds = 3 if self.args.quick else 5
+        # Enough 1-message conversations that each is used once (a turn takes well over 2 ms here).
+        fresh = 500 * seconds
+        short = load.Sessions(seed.conversations(fresh * self.args.rounds, 1, self.tmp / "short.txt"),
+                              self.tmp)
+        long_ = load.Sessions(seed.conversations(30, 1000, self.tmp / "long.txt"), self.tmp)
+        long_.wrk("warm-up", site.url, 20, 1, 2, threads=1)
+        runs = []
+        for round_ in range(self.args.rounds):
+            for label, sessions, count in (("1 message", short, fresh), ("1,000 messages", long_, 20)):
+                run = sessions.wrk(f"{label} #{round_ + 1}", site.url, count, 1, seconds, threads=1,
+                                   settle=site.cpu_seconds)
+                print(f"bench: figure 4: {run.label}: mean {run.latency_ms['mean']:.2f} ms, "
+                      f"p50 {run.latency_ms['p50']:.2f} ms, errors {run.errors}", flush=True)
+                runs.append(run)
+        return {"runs": runs, "seconds": seconds}
+
+    def scale_out(self, started, site) -> dict:
+        """Two instances of the site on one PostgreSQL and Redis against one; sessions cross between them."""
+        args = self.args
+        self.llm.set_delay(0)
+        second = self.site(started)
+        count = args.connections * 10
+        half = args.connections // 2
+        self.pool.wrk("warm-up", second.url, count, args.connections, 2)
+        # Sessions last answered by each instance; each two-instance run sends them to the other one.
+        last_on = {site.url: self.pool.take(count // 2), second.url: self.pool.take(count // 2)}
+        runs = []
+        for round_ in range(args.rounds):
+            runs.append(self.pool.wrk(f"one #{round_ + 1}", site.url, count, args.connections, args.seconds,
+                                      settle=site.cpu_seconds))
+            load.wait_until_idle(lambda: site.cpu_seconds() + second.cpu_seconds())
+            jobs = []
+            with ThreadPoolExecutor(2) as executor:
+                for here, there in ((site, second), (second, site)):
+                    free = self.tmp / f"scale-{round_}-{there.port}.free"
+                    jobs.append((there.url, free, executor.submit(
+                        load.wrk, f"two #{round_ + 1} ({there.name} :{there.port})", there.url,
+                        last_on[here.url], half, args.seconds, free_out=free)))
+            for url, free, job in jobs:
+                runs.append(job.result())
+                last_on[url] = free
+            two = runs[-2:]
+            print(f"bench: scale-out round {round_ + 1}: one {runs[-3].turns_per_second:.0f} turns/s, "
+                  f"two {sum(r.turns_per_second for r in two):.0f} turns/s, "
+                  f"sessions not found {sum(r.lost for r in two)}, errors {sum(r.errors for r in two)}",
+                  flush=True)
+        started.remove(second)
+        second.stop()
+        return {"runs": runs}
+
+if __name__ == "__main__":
+    main()

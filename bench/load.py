@@ -1,0 +1,183 @@
+"""Driving a server with wrk and chat.lua, and what a run measured."""
+
+import itertools
+import json
+import resource
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import servers
+
+SCRIPT = Path(__file__).resolve().parent / "chat.lua"
+
+
+def ensure_wrk() -> None:
+    """Install Debian's wrk when it is missing and we may (root with apt-get), as `make chromium` does."""
+    if shutil.which("wrk"):
+        return
+    if shutil.which("apt-get") and servers.os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       env={**servers.os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                       stdout=subprocess.DEVNULL)
+    if not shutil.which("wrk"):
+        raise SystemExit("the benchmark needs wrk: sudo apt-get install wrk")
+
+
+@dataclass
+class Run:
+    """One wrk run against one server."""
+
+    label: str
+    seconds: float
+    requests: int
+    statuses: dict[str, int]
+    lost: int
+    starved: int
+    socket_errors: dict[str, int]
+    latency_ms: dict[str, float]
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status.startswith("2"))
+
+    @property
+    def errors(self) -> int:
+        """Everything that is not a completed turn: non-2xx, socket errors, timeouts, lost sessions."""
+        socket_errors = sum(n for kind, n in self.socket_errors.items() if kind != "status")
+        return self.requests - self.ok + socket_errors + self.lost
+
+    @property
+    def turns_per_second(self) -> float:
+        return self.ok / self.seconds
+
+
+class Sampler:
+    """Samples, every `interval` s while a run lasts, the values that `probes` return; keeps each peak."""
+
+    def __init__(self, probes: dict, interval: float = 0.5):
+        self.probes = probes
+        self.interval = interval
+        self.peaks: dict[str, float] = {name: 0 for name in probes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, probe in self.probes.items():
+                try:
+                    self.peaks[name] = max(self.peaks[name], probe())
+                except Exception:  # noqa: BLE001 - a probe that fails once (a process gone) is skipped
+                    pass
+            self._stop.wait(self.interval)
+
+
+class Sessions:
+    """Session ids with no turn in flight, handed out to one run at a time.
+
+    A run takes some and gives back those it did not leave with a turn cut off
+    at its end (chat.lua's FREE_FILE); those are never used again.
+    """
+
+    def __init__(self, ids: list[str], scratch: Path):
+        self.ids = deque(ids)
+        self.scratch = scratch
+        self._files = itertools.count()
+
+    def take(self, count: int) -> Path:
+        if len(self.ids) < count:
+            raise RuntimeError(f"{count} sessions wanted, {len(self.ids)} left: seed more (--sessions)")
+        path = self.scratch / f"run-{next(self._files)}.txt"
+        path.write_text("\n".join(self.ids.popleft() for _ in range(count)) + "\n")
+        return path
+
+    def give_back(self, path: Path) -> None:
+        self.ids.extend(path.read_text().split())
+
+    def wrk(self, label: str, url: str, count: int, connections: int, seconds: float, **options) -> "Run":
+        """A wrk run over `count` of the sessions."""
+        path = self.take(count)
+        free = path.with_suffix(".free")
+        run = wrk(label, url, path, connections, seconds, free_out=free, **options)
+        self.give_back(free)
+        return run
+
+
+def wait_until_idle(cpu_seconds, limit: float = 15) -> None:
+    """Wait (at most `limit` s) until a server is idle: the turns a previous run cut off have ended."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds()
+        if now - last < 0.5 * 0.05:  # under 5% of a core
+            return
+        last = now
+
+
+def wrk(
+    label: str,
+    url: str,
+    sessions_file: Path,
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    stop_after: int = 0,
+    timeout: float = 10,
+    cpu: dict | None = None,
+    probes: dict | None = None,
+    free_out: Path | None = None,
+    settle=None,
+) -> Run:
+    """Run wrk against url/api/chat; `cpu` maps names to functions giving CPU seconds, read around the run."""
+    threads = min(threads, connections)
+    command = [
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+        "--timeout", f"{max(1, round(timeout))}s", "-s", str(SCRIPT), url + "/api/chat",
+        "--", str(sessions_file), str(threads), str(stop_after), str(free_out or ""),
+    ]
+    if settle:
+        wait_until_idle(settle)
+    cpu = dict(cpu or {})
+    cpu["machine"] = lambda: servers.machine_cpu_seconds()[0]
+    # wrk's own CPU: the only child reaped during the run.
+    cpu["wrk"] = lambda: sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+    before = {name: read() for name, read in cpu.items()}
+    started = time.monotonic()
+    with Sampler(probes or {}) as sampler:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = process.communicate(timeout=seconds + timeout + 60)
+    elapsed = time.monotonic() - started
+    used = {name: read() - before[name] for name, read in cpu.items()}
+    line = next((l for l in out.splitlines() if l.startswith("BENCH ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}):\n{out}\n{err}")
+    data = json.loads(line.removeprefix("BENCH "))
+    used["machine"] = used["machine"] / elapsed  # busy cores on average, everything on the machine
+    return Run(
+        label=label,
+        seconds=data["duration_us"] / 1e6,
+        requests=data["requests"],
+        statuses=data["statuses"],
+        lost=data["lost"],
+        starved=data["starved"],
+        socket_errors=data["errors"],
+        latency_ms={k: v / 1000 for k, v in data["latency_us"].items()},
+        cpu_seconds=used,
+        peaks=dict(sampler.peaks),
+    )

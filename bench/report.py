@@ -1,0 +1,220 @@
+"""The results of a run as Markdown, written between two markers of docs/benchmarks.md.
+
+Only the text between the markers is replaced, so the analysis around it stays.
+"""
+
+from pathlib import Path
+from statistics import mean
+
+BEGIN = "<!-- bench:begin (written by `python -m bench`; edit outside these markers) -->"
+END = "<!-- bench:end -->"
+
+
+def _runs(runs, prefix):
+    return [r for r in runs if _get(r, "label").startswith(prefix)]
+
+
+def _get(run, name):
+    return run[name] if isinstance(run, dict) else getattr(run, name)
+
+
+def _tps(run):
+    return _get(run, "turns_per_second") if isinstance(run, dict) else run.turns_per_second
+
+
+def _errors(run):
+    return _get(run, "errors") if isinstance(run, dict) else run.errors
+
+
+def _ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def _check(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _cpu_ms_per_turn(run, name):
+    turns = _get(run, "ok")
+    if not turns:
+        return float("nan")
+    return _get(run, "cpu_seconds").get(name, float("nan")) * 1000 / turns
+
+
+def render(results: dict) -> str:
+    out = [
+        f"Machine: {results['machine']}.",
+        "",
+        f"Command: `{results['command']}`; the site runs the Procfile's `{results['procfile']}` "
+        "with its default `WEB_CONCURRENCY`, and so does the anchor (`bench.anchor:application`).",
+        "",
+    ]
+
+    if "figure1" in results:
+        runs = results["figure1"]
+        app, anchor = _runs(runs, "app"), _runs(runs, "anchor")
+        ratio = _ratio(mean(map(_tps, app)), mean(map(_tps, anchor)))
+        out += [
+            f"### 1. Instant LLM, {results['args']['connections']} connections",
+            "",
+            "| run (in order) | turns/s | p50 ms | p99 ms | errors | worker CPU ms/turn | machine busy cores |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *(f"| {_get(r, 'label')} | {_tps(r):.0f} | {_get(r, 'latency_ms')['p50']:.1f} | "
+              f"{_get(r, 'latency_ms')['p99']:.1f} | {_errors(r)} | {_cpu_ms_per_turn(r, 'workers'):.2f} | "
+              f"{_get(r, 'cpu_seconds')['machine']:.2f} |" for r in runs),
+            "",
+            f"**app / anchor = {ratio:.2f}** (target at least 0.5: {_check(ratio >= 0.5)}). "
+            "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor)) + ".",
+            "",
+            "CPU per app turn, ms: " + ", ".join(
+                f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
+                for name in ("workers", "llm", "postgres", "redis", "wrk")) + ".",
+            "",
+        ]
+
+    if "figure2" in results:
+        runs = results["figure2"]
+        app, anchor = _runs(runs, "app"), _runs(runs, "anchor")
+        ideal = results["figure2_ideal"]
+        ratio = _ratio(mean(map(_tps, app)), mean(map(_tps, anchor)))
+        app_errors = sum(map(_errors, app))
+        app_p99 = max(_get(r, "latency_ms")["p99"] for r in app)
+        out += [
+            f"### 2. {results['args']['held']:,} concurrent conversations, LLM delay "
+            f"{results['args']['delay']:g} s (ideal {ideal:.0f} turns/s)",
+            "",
+            "| run (in order) | completed turns/s | of ideal | errors | p50 ms | p99 ms | "
+            "worker CPU ms/turn | machine busy cores |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *(f"| {_get(r, 'label')} | {_tps(r):.0f} | {_tps(r) / ideal:.2f} | {_errors(r)} | "
+              f"{_get(r, 'latency_ms')['p50']:.0f} | {_get(r, 'latency_ms')['p99']:.0f} | "
+              f"{_cpu_ms_per_turn(r, 'workers'):.2f} | {_get(r, 'cpu_seconds')['machine']:.2f} |"
+              for r in runs),
+            "",
+            f"**app / anchor = {ratio:.2f}** (target at least 0.9: {_check(ratio >= 0.9)}); "
+            f"app errors {app_errors} (target 0: {_check(app_errors == 0)}); "
+            f"app p99 {app_p99:.0f} ms (target under 3,000: {_check(app_p99 < 3000)}). "
+            "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor)) + ".",
+            "",
+            "CPU per app turn, ms: " + ", ".join(
+                f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
+                for name in ("workers", "llm", "postgres", "redis", "wrk")) + ".",
+            "",
+        ]
+
+    if "figure3" in results:
+        fig = results["figure3"]
+        warm = fig["warm"]
+        gets = warm["redis_per_turn"].get("get", 0)
+        out += [
+            "### 3. SQL statements and round trips per turn of a returning session",
+            "",
+            "Counted from outside the site: PostgreSQL through a proxy that reads the wire protocol, "
+            "Redis by `INFO commandstats` on the bench's own redis-server; "
+            f"{warm['turns']} sequential turns each, instant LLM.",
+            "",
+            "| session | SQL statements | BEGIN/COMMIT | pool health checks | PostgreSQL round trips "
+            "| Redis commands |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, label in (("warm", "returning, cached in Redis"), ("cold", "returning, not in Redis yet")):
+            f = fig[name]
+            redis = ", ".join(f"{cmd.upper()} {n:.2g}" for cmd, n in sorted(f["redis_per_turn"].items())) or "none"
+            out.append(f"| {label} | {f['sql_per_turn']:g} | {f['transaction_control_per_turn']:g} | "
+                       f"{f.get('health_checks_per_turn', 0):g} | {f['round_trips_per_turn']:g} | {redis} |")
+        out += [
+            "",
+            f"Target at most 3 SQL statements and 1 Redis GET: "
+            f"{_check(warm['sql_per_turn'] <= 3 and gets <= 1 and sum(warm['redis_per_turn'].values()) <= 1)} "
+            f"({warm['sql_per_turn']:g} statements, {gets:g} GET). The statements of one returning turn, "
+            "in order:",
+            "",
+            "```sql",
+            *(_short_sql(s) for s in warm["statements_of_one_turn"]),
+            "```",
+            "",
+        ]
+
+    if "figure4" in results:
+        runs = results["figure4"]["runs"]
+        short, long_ = _runs(runs, "1 message"), _runs(runs, "1,000")
+        short_mean = mean(_get(r, "latency_ms")["mean"] for r in short)
+        long_mean = mean(_get(r, "latency_ms")["mean"] for r in long_)
+        ratio = _ratio(long_mean, short_mean)
+        p50_ratio = _ratio(mean(_get(r, "latency_ms")["p50"] for r in long_), mean(_get(r, "latency_ms")["p50"] for r in short))
+        out += [
+            "### 4. A turn on 1 message of history against one on 1,000",
+            "",
+            f"One connection, instant LLM, {results['figure4']['seconds']} s per run; "
+            "each 1-message conversation is used once, the 1,000-message ones in turn.",
+            "",
+            "| run (in order) | mean ms | p50 ms | p99 ms | errors |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *(f"| {_get(r, 'label')} | {_get(r, 'latency_ms')['mean']:.2f} | {_get(r, 'latency_ms')['p50']:.2f} | "
+              f"{_get(r, 'latency_ms')['p99']:.2f} | {_errors(r)} |" for r in runs),
+            "",
+            f"**1,000 / 1 = {p50_ratio:.2f} at the median** (target at most 1.1: {_check(p50_ratio <= 1.1)}); "
+            f"{ratio:.2f} in the mean, which one stall of the shared machine moves.",
+            "",
+        ]
+
+    if "figure2" in results:
+        runs = results["figure2"]
+        app, anchor = _runs(runs, "app"), _runs(runs, "anchor")
+        bound = results["pool_bound"]
+        limit = bound["workers"] * bound["pool_max_size"]
+        pg = max(_get(r, "peaks").get("pg_connections", 0) for r in app)
+        busy = max(_get(r, "peaks").get("pg_busy", 0) for r in app)
+        out += [
+            "### 5. Memory and PostgreSQL connections during figure 2",
+            "",
+            "| | peak RSS of a worker, MiB | PostgreSQL connections open (peak) | of them busy (peak) |",
+            "| --- | ---: | ---: | ---: |",
+            f"| app | {max(_get(r, 'peaks')['worker_rss_mib'] for r in app):.0f} | {pg:.0f} | {busy:.0f} |",
+            f"| anchor | {max(_get(r, 'peaks')['worker_rss_mib'] for r in anchor):.0f} | - | - |",
+            "",
+            f"Bound: {bound['workers']} workers × `DATABASE_POOL_MAX_SIZE` {bound['pool_max_size']} = {limit} "
+            f"connections for {results['args']['held']:,} waiting conversations "
+            f"(target bounded by a setting: {_check(pg <= limit)}). Sampled every 0.5 s.",
+            "",
+        ]
+
+    if "scale" in results:
+        runs = results["scale"]["runs"]
+        one = _runs(runs, "one")
+        rounds = len(one)
+        two = [sum(_tps(r) for r in _runs(runs, f"two #{i + 1}")) for i in range(rounds)]
+        lost = sum(_get(r, "lost") for r in runs)
+        errors = sum(_errors(r) for r in runs)
+        ratio = _ratio(mean(two), mean(map(_tps, one)))
+        out += [
+            "### Two instances against one",
+            "",
+            f"Instant LLM, {results['args']['connections']} connections in all (split evenly over two instances, "
+            "each with the Procfile's workers, on the one PostgreSQL and Redis). Each round sends each half of "
+            "the sessions to the other instance than before, so every turn of the two-instance runs continues "
+            "a conversation started on the other instance.",
+            "",
+            "| round | one instance turns/s | two instances turns/s |",
+            "| --- | ---: | ---: |",
+            *(f"| {i + 1} | {_tps(one[i]):.0f} | {two[i]:.0f} |" for i in range(rounds)),
+            "",
+            f"**two / one = {ratio:.2f}**; sessions not found on the other instance: {lost}; errors: {errors}.",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def _short_sql(sql: str) -> str:
+    sql = " ".join(sql.split())
+    return sql if len(sql) <= 200 else sql[:197] + "..."
+
+
+def write(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    before, rest = text.split(BEGIN, 1)
+    _, after = rest.split(END, 1)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"{before}{BEGIN}\n{section}\n{END}{after}")

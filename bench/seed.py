@@ -1,0 +1,41 @@
+"""Existing sessions for the load to continue, written straight into the bench database."""
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from django.utils import timezone
+
+from conversations.models import Conversation, Message
+
+
+def conversations(count: int, history: int, path: Path) -> list[str]:
+    """`count` conversations of `history` messages each (question, answer, ...), last active an hour ago.
+
+    Writes their session ids to `path`, one per line, and returns them. Their
+    last message is old, so none counts as a turn still in flight.
+    """
+    started = timezone.now() - timedelta(hours=1)
+    created = Conversation.objects.bulk_create(
+        [Conversation(session_id=uuid.uuid4(), created_at=started, last_activity_at=started)
+         for _ in range(count)],
+        batch_size=2000,
+    )
+    roles = [Message.Role.USER, Message.Role.ASSISTANT]
+    Message.objects.bulk_create(
+        (
+            Message(
+                conversation=conversation,
+                seq=seq,
+                role=roles[seq % 2],
+                content=f"Seeded message {seq}: what is your return policy for sale items?",
+                created_at=started + timedelta(microseconds=seq),
+            )
+            for conversation in created
+            for seq in range(history)
+        ),
+        batch_size=5000,
+    )
+    ids = [str(conversation.session_id) for conversation in created]
+    path.write_text("\n".join(ids) + "\n")
+    return ids

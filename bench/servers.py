@@ -1,0 +1,278 @@
+"""The processes of a benchmark run, and what can be read about them from /proc.
+
+Everything listens on 127.0.0.1 only. The bench has a PostgreSQL database of its
+own on the machine's server (created and dropped here) and a redis-server of its
+own, so it touches no one else's data and Redis command counts are its alone.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# As a TLS-terminating load balancer sends them (the site runs with DJANGO_BEHIND_TLS_PROXY=1).
+HEADERS = {"X-Forwarded-Proto": "https"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- /proc ------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (not its children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        match = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return 0
+    return int(match.group(1)) if match else 0
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores together."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+def machine_description() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    mem = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    os_name = re.search(r'PRETTY_NAME="(.*)"', Path("/etc/os-release").read_text())
+    pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+    redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
+    return (
+        f"{os.cpu_count()} cores ({model.group(1) if model else 'unknown CPU'}), "
+        f"{int(mem.group(1)) // 1024 // 1024 if mem else '?'} GiB RAM, "
+        f"{os_name.group(1) if os_name else 'Linux'}, Python {sys.version.split()[0]}, "
+        f"{pg.replace('psql (PostgreSQL) ', 'PostgreSQL ')}, "
+        f"Redis {redis[2].removeprefix('v=') if len(redis) > 2 else '?'}, "
+        f"{wrk[0].split(' [')[0] if wrk else 'wrk'}"
+    )
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+
+class BenchDatabase:
+    """A database of the bench's own on the machine's PostgreSQL, dropped at the end."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self.name = parts.path.lstrip("/")
+        if "bench" not in self.name:
+            raise SystemExit(f"refusing to use database {self.name!r}: its name must contain 'bench'")
+        self.url = url
+        self.maintenance_url = urlunsplit(parts._replace(path="/postgres"))
+
+    def create(self) -> None:
+        with psycopg.connect(self.maintenance_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        with psycopg.connect(self.maintenance_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def url_via(self, port: int) -> str:
+        """The database's URL through a proxy on 127.0.0.1:port (no TLS, so it can be read)."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{port}"
+        return urlunsplit(parts._replace(
+            netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host, query="sslmode=disable"
+        ))
+
+    def backends(self) -> list[tuple[int, str]]:
+        """(pid, state) of every connection to the bench database but this one."""
+        with psycopg.connect(self.maintenance_url, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT pid, coalesce(state, '') FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [self.name],
+            ).fetchall()
+
+
+# --- Redis --------------------------------------------------------------------
+
+
+class RedisServer:
+    def __init__(self, tmp: Path):
+        if shutil.which("redis-server") is None:
+            raise SystemExit("the benchmark needs redis-server (apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process, "redis-server")
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command since the start (INFO commandstats), the INFO calls themselves left out."""
+        with redis.Redis(port=self.port) as client:
+            stats = client.info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): value["calls"]
+            for name, value in stats.items()
+            if name != "cmdstat_info"
+        }
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+# --- The fake LLM ---------------------------------------------------------------
+
+
+class StandInLLM:
+    """conversations/tests/fake_llm.py, the OpenAI-compatible stand-in, with a settable delay."""
+
+    def __init__(self):
+        from conversations.tests.fake_llm import FakeLLM
+
+        self.fake = FakeLLM().start()
+        self.url = self.fake.url
+
+    @property
+    def pid(self) -> int:
+        return self.fake.process.pid
+
+    def set_delay(self, seconds: float) -> None:
+        # reset() also empties the request log, which would otherwise grow by every request.
+        self.fake.reset()
+        self.fake.control("ok", delay=seconds)
+
+    def stop(self) -> None:
+        self.fake.stop()
+
+
+# --- Web servers ------------------------------------------------------------------
+
+
+def procfile_web_command() -> str:
+    web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    # Same command, but reachable from this machine only.
+    return web.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")
+
+
+class WebServer:
+    """The Procfile's web command in a subprocess: gunicorn's master and its uvicorn workers."""
+
+    def __init__(self, name: str, env: dict[str, str], log: Path, app: str | None = None):
+        self.name = name
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = procfile_web_command()
+        if app:
+            command = command.replace("chatsite.asgi:application", app)
+        base = {k: v for k, v in os.environ.items() if k not in {"WEB_CONCURRENCY", "DATABASE_URL", "REDIS_URL"}}
+        # The site logs a line per request: to a file, as a platform would collect it.
+        with open(log, "a") as log_file:
+            self.process = subprocess.Popen(
+                ["bash", "-c", "exec " + command],
+                cwd=ROOT,
+                env={**base, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                     "PORT": str(self.port), **env},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, self.process, name)
+        self._wait_for_workers()
+
+    def _wait_for_workers(self) -> None:
+        # The master listens before its workers have imported the app.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log}")
+            try:
+                request = urllib.request.Request(self.url + "/api/chat", headers=HEADERS)
+                urllib.request.urlopen(request, timeout=5).close()
+                return
+            except urllib.error.HTTPError:
+                return  # 405 (site) or 404/405 (anchor): a worker answers
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer within 30 s")
+
+    def workers(self) -> list[int]:
+        return children(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in [self.process.pid, *self.workers()])
+
+    def post(self, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.url + "/api/chat", data=json.dumps(body).encode(),
+            headers={**HEADERS, "Content-Type": "application/json"}, method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def stop(self) -> None:
+        stop(self.process)
