@@ -335,7 +335,12 @@
       showNotice("Could not load your conversation right now. Reload the page to try again.");
       return;
     }
-    const data = await response.json();
+    let data;
+    try {
+      data = await response.json();
+    } catch (error) {
+      return; // cut off (the page is being left or reloaded)
+    }
     if (loading !== generation) return;
     renderHistory(data.messages);
   }
