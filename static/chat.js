@@ -701,4 +701,6 @@
 
   updateControls();
   loadHistory();
+  // Ready to type at once, except on touch screens, where focus would pop up the keyboard.
+  if (window.matchMedia("(pointer: fine)").matches) box.focus();
 })();
