@@ -115,7 +115,7 @@ def json_body(request) -> dict:
         raise too_large
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[...]]]]"
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
@@ -140,7 +140,7 @@ def server_error(request):
 
 
 def bad_request(request, exception=None):
-    """Django's 400 handler (e.g. a Host header not in ALLOWED_HOSTS): JSON under /api/."""
-    if request.path.startswith("/api/"):
+    """Django's 400 handler (e.g. a Host header not in ALLOWED_HOSTS): JSON for the API and /healthz."""
+    if request.path.startswith("/api/") or request.path == "/healthz":
         return error_response(400, "bad_request", "The request could not be understood.")
     return defaults.bad_request(request, exception)

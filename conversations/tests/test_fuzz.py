@@ -12,7 +12,9 @@ import uuid
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, event, example, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, event, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from .conftest import read_stream
 
@@ -91,7 +93,7 @@ chat_bodies = st.one_of(
     encoded(json_values),
     st.binary(max_size=200),
     st.integers(min_value=3_000, max_value=200_000).map(lambda n: json.dumps({"message": "x" * n}).encode()),
-    st.integers(min_value=1, max_value=200).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(min_value=1, max_value=100_000).map(lambda n: b"[" * n + b"]" * n),
     st.sampled_from([b"", b"{", b"null", b"NaN", b'{"message": "Hi"', b"\xef\xbb\xbf{}"]),
 )
 
@@ -146,10 +148,11 @@ def headers_with(any_host=True, **extra):
 # --- what every answer must be ------------------------------------------------
 
 
-def assert_json_answer(response) -> None:
+def assert_json_answer(response, record: bool = True) -> None:
     status = response.status_code
     content_type = response.get("Content-Type", "")
-    event(f"status {status}")  # see --hypothesis-show-statistics
+    if record:
+        event(f"status {status}")  # see --hypothesis-show-statistics
     assert status < 500, f"{status}: {response.content[:300]!r}"
     if status == 204:
         assert response.content == b""
@@ -163,7 +166,8 @@ def assert_json_answer(response) -> None:
     assert content_type == "application/json", f"{status} as {content_type}: {response.content[:300]!r}"
     body = json.loads(response.content)
     if status >= 400:
-        event(f"code {body['error']['code'] if isinstance(body, dict) and 'error' in body else None}")
+        if record:
+            event(f"code {body['error']['code'] if isinstance(body, dict) and 'error' in body else None}")
         assert isinstance(body, dict) and set(body) <= {"error", "sessionId"}, body
         assert isinstance(body["error"]["code"], str) and body["error"]["code"], body
         assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
@@ -265,19 +269,15 @@ def test_any_other_api_request_answers_with_json(path, method, headers):
     assert response.status_code in {400, 403, 404, 405} or path in {"/api/chat", "/api/history"}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: json.loads raises RecursionError (not ValueError) -> 500 server_error"
-)
 @pytest.mark.parametrize("depth", [1_000, 30_000])
 def test_chat_answers_deeply_nested_json_with_a_400(depth):
     body = b"[" * depth + b"]" * depth  # under the body cap, over Python's recursion limit
     response = Client().post("/api/chat", data=body, content_type="application/json")
-    assert_json_answer(response)
+    assert_json_answer(response, record=False)
     assert response.json()["error"]["code"] == "invalid_json"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: DisallowedHost outside /api/ goes to Django's HTML 400 page")
 def test_health_answers_a_foreign_host_with_json():
     # A load balancer may well ask by the machine's address rather than the site's name.
     response = Client().get("/healthz", headers={"Host": "10.0.0.7:8000"})
-    assert_json_answer(response)
+    assert_json_answer(response, record=False)
