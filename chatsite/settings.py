@@ -6,6 +6,7 @@ every variable.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -163,6 +164,9 @@ STORAGES = {
 # Serve straight from the app and project static folders, so a deploy works
 # without a separate collectstatic step.
 WHITENOISE_USE_FINDERS = True
+# WhiteNoise hands Django a file iterator that is sync; under ASGI Django warns
+# about it once per static file served. Harmless for a few small files.
+warnings.filterwarnings("ignore", "StreamingHttpResponse must consume synchronous iterators")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -78,13 +78,14 @@ def redis_command(port: int, *words: str) -> bytes:
 def test_redis_stopped_or_paused_with_turns_in_flight(live_site, llm, fake_llm_server, own_redis, fault):
     site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
     try:
-        sessions = [post(site, {"message": f"start {n}"})[1]["sessionId"] for n in range(6)]
+        # One session a turn: two turns on one session at once would rightly get a 409.
+        sessions = [post(site, {"message": f"start {n}"})[1]["sessionId"] for n in range(12)]
         llm.control("ok", delay=1.0)
 
         def turn(n):
-            return post(site, {"message": f"in flight {n}", "sessionId": sessions[n % 6]})
+            return post(site, {"message": f"in flight {n}", "sessionId": sessions[n]})
 
-        with ThreadPoolExecutor(6) as pool:
+        with ThreadPoolExecutor(12) as pool:
             in_flight = [pool.submit(turn, n) for n in range(6)]
             time.sleep(0.3)
             if fault == "stop":
@@ -95,7 +96,7 @@ def test_redis_stopped_or_paused_with_turns_in_flight(live_site, llm, fake_llm_s
             results = [future.result() for future in in_flight + after]
 
         assert [status for status, _, _ in results] == [200] * 12
-        assert all(body["sessionId"] == sessions[n % 6] for n, (_, body, _) in enumerate(results))
+        assert all(body["sessionId"] == sessions[n] for n, (_, body, _) in enumerate(results))
         for n in range(12):
             assert Message.objects.filter(content=f"in flight {n}").count() == 1
             assert Message.objects.filter(content=f"Echo: in flight {n}").count() == 1
