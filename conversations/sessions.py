@@ -79,10 +79,7 @@ def remember(session_id: uuid.UUID, conversation_id: int, last_activity_at: date
 def forget(session_id: uuid.UUID) -> None:
     """Drop the cached mapping. A failure here is logged: the entry then dies by its TTL,
     and a stale entry is harmless because every lookup is checked against the database."""
-    try:
-        cache.delete(cache_key(session_id))
-    except Exception as error:  # noqa: BLE001
-        cache_guard.failed("delete", error)
+    forget_many([session_id])
 
 
 def forget_many(session_ids: list[uuid.UUID]) -> None:

@@ -46,6 +46,10 @@ class RetrySuperseded(Exception):
     """A retry of a question that later questions have already followed."""
 
 
+class ConversationDeleted(Exception):
+    """The conversation was deleted (by its customer, or a purge) while its turn was answered."""
+
+
 @dataclass
 class Turn:
     session_id: uuid.UUID
@@ -197,18 +201,23 @@ def _history(newest_first: list[Message]) -> list[dict[str, str]]:
 
 
 def record_reply(turn: Turn, stream: llm.ReplyStream, status: str = Message.Status.COMPLETE) -> Message:
-    reply = Message.objects.create(
-        conversation_id=turn.conversation_id,
-        seq=turn.question.seq + 1,
-        role=Message.Role.ASSISTANT,
-        content=stream.text,
-        status=status,
-        client_message_id=turn.question.client_message_id,
-        model=stream.model,
-        prompt_tokens=stream.prompt_tokens,
-        completion_tokens=stream.completion_tokens,
-        latency_ms=stream.latency_ms,
-    )
+    try:
+        reply = Message.objects.create(
+            conversation_id=turn.conversation_id,
+            seq=turn.question.seq + 1,
+            role=Message.Role.ASSISTANT,
+            content=stream.text,
+            status=status,
+            client_message_id=turn.question.client_message_id,
+            model=stream.model,
+            prompt_tokens=stream.prompt_tokens,
+            completion_tokens=stream.completion_tokens,
+            latency_ms=stream.latency_ms,
+        )
+    except IntegrityError:
+        if not Conversation.objects.filter(pk=turn.conversation_id).exists():
+            raise ConversationDeleted from None
+        raise
     if turn.question.status == Message.Status.FAILED:  # a retry that worked
         Message.objects.filter(pk=turn.question.pk).update(status=Message.Status.COMPLETE)
     if stream.responder != "offline":
@@ -266,7 +275,10 @@ async def reply_pieces(turn: Turn) -> AsyncIterator[str]:
 
 
 async def _keep_stopped(turn: Turn, stream: llm.ReplyStream) -> None:
-    if stream.text:
-        turn.reply = await in_db_thread(record_reply, turn, stream, Message.Status.STOPPED)
-    else:
-        await in_db_thread(record_failure, turn, count=False)
+    try:
+        if stream.text:
+            turn.reply = await in_db_thread(record_reply, turn, stream, Message.Status.STOPPED)
+        else:
+            await in_db_thread(record_failure, turn, count=False)
+    except ConversationDeleted:
+        pass  # nothing left to keep it in

@@ -78,6 +78,8 @@ async def chat(request):
                 pass
         except llm.AssistantUnavailable as error:
             raise _unavailable(error, turn) from None
+        except turns.ConversationDeleted:
+            raise _deleted() from None
         request.llm_ms = turn.reply.latency_ms  # for the request log
     return JsonResponse(_reply_payload(turn))
 
@@ -100,15 +102,21 @@ async def _events(turn: turns.Turn) -> AsyncIterator[str]:
             async for piece in turns.reply_pieces(turn):
                 yield _event("delta", {"text": piece})
         except llm.AssistantUnavailable as error:
-            failure = _unavailable(error, turn)
-            yield _event("error", {"error": {"code": failure.code, "message": failure.message},
-                                   "sessionId": str(turn.session_id)})
+            yield _error_event(_unavailable(error, turn), turn)
+            return
+        except turns.ConversationDeleted:
+            yield _error_event(_deleted(), turn)
             return
     yield _event("done", _reply_payload(turn))
 
 
 def _event(name: str, data: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def _error_event(failure: ApiError, turn: turns.Turn) -> str:
+    return _event("error", {"error": {"code": failure.code, "message": failure.message},
+                            "sessionId": str(turn.session_id)})
 
 
 def _unavailable(error: llm.AssistantUnavailable, turn: turns.Turn) -> ApiError:
@@ -119,6 +127,10 @@ def _unavailable(error: llm.AssistantUnavailable, turn: turns.Turn) -> ApiError:
         session_id=turn.session_id,
         retry_after=error.retry_after,
     )
+
+
+def _deleted() -> ApiError:
+    return ApiError(404, "session_not_found", "This conversation was deleted while it was being answered.")
 
 
 def _reply_payload(turn: turns.Turn) -> dict:

@@ -175,3 +175,38 @@ def test_an_id_that_is_not_ours_never_reaches_the_database(live_site, llm):
     status, body, _ = post(live_site, {"message": "Hi", "sessionId": made_up})
     assert status == 200 and body["sessionId"] != made_up
     assert not Conversation.objects.filter(session_id=made_up).exists()
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_a_conversation_deleted_while_it_is_answered_ends_the_turn_cleanly(live_site, llm, accept):
+    _, first, _ = post(live_site, {"message": "Hi"})
+    session_id = first["sessionId"]
+    llm.control("ok", delay=1.0)
+
+    with ThreadPoolExecutor(1) as pool:
+        if accept == "application/json":
+            turn = pool.submit(post, live_site, {"message": "Slow one", "sessionId": session_id})
+        else:
+            turn = pool.submit(stream_raw, live_site, {"message": "Slow one", "sessionId": session_id})
+        time.sleep(0.4)
+        request = urllib.request.Request(f"{live_site.url}/api/history", method="DELETE",
+                                         headers={"X-Session-Id": session_id})
+        assert urllib.request.urlopen(request, timeout=10).status == 204
+        result = turn.result()
+
+    if accept == "application/json":
+        status, body, _ = result
+        assert (status, body["error"]["code"]) == (404, "session_not_found")
+    else:
+        assert "event: error" in result and "session_not_found" in result
+    assert not Conversation.objects.filter(session_id=session_id).exists()
+    assert "Traceback" not in live_site.log()
+
+
+def stream_raw(site, body: dict) -> str:
+    request = urllib.request.Request(
+        f"{site.url}/api/chat", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read().decode()
