@@ -47,7 +47,7 @@ def test_parallel_turns_on_one_session_never_interleave(live_site, llm):
     # Strictly question, reply, question, reply...: each reply right after its own question.
     assert [m.seq for m in messages] == list(range(len(messages)))
     assert [m.role for m in messages] == ["user", "assistant"] * (len(messages) // 2)
-    for question, reply in zip(messages[::2], messages[1::2]):
+    for question, reply in zip(messages[::2], messages[1::2], strict=True):
         assert reply.content == f"Echo: {question.content}"
     assert {m.content for m in messages[3::2]} == answered
 

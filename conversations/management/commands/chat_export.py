@@ -2,7 +2,8 @@ import argparse
 import os
 import sys
 import time
-from datetime import date, datetime, time as day_start, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as day_start
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
