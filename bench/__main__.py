@@ -37,6 +37,8 @@ def parse_args(argv):
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                         help="document to write the results into ('-' for none)")
     parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--render", metavar="RESULTS_JSON",
+                        help="run nothing: write the figures of an earlier run (bench/results/*.json) again")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.held_seconds, args.sessions = 1, 3, 8, 10000
@@ -46,6 +48,11 @@ def parse_args(argv):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        report.write(Path(args.out), report.render(results))
+        print(f"bench: wrote {args.out} from {args.render}")
+        return
     load.ensure_wrk()
     command = "make bench" + (f" BENCH_ARGS='{' '.join(argv or sys.argv[1:])}'" if (argv or sys.argv[1:]) else "")
     tmp = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))

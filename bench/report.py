@@ -124,10 +124,11 @@ def render(results: dict) -> str:
                        f"{f.get('health_checks_per_turn', 0):g} | {f['round_trips_per_turn']:g} | {redis} |")
         out += [
             "",
-            f"Target at most 3 SQL statements and 1 Redis GET: "
-            f"{_check(warm['sql_per_turn'] <= 3 and gets <= 1 and sum(warm['redis_per_turn'].values()) <= 1)} "
-            f"({warm['sql_per_turn']:g} statements, {gets:g} GET). The statements of one returning turn, "
-            "in order:",
+            f"Target at most 3 SQL statements and 1 Redis GET: SQL {_check(warm['sql_per_turn'] <= 3)} "
+            f"({warm['sql_per_turn']:g} statements), Redis "
+            f"{_check(gets <= 1 and sum(warm['redis_per_turn'].values()) - gets < 0.5)} ({gets:g} GET and "
+            f"{sum(warm['redis_per_turn'].values()) - gets:.2g} other commands). "
+            "The statements of one returning turn, in order:",
             "",
             "```sql",
             *(_short_sql(s) for s in warm["statements_of_one_turn"]),
