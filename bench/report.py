@@ -84,10 +84,11 @@ def render(results: dict) -> str:
             f"{results['args']['delay']:g} s (ideal {ideal:.0f} turns/s)",
             "",
             "| run (in order) | completed turns/s | of ideal | errors | p50 ms | p99 ms | "
-            "worker CPU ms/turn | machine busy cores |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "mean s, all turns | worker CPU ms/turn | machine busy cores |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *(f"| {_get(r, 'label')} | {_tps(r):.0f} | {_tps(r) / ideal:.2f} | {_errors(r)} | "
               f"{_get(r, 'latency_ms')['p50']:.0f} | {_get(r, 'latency_ms')['p99']:.0f} | "
+              f"{_ratio(results['args']['held'], _tps(r)):.1f} | "
               f"{_cpu_ms_per_turn(r, 'workers'):.2f} | {_get(r, 'cpu_seconds')['machine']:.2f} |"
               for r in runs),
             "",
@@ -99,6 +100,10 @@ def render(results: dict) -> str:
             "CPU per app turn, ms: " + ", ".join(
                 f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
                 for name in ("workers", "llm", "postgres", "redis", "wrk")) + ".",
+            "",
+            "p50 and p99 are of the turns that completed within the run; a turn still waiting when it "
+            "ended is not in them. \"Mean s, all turns\" is the mean time a turn takes counting those too "
+            "(Little's law: conversations held ÷ completed turns per second).",
             "",
         ]
 
