@@ -98,19 +98,20 @@ def _uses_redis() -> bool:
     return settings.CACHES["default"]["BACKEND"].startswith("django_redis")
 
 
-def _add(key: str, amount: int, ttl: int) -> int:
-    """Add `amount` to the counter `key` (created with `ttl` seconds to live); the new total."""
+def _add(keys: list[str], amount: int, ttl: int) -> list[int]:
+    """Add `amount` to each counter in `keys` (created with `ttl` seconds to live), in one
+    round trip; their new totals."""
     if _uses_redis() and cache_guard.available():
         try:
-            client = cache.client.get_client(write=True)
-            full_key = cache.client.make_key(key)
-            pipe = client.pipeline(transaction=False)
-            pipe.incrby(full_key, amount)
-            pipe.expire(full_key, ttl, nx=True)
-            return int(pipe.execute()[0])
+            pipe = cache.client.get_client(write=True).pipeline(transaction=False)
+            for key in keys:
+                full_key = cache.client.make_key(key)
+                pipe.incrby(full_key, amount)
+                pipe.expire(full_key, ttl, nx=True)
+            return [int(total) for total in pipe.execute()[::2]]
         except Exception as error:  # noqa: BLE001 - any Redis failure: count locally
             cache_guard.failed("counter", error)
-    return _add_locally(key, amount, ttl)
+    return [_add_locally(key, amount, ttl) for key in keys]
 
 
 def _add_locally(key: str, amount: int, ttl: int) -> int:
@@ -152,7 +153,8 @@ def _hit(kind: str, identity: str, setting: str) -> None:
         return
     now = time.time()
     window = int(now // rate.seconds)
-    if _add(f"rate:{kind}:{identity}:{window}", 1, rate.seconds) > rate.limit:
+    [count] = _add([f"rate:{kind}:{identity}:{window}"], 1, rate.seconds)
+    if count > rate.limit:
         retry_after = int((window + 1) * rate.seconds - now) + 1
         raise Limited("rate_limited", f"Too many requests; try again in {retry_after} s.", retry_after)
 
@@ -201,5 +203,4 @@ def check_budget(session_id: uuid.UUID | None) -> None:
 def spend(session_id: uuid.UUID, tokens: int) -> None:
     if tokens <= 0:
         return
-    for key in _budget_keys(session_id):
-        _add(key, tokens, 2 * 86400)
+    _add(_budget_keys(session_id), tokens, 2 * 86400)

@@ -66,10 +66,14 @@ class ReplyStream:
     `async for text in ReplyStream(history)` yields pieces of the reply; the
     attributes hold the whole text, the model and the token counts so far.
     Closing the iterator early (the user pressed Stop) closes the upstream call.
+    With `streamed=False` the LLM is asked for the whole reply at once, which
+    costs the client far less CPU than parsing it chunk by chunk: for callers
+    that do not show the words as they come.
     """
 
-    def __init__(self, history: list[dict[str, str]]):
+    def __init__(self, history: list[dict[str, str]], streamed: bool = True):
         self.history = history
+        self.streamed = streamed
         self.text = ""
         self.responder = "openai" if settings.OPENAI_API_KEY else "offline"
         self.model = settings.OPENAI_MODEL if settings.OPENAI_API_KEY else OFFLINE_MODEL
@@ -107,30 +111,14 @@ class ReplyStream:
 
     async def _openai(self) -> AsyncIterator[str]:
         deadline = asyncio.get_running_loop().time() + settings.CHAT_LLM_DEADLINE
-        stream = None
         try:
-            async with asyncio.timeout_at(deadline):
-                stream = await _client().chat.completions.create(
-                    model=settings.OPENAI_MODEL,
-                    messages=[{"role": "system", "content": knowledge.system_prompt()}, *self.history],
-                    max_tokens=settings.CHAT_MAX_OUTPUT_TOKENS,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-            chunks = aiter(stream)
-            while True:
+            if self.streamed:
+                async for piece in self._openai_streamed(deadline):
+                    yield piece
+            else:
                 async with asyncio.timeout_at(deadline):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                if chunk.model:
-                    self.model = chunk.model
-                if chunk.usage:
-                    self.prompt_tokens = chunk.usage.prompt_tokens
-                    self.completion_tokens = chunk.usage.completion_tokens
-                piece = chunk.choices[0].delta.content if chunk.choices else None
+                    piece = await self._openai_whole()
                 if piece:
-                    self.text += piece
                     yield piece
         except TimeoutError as error:
             logger.warning("LLM deadline of %ss passed", settings.CHAT_LLM_DEADLINE)
@@ -148,12 +136,52 @@ class ReplyStream:
             # (ValueError from JSON, AttributeError/IndexError from odd chunks).
             logger.warning("LLM call failed: %r", error)
             raise AssistantUnavailable("The assistant is unavailable right now.", status=502) from error
-        finally:
-            if stream is not None:
-                await stream.close()
         if not self.text:
             logger.warning("LLM returned an empty reply")
             raise AssistantUnavailable("The assistant returned an empty reply.", status=502)
+
+
+    def _request(self) -> dict:
+        return {
+            "model": settings.OPENAI_MODEL,
+            "messages": [{"role": "system", "content": knowledge.system_prompt()}, *self.history],
+            "max_tokens": settings.CHAT_MAX_OUTPUT_TOKENS,
+        }
+
+    async def _openai_whole(self) -> str:
+        completion = await _client().chat.completions.create(**self._request())
+        self.model = completion.model or self.model
+        if completion.usage:
+            self.prompt_tokens = completion.usage.prompt_tokens
+            self.completion_tokens = completion.usage.completion_tokens
+        self.text = completion.choices[0].message.content or ""
+        return self.text
+
+    async def _openai_streamed(self, deadline: float) -> AsyncIterator[str]:
+        async with asyncio.timeout_at(deadline):
+            stream = await _client().chat.completions.create(
+                **self._request(), stream=True, stream_options={"include_usage": True}
+            )
+        try:
+            chunks = aiter(stream)
+            while True:
+                # The client's timeout is per read: a server that drips a byte at a
+                # time would never trip it, so the deadline covers every chunk.
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                if chunk.model:
+                    self.model = chunk.model
+                if chunk.usage:
+                    self.prompt_tokens = chunk.usage.prompt_tokens
+                    self.completion_tokens = chunk.usage.completion_tokens
+                piece = chunk.choices[0].delta.content if chunk.choices else None
+                if piece:
+                    self.text += piece
+                    yield piece
+        finally:
+            await stream.close()  # on Stop too: the upstream call ends now
 
 
 def _retry_after(error: openai.APIStatusError) -> int | None:

@@ -15,6 +15,7 @@ deadline plus a margin (so a crashed worker cannot block a conversation).
 """
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -160,10 +161,12 @@ def _continue_conversation(
         content=text,
         client_message_id=client_message_id,
     )
+    move_activity = conversation.last_activity_at < question.created_at - ACTIVITY_RESOLUTION
     try:
-        with transaction.atomic():
+        # A lone INSERT is atomic by itself: a transaction only when the UPDATE comes along.
+        with transaction.atomic() if move_activity else contextlib.nullcontext():
             question.save(force_insert=True)
-            if conversation.last_activity_at < question.created_at - ACTIVITY_RESOLUTION:
+            if move_activity:
                 Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=question.created_at)
     except IntegrityError:
         # Another question took this position first (or this client_message_id
@@ -251,7 +254,7 @@ def record_failure(turn: Turn, count: bool = True) -> None:
             )
 
 
-async def reply_pieces(turn: Turn) -> AsyncIterator[str]:
+async def reply_pieces(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
     """Yield the assistant's reply to `turn` as it is written, and store the outcome.
 
     On success the reply is stored and set on `turn.reply`. If the assistant
@@ -259,7 +262,7 @@ async def reply_pieces(turn: Turn) -> AsyncIterator[str]:
     If the caller goes away (Stop, a closed tab), the upstream call is closed and
     what was written so far is kept as a stopped reply.
     """
-    stream = llm.ReplyStream(turn.history)
+    stream = llm.ReplyStream(turn.history, streamed=streamed)
     pieces = aiter(stream)
     try:
         async for piece in pieces:

@@ -74,7 +74,7 @@ async def chat(request):
 
     if turn.reply is None:
         try:
-            async for _ in turns.reply_pieces(turn):
+            async for _ in turns.reply_pieces(turn, streamed=False):
                 pass
         except llm.AssistantUnavailable as error:
             raise _unavailable(error, turn) from None

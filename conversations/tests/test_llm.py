@@ -182,3 +182,15 @@ def test_streamed_failure_ends_with_an_error_event(client, llm):
     assert events[1][1]["error"]["code"] == "llm_unavailable"
     assert events[1][1]["sessionId"] == events[0][1]["sessionId"]
     assert Message.objects.get().status == "failed"
+
+
+def test_only_a_streamed_turn_asks_the_llm_to_stream(client, llm):
+    post_chat(client, message="Hi")
+    assert not llm.requests()[-1].get("stream")  # one parse, not one per chunk
+    response = client.post(
+        "/api/chat", data={"message": "Hi"}, content_type="application/json",
+        headers={"Accept": "text/event-stream"},
+    )
+    read_stream(response)
+    assert llm.requests()[-1]["stream"] is True
+    assert llm.requests()[-1]["stream_options"] == {"include_usage": True}
