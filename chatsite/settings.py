@@ -181,6 +181,9 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # RequestLogMiddleware logs every request already, with more detail.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # The openai client's HTTP library logs every call at INFO; the turn's own line says more.
+        "httpx2": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
     },
 }
 
