@@ -70,6 +70,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# What the JSON API goes through (chatsite/asgi.py serves /api/ and /healthz
+# with this list): the request log and the security headers, nothing sync-only.
+API_MIDDLEWARE = [
+    "conversations.middleware.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+]
+
 ROOT_URLCONF = "chatsite.urls"
 
 TEMPLATES = [
