@@ -1,3 +1,4 @@
+import asyncio
 import json
 import logging
 import re
@@ -42,9 +43,7 @@ async def chat(request):
     client_message_id = _client_message_id(body.get("clientMessageId"))
 
     try:
-        turn = await turns.in_db_thread(
-            _start_turn, limits.client_ip(request), session_id, text, client_message_id
-        )
+        turn = await _store_question(limits.client_ip(request), session_id, text, client_message_id)
     except limits.Limited as limited:
         raise ApiError(
             limited.status, limited.code, limited.message, session_id=session_id,
@@ -82,6 +81,30 @@ async def chat(request):
             raise _deleted() from None
         request.llm_ms = turn.reply.latency_ms  # for the request log
     return JsonResponse(_reply_payload(turn))
+
+
+async def _store_question(*args) -> turns.Turn:
+    """Start the turn in a worker thread. If the client leaves meanwhile, the thread still
+    stores the question; it is then marked failed at once, so that it can be retried and
+    does not hold the conversation "in flight" until the LLM deadline passes."""
+    storing = asyncio.ensure_future(turns.in_db_thread(_start_turn, *args))
+    try:
+        return await asyncio.shield(storing)
+    except asyncio.CancelledError:
+        storing.add_done_callback(_abandon)
+        raise
+
+
+# References to the clean-ups under way, so that they are not garbage collected midway.
+_abandoned: set[asyncio.Future] = set()
+
+
+def _abandon(storing: asyncio.Future) -> None:
+    if storing.cancelled() or storing.exception() is not None:
+        return
+    cleanup = asyncio.ensure_future(turns.in_db_thread(turns.record_failure, storing.result(), count=False))
+    _abandoned.add(cleanup)
+    cleanup.add_done_callback(_abandoned.discard)
 
 
 def _start_turn(ip: str, session_id, text: str, client_message_id: str) -> turns.Turn:

@@ -9,7 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from conversations.models import Conversation, Message
 
@@ -210,3 +210,31 @@ def stream_raw(site, body: dict) -> str:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read().decode()
+
+
+def test_a_client_leaving_while_its_question_is_stored_does_not_block_the_conversation(live_site, llm):
+    _, first, _ = post(live_site, {"message": "Hi"})
+    session_id = first["sessionId"]
+    host, port = live_site.url.removeprefix("http://").split(":")
+    body = {"message": "Are you there?", "sessionId": session_id, "clientMessageId": "q-left"}
+
+    # Hold the question's INSERT back with a table lock, and leave meanwhile.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE conversations_message IN SHARE ROW EXCLUSIVE MODE")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/api/chat", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        time.sleep(0.5)
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        time.sleep(0.5)
+
+    deadline = time.monotonic() + 5
+    question = None
+    while time.monotonic() < deadline and (question is None or question.status != "failed"):
+        question = Message.objects.filter(client_message_id="q-left", role="user").first()
+        time.sleep(0.05)
+    assert question is not None and question.status == "failed"  # kept, and retryable
+    status, answer, _ = post(live_site, {"message": "Hello?", "sessionId": session_id})
+    assert status == 200 and answer["sessionId"] == session_id  # not 409 for half a minute
+    status, answer, _ = post(live_site, body)
+    assert status == 409 and answer["error"]["code"] == "retry_superseded"
