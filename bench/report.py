@@ -64,11 +64,9 @@ def render(results: dict) -> str:
               f"{_get(r, 'cpu_seconds')['machine']:.2f} |" for r in runs),
             "",
             f"**app / anchor = {ratio:.2f}** (target at least 0.5: {_check(ratio >= 0.5)}). "
-            "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor)) + ".",
+            + _per_pair(app, anchor),
             "",
-            "CPU per app turn, ms: " + ", ".join(
-                f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
-                for name in ("workers", "llm", "postgres", "redis", "wrk")) + ".",
+            _cpu_footer(app),
             "",
         ]
 
@@ -95,11 +93,9 @@ def render(results: dict) -> str:
             f"**app / anchor = {ratio:.2f}** (target at least 0.9: {_check(ratio >= 0.9)}); "
             f"app errors {app_errors} (target 0: {_check(app_errors == 0)}); "
             f"app p99 {app_p99:.0f} ms (target under 3,000: {_check(app_p99 < 3000)}). "
-            "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor)) + ".",
+            + _per_pair(app, anchor),
             "",
-            "CPU per app turn, ms: " + ", ".join(
-                f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
-                for name in ("workers", "llm", "postgres", "redis", "wrk")) + ".",
+            _cpu_footer(app),
             "",
             "p50 and p99 are of the turns that completed within the run; a turn still waiting when it "
             "ended is not in them. \"Mean s, all turns\" is the mean time a turn takes counting those too "
@@ -224,3 +220,13 @@ def write(path: Path, section: str) -> None:
     _, after = rest.split(END, 1)
     path.parent.mkdir(exist_ok=True)
     path.write_text(f"{before}{BEGIN}\n{section}\n{END}{after}")
+
+
+def _per_pair(app: list[dict], anchor: list[dict]) -> str:
+    return "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor)) + "."
+
+
+def _cpu_footer(app: list[dict]) -> str:
+    return "CPU per app turn, ms: " + ", ".join(
+        f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
+        for name in ("workers", "llm", "postgres", "redis", "wrk")) + "."
