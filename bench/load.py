@@ -164,7 +164,7 @@ def wrk(
         out, err = process.communicate(timeout=seconds + timeout + 60)
     elapsed = time.monotonic() - started
     used = {name: read() - before[name] for name, read in cpu.items()}
-    line = next((l for l in out.splitlines() if l.startswith("BENCH ")), None)
+    line = next((row for row in out.splitlines() if row.startswith("BENCH ")), None)
     if process.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({process.returncode}):\n{out}\n{err}")
     data = json.loads(line.removeprefix("BENCH "))

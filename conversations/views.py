@@ -67,7 +67,6 @@ async def chat(request):
 
     if "text/event-stream" in request.headers.get("Accept", ""):
         response = StreamingHttpResponse(_events(turn), content_type="text/event-stream")
-        response["Cache-Control"] = "no-store"
         response["X-Accel-Buffering"] = "no"  # let proxies pass each event on at once
         return response
 

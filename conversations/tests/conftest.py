@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -176,8 +177,6 @@ class Site:
     """
 
     def __init__(self, env: dict[str, str], log_dir: Path | None = None):
-        import tempfile
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env

@@ -267,3 +267,10 @@ def test_wrong_method_on_history_is_405_json(client, method):
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert response["Allow"] == "GET, DELETE"
+
+
+def test_a_streamed_answer_is_not_cacheable(client):
+    response = client.post("/api/chat", data={"message": "Hi"}, content_type="application/json",
+                           headers={"Accept": "text/event-stream"})
+    read_stream(response)
+    assert response["Cache-Control"] == "no-store"
