@@ -343,14 +343,17 @@ MARKDOWN_ATTACKS = [
 
 def test_the_markdown_renderer_builds_only_harmless_elements(page):
     built = page.evaluate(
-        """attacks => attacks.map(text => {
+        """async attacks => {
+          const { renderMarkdown } = await import('/static/markdown.js');
+          return attacks.map(text => {
             const holder = document.createElement('div');
-            holder.appendChild(window.renderMarkdown(text));
+            holder.appendChild(renderMarkdown(text));
             return [...holder.querySelectorAll('*')].map(node => [
                 node.tagName.toLowerCase(),
                 Object.fromEntries([...node.attributes].map(a => [a.name, a.value])),
             ]);
-        })""",
+          });
+        }""",
         MARKDOWN_ATTACKS,
     )
 

@@ -1,0 +1,56 @@
+// The sessionId this browser keeps (session-flow.md steps 4 to 6).
+//
+// It lives in localStorage under "sessionId" and is only ever a value the
+// backend returned: the page never makes one up. It is read again before every
+// request (another tab may have changed it). When localStorage is unavailable
+// (storage disabled) the id is kept in memory, for this tab only.
+
+export const KEY = "sessionId";
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+let memoryId = null;
+
+export function isSessionId(value) {
+  return typeof value === "string" && UUID.test(value);
+}
+
+/** The stored id, or null; a malformed one is dropped quietly. */
+export function readSessionId() {
+  let value;
+  try {
+    value = localStorage.getItem(KEY);
+  } catch (error) {
+    value = memoryId;
+  }
+  if (value !== null && !isSessionId(value)) {
+    forgetSessionId();
+    return null;
+  }
+  return value;
+}
+
+export function storeSessionId(id) {
+  if (!isSessionId(id)) return;
+  memoryId = id;
+  try {
+    if (localStorage.getItem(KEY) !== id) localStorage.setItem(KEY, id);
+  } catch (error) {
+    /* memoryId keeps it */
+  }
+}
+
+export function forgetSessionId() {
+  memoryId = null;
+  try {
+    localStorage.removeItem(KEY);
+  } catch (error) {
+    /* nothing stored */
+  }
+}
+
+/** A new id for one question (not a session id): Retry sends it again so the turn is not stored twice. */
+export function newClientMessageId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
