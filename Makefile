@@ -40,3 +40,6 @@ test: setup-dev chromium
 
 bench: setup-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+faq-eval: setup
+	$(BIN)/python -m conversations.tests.faq_questions

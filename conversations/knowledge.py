@@ -1,63 +1,281 @@
 """The shop's knowledge file: the system prompt built from it, and the offline answer.
 
-The file (settings.CHAT_KNOWLEDGE_FILE) is Markdown: each `## ` heading is a
-question, the text under it the answer. It is read once per change of the file.
+The file (settings.CHAT_KNOWLEDGE_FILE, knowledge/faq.md) is Markdown written by
+the shop owner; its top says how to write it:
+
+    ## What is your return policy?          <- a question customers ask
+    Keywords: refund, money back, send it back   <- optional: their other words for it
+    You can return any unused item ...      <- the answer
+
+    # Contact                                <- opening hours, email, phone
+    Keywords: phone, email, opening hours
+    Opening hours: Monday to Friday, 9 am to 6 pm CET
+    Email: support@example.com
+
+Other text (before the first heading, under other `# ` headings) is a note to
+the editor and is not used. The file is read and indexed once per change of its
+modification time, so editing it needs no restart.
+
+The offline responder (no OPENAI_API_KEY) answers with the entry that best
+matches the question. Matching works on Snowball stems, so word forms match
+("returned" finds "return"); a word not in the file is corrected to the
+closest word that is (rapidfuzz, "refnud" finds "refund"); each question word
+counts by how few entries use it (rarer says more), double in the heading or
+in a keyword phrase found whole in the question. Below MIN_SCORE it answers
+with the contact details and points to the "Talk to a person" button.
+conversations/tests/faq_questions.py measures it (make faq-eval).
 """
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import snowballstemmer
 from django.conf import settings
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+# Words that say nothing about what a customer wants to know. They still take
+# part in keyword phrases ("where is my order"), so they are kept in order there.
+STOPWORDS = frozenset(
+    """a an and are at be been but by can could do does did for from get got have has had how i if in
+    into is it its just me my of on or our so the their them then there these they this those to too
+    u up us was we were what when where which who why will with would you your yours ya am not no
+    want wanted need like know tell please pls plz thanks thank thx hi hello hey dear ok okay there
+    any some something anything also still yet already ca wo soon now today again one long take""".split()
+)
+# A message of only these (and stopwords) is small talk, answered as such.
+GREETINGS = frozenset("hi hello hey hiya morning afternoon evening good dear there".split())
+THANKS = frozenset("thanks thank thx ty cheers".split())
+THANKS_TOO = THANKS | frozenset(
+    "lot much very so great perfect awesome brilliant lovely helpful cool nice bye".split()
+)
 
 WORD = re.compile(r"[a-z0-9]+")
-# Words that say nothing about what a customer wants to know.
-STOPWORDS = frozenset(
-    """a an and are at be can do does for from have how i if in is it me my of on or our
-    the to what when where which who why will with you your we us this that there any
-    hi hello please thanks thank""".split()
-)
+# Contractions, with and without the apostrophe, so "where's" and "wheres" read as "where is".
+APOSTROPHE = re.compile(r"[’'`´]")
+CONTRACTIONS = [
+    (re.compile(r"n't\b"), " not"),
+    (re.compile(r"'s\b"), " is"),
+    (re.compile(r"'re\b"), " are"),
+    (re.compile(r"'m\b"), " am"),
+    (re.compile(r"'ve\b"), " have"),
+    (re.compile(r"'ll\b"), " will"),
+    (re.compile(r"'d\b"), " would"),
+]
+UNAPOSTROPHED = {
+    "dont": "do not", "doesnt": "does not", "didnt": "did not", "cant": "can not", "wont": "will not",
+    "isnt": "is not", "hasnt": "has not", "havent": "have not", "wasnt": "was not", "arent": "are not",
+    "wheres": "where is", "whats": "what is", "hows": "how is", "whens": "when is", "im": "i am",
+    "ive": "i have", "youre": "you are", "thats": "that is", "theres": "there is",
+}
+
+# Weights of a question word found in an entry: in its heading or a keyword phrase
+# found whole (strong), elsewhere in its keywords or answer (weak).
+STRONG, WEAK = 2.0, 1.0
+# Each word beyond the first of a keyword phrase found whole ("where is my order").
+PHRASE_BONUS = 0.25
+# Below it, no entry is a good answer. A word of one entry only scores 2 in its heading
+# or keywords, about 1.3 in its answer alone. The middle of the range (1.1 to 1.5) that
+# answers conversations/tests/faq_questions.py best (make faq-eval).
+MIN_SCORE = 1.25
+# Words no shorter than this and unknown to the file are corrected to the closest word that is
+# (shorter ones are too often a real word one letter from another: last, fast).
+TYPO_MIN_LENGTH = 5
+
+_stemmer = snowballstemmer.stemmer("english")
 
 
 @dataclass(frozen=True)
 class Entry:
     question: str
     answer: str
+    keywords: tuple[str, ...] = ()
 
 
-def _words(text: str) -> set[str]:
-    # Crude stemming is enough to match "returns"/"returning" with "return".
-    words = set()
-    for word in WORD.findall(text.lower()):
-        if word in STOPWORDS:
-            continue
-        for suffix in ("ing", "ed", "es", "s"):
-            if len(word) > len(suffix) + 3 and word.endswith(suffix):
-                word = word[: -len(suffix)]
-                break
-        words.add(word)
+@lru_cache(maxsize=8192)
+def _stem(word: str) -> str:
+    return word if word in STOPWORDS else _stemmer.stemWord(word)
+
+
+def _tokens(text: str) -> list[str]:
+    text = APOSTROPHE.sub("'", text.lower())
+    for pattern, replacement in CONTRACTIONS:
+        text = pattern.sub(replacement, text)
+    words = []
+    for word in WORD.findall(text):
+        # Numbers (order numbers, "2 weeks", "2 pm") say nothing about the topic.
+        if not word.isdigit():
+            words.extend(UNAPOSTROPHED.get(word, word).split())
     return words
 
 
-@lru_cache(maxsize=4)
-def _parse(path: Path, mtime: float) -> tuple[Entry, ...]:
-    entries, question, lines = [], None, []
-    for line in path.read_text(encoding="utf-8").splitlines():
+def _phrase_in(phrase: tuple[str, ...], words: list[str]) -> bool:
+    """Whether the phrase's words occur in order in `words`, at most two other words apart."""
+    for start, word in enumerate(words):
+        if word != phrase[0]:
+            continue
+        position = start
+        for wanted in phrase[1:]:
+            window = words[position + 1 : position + 4]
+            if wanted not in window:
+                break
+            position += 1 + window.index(wanted)
+        else:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class _Topic:
+    entry: Entry
+    strong: frozenset[str]  # terms (stems) of the heading
+    weak: frozenset[str]  # terms of the answer and of every keyword
+    phrases: tuple[tuple[str, ...], ...]  # each keyword as a sequence of terms
+
+
+class _Knowledge:
+    """The parsed file and its search index, built once per version of the file."""
+
+    def __init__(self, entries: tuple[Entry, ...], contact: Entry):
+        self.entries = entries
+        self.contact = contact
+        every = (*entries, contact)
+        # Snowball keeps some forms apart ("deliver" -> deliv, "delivery" -> deliveri):
+        # a stem that starts with another of five letters or more is taken as that one.
+        stems = {_stem(w) for e in every for w in _tokens(f"{e.question} {e.answer} {' '.join(e.keywords)}")}
+        self.roots: dict[str, str] = {}
+        for stem in sorted(stems - STOPWORDS, key=len):
+            self.roots[stem] = next((r for r in self.roots if len(r) >= 5 and stem.startswith(r)), stem)
+        self.topics = [self._topic(entry) for entry in every]
+        # A word in an answer only says less about the topic than one in its heading or
+        # keywords ("delivery" in the returns answer): it counts half towards the rarity.
+        document_frequency: dict[str, float] = {}
+        for topic in self.topics:
+            named = topic.strong | {t for p in topic.phrases for t in p}
+            for term in topic.strong | topic.weak:
+                document_frequency[term] = document_frequency.get(term, 0) + (1 if term in named else 0.5)
+        count = len(self.topics)
+        # Scaled to 1 for a word of one entry only, so that MIN_SCORE means the same in a
+        # file of three entries as in one of thirty.
+        self.idf = {
+            term: math.log(1 + count / df) / math.log(1 + count) for term, df in document_frequency.items()
+        }
+        # Every word of the file, for typo correction: a misspelt stopword becomes the stopword.
+        text = " ".join(f"{e.question} {e.answer} {' '.join(e.keywords)}" for e in every)
+        self.words = sorted({w for w in _tokens(text) if len(w) >= TYPO_MIN_LENGTH} | STOPWORDS)
+        self.unknown: dict[str, str] = {}  # what words not in the file were taken as; cleared when large
+
+    def _terms(self, text: str) -> list[str]:
+        return [self.roots.get(stem, stem) for stem in map(_stem, _tokens(text))]
+
+    def _topic(self, entry: Entry) -> _Topic:
+        # The heading is a phrase too: asked as written, it finds its entry even when
+        # its words are mostly stopwords ("How long does shipping take?").
+        phrases = tuple(p for p in map(self._terms, (entry.question, *entry.keywords)) if p)
+        weak = {*self._terms(entry.answer), *(t for p in phrases for t in p)}
+        return _Topic(
+            entry,
+            strong=frozenset(self._terms(entry.question)) - STOPWORDS,
+            weak=frozenset(weak - STOPWORDS),
+            phrases=phrases,
+        )
+
+    def _unknown(self, word: str, stem: str) -> str:
+        """What a word not in the file stands for: another form of one, a misspelling of one, or itself."""
+        if word not in self.unknown:
+            if len(self.unknown) >= 4096:
+                self.unknown.clear()
+            term = next((r for r in set(self.roots.values()) if len(r) >= 5 and stem.startswith(r)), None)
+            if term is None and len(word) >= TYPO_MIN_LENGTH:
+                closest = self.closest(word)
+                term = self._terms(closest)[0] if closest else None
+            self.unknown[word] = term or stem
+        return self.unknown[word]
+
+    def closest(self, word: str) -> str | None:
+        """The file's word that `word` is a misspelling of: one edit away, two in a long word.
+
+        OSA distance counts a swap of two letters as one edit ("retrun").
+        """
+        edits = 1 if len(word) < 8 else 2
+        found = process.extractOne(word, self.words, scorer=OSA.distance, score_cutoff=edits)
+        return found[0] if found else None
+
+    def terms(self, text: str) -> list[str]:
+        """The question's words as the index's terms, in order, stopwords included."""
+        terms = []
+        for word in _tokens(text):
+            stem = _stem(word)
+            if stem in STOPWORDS:
+                terms.append(stem)
+            elif stem in self.roots:
+                terms.append(self.roots[stem])
+            else:
+                terms.append(self._unknown(word, stem))
+        return terms
+
+    def score(self, topic: _Topic, terms: list[str], present: set[str]) -> float:
+        strong = set(topic.strong)
+        bonus = 0.0
+        for phrase in topic.phrases:
+            if phrase[0] in present and _phrase_in(phrase, terms):
+                strong.update(phrase)
+                bonus += PHRASE_BONUS * (len(phrase) - 1)
+        score = bonus
+        for term in present - STOPWORDS:
+            weight = STRONG if term in strong else WEAK if term in topic.weak else 0.0
+            score += weight * self.idf.get(term, 0.0)
+        return score
+
+    def ranked(self, question: str) -> list[tuple[float, Entry]]:
+        terms = self.terms(question)
+        present = set(terms)
+        scores = [(self.score(topic, terms, present), topic.entry) for topic in self.topics]
+        return sorted(scores, key=lambda pair: -pair[0])
+
+
+def _parse_text(text: str) -> _Knowledge:
+    sections: list[tuple[str, str, list[str]]] = []  # (level, heading, lines)
+    for line in text.splitlines():
         if line.startswith("## "):
-            if question:
-                entries.append(Entry(question, "\n".join(lines).strip()))
-            question, lines = line[3:].strip(), []
-        elif question:
-            lines.append(line)
-    if question:
-        entries.append(Entry(question, "\n".join(lines).strip()))
-    return tuple(entries)
+            sections.append(("question", line[3:].strip(), []))
+        elif line.startswith("# "):
+            sections.append(("section", line[2:].strip(), []))
+        elif sections:
+            sections[-1][2].append(line)
+    entries, contact = [], Entry("Contact", "")
+    for kind, heading, lines in sections:
+        keywords = [line for line in lines if line.lower().startswith("keywords:")]
+        body = "\n".join(line for line in lines if line not in keywords).strip()
+        words = tuple(k.strip() for line in keywords for k in line.split(":", 1)[1].split(",") if k.strip())
+        if kind == "question":
+            entries.append(Entry(heading, body, words))
+        elif heading.lower() == "contact":
+            contact = Entry("Contact", body, words)
+    return _Knowledge(tuple(entries), contact)
+
+
+@lru_cache(maxsize=4)
+def _parse(path: Path, mtime: float) -> _Knowledge:
+    return _parse_text(path.read_text(encoding="utf-8"))
+
+
+def _knowledge() -> _Knowledge:
+    path = Path(settings.CHAT_KNOWLEDGE_FILE)
+    return _parse(path, path.stat().st_mtime)
 
 
 def entries() -> tuple[Entry, ...]:
-    path = Path(settings.CHAT_KNOWLEDGE_FILE)
-    return _parse(path, path.stat().st_mtime)
+    """The questions and answers (without the contact section)."""
+    return _knowledge().entries
+
+
+def contact_details() -> str:
+    """The `# Contact` section as written: opening hours, email, phone and any note."""
+    return _knowledge().contact.answer
 
 
 def system_prompt() -> str:
@@ -67,21 +285,117 @@ def system_prompt() -> str:
         "Answer questions about orders, shipping, returns, payment and contact, "
         "using only the facts in the FAQ below. Be brief, friendly and concrete. "
         "If the FAQ does not answer a question, say so and give the contact details "
-        "from the FAQ; never invent policies, prices or order details.\n\n"
-        f"FAQ:\n\n{faq}"
+        "below; never invent policies, prices or order details. A customer who wants "
+        'a person can press the "Talk to a person" button.\n\n'
+        f"FAQ:\n\n{faq}\n\nContact details:\n\n{contact_details()}"
     )
 
 
+def match(question: str) -> Entry | None:
+    """The entry (or the contact section) that answers `question`, None if none does well."""
+    score, best = _knowledge().ranked(question)[0]
+    return best if score >= MIN_SCORE else None
+
+
 def offline_answer(question: str) -> str:
-    """The FAQ answer that best matches `question`, else a list of what we can help with."""
-    asked = _words(question)
-    best, best_score = None, 0.0
-    for entry in entries():
-        # A word shared with the question counts three times as much as one in the answer.
-        score = 3 * len(asked & _words(entry.question)) + len(asked & _words(entry.answer))
-        if score > best_score:
-            best, best_score = entry, score
-    if best is not None and best_score >= 2:
-        return best.answer
-    topics = "\n".join(f"- {entry.question}" for entry in entries())
-    return f"I can help with questions like these:\n\n{topics}\n\nWhat would you like to know?"
+    """The answer of the best matching entry; else the contact details and the way to a person."""
+    words = set(_tokens(question))
+    if wants_person(question):  # the site hands over before asking; this is for when it does not
+        details = contact_details()
+        return (
+            "To talk to a person, press **Talk to a person** below and someone from our team will "
+            "answer here." + (f" You can also reach us directly:\n\n{details}" if details else "")
+        )
+    if words & THANKS and words <= THANKS_TOO | STOPWORDS:
+        return "You're welcome! Is there anything else I can help with?"
+    if words & GREETINGS and words <= GREETINGS | STOPWORDS:
+        topics = ", ".join(entry.question.rstrip("?").lower() for entry in entries()[:4])
+        return f"Hello! How can I help? You can ask me things like: {topics}."
+    entry = match(question)
+    if entry is not None:
+        if entry is _knowledge().contact:
+            return f"You can reach us here:\n\n{entry.answer}"
+        return entry.answer
+    details = contact_details()
+    return (
+        "I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team can help: "
+        "press **Talk to a person** below to ask for a person here"
+        + (f", or contact us directly:\n\n{details}" if details else ".")
+    )
+
+
+# A request for a person. Nouns that name one (one typo allowed in the longer ones:
+# "humna", "operater"); pronouns that do only after a verb of talking ("speak to
+# someone", not "I need someone to sign for it"); nouns that do only after a
+# request verb ("talk to support", not "how do I contact support").
+PERSON_NOUNS = frozenset(
+    "human humans person people agent agents operator operators representative rep staff employee".split()
+)
+PERSON_PRONOUNS = frozenset("someone somebody anyone anybody".split())
+PERSON_AFTER_VERB = frozenset("support service team manager supervisor".split())
+TALK_VERBS = frozenset("talk speak chat connect transfer put pass escalate".split())
+REQUEST_VERBS = TALK_VERBS | frozenset("get want need give".split())
+# Words that may stand between the verb and the person, or alone around a person noun
+# ("can I talk to a real human please").
+REQUEST_FILLER = frozenset(
+    """a an the to with me i can could may please pls plz now real actual live proper human being
+    your one of some customer want need would like id i'd get give let talk speak chat connect
+    transfer just thanks hi hello hey you is there available i'm am talking speaking""".split()
+)
+# Words that may follow the person asked for ("a person about my refund", "a human not a bot");
+# any other ("the agent fee") makes the noun an attribute of something else.
+FOLLOWERS = REQUEST_FILLER | frozenset(
+    """about who that which regarding re for on asap here instead because as and or but not so if rather
+    than at in from today immediately right away directly""".split()
+) | {""}
+NEGATIONS = frozenset("not never don't dont doesn't doesnt".split())
+CALL_VERBS = frozenset("call ring phone telephone".split())
+PERSON_WORD = re.compile(r"[a-z']+(?:-[a-z]+)*")  # "human-safe" stays one word
+# Long enough that one typo still names one of them, and no common word is one typo away.
+TYPO_NOUNS = tuple(sorted(n for n in PERSON_NOUNS if len(n) >= 5 and n != "people"))
+
+
+@lru_cache(maxsize=1024)
+def _person_noun(word: str) -> bool:
+    if word in PERSON_NOUNS:
+        return True
+    if len(word) < 5 or "-" in word:
+        return False
+    # OSA distance: a swap ("humna") counts as one edit.
+    return any(OSA.distance(word, noun, score_cutoff=1) <= 1 for noun in TYPO_NOUNS)
+
+
+def wants_person(text: str) -> bool:
+    """Whether the customer asks for a person: "agent please", "can I talk to a human?", "call me back".
+
+    A person noun counts when the message holds nothing but it and request words
+    ("real person", "operator!!", "anyone there?"), or when a request verb comes
+    shortly before it ("I want to speak to someone about my refund"), and not
+    after a negation. A compound ("human-safe") or a noun used as an attribute
+    ("the agent fee") is not a request. Asking for a person stops the assistant
+    until staff hand back, so when unsure this says no: the fallback answer
+    offers the "Talk to a person" button anyway. Pure string work on a fixed
+    vocabulary, no file read: the LLM path calls it on every message.
+    """
+    words = PERSON_WORD.findall(APOSTROPHE.sub("'", text.lower()))
+
+    def negated(i: int) -> bool:
+        return not NEGATIONS.isdisjoint(words[max(0, i - 3) : i])  # "don't want to talk to"
+
+    persons = {i for i, word in enumerate(words) if _person_noun(word) or word in PERSON_PRONOUNS}
+    if persons and len(words) <= 12 and all(w in REQUEST_FILLER or i in persons for i, w in enumerate(words)):
+        return True
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if word == "callback" or (word in CALL_VERBS and following in ("me", "back")):
+            if not negated(i):
+                return True
+        if word not in REQUEST_VERBS or negated(i):
+            continue
+        for j in range(i + 1, min(i + 5, len(words))):
+            person = _person_noun(words[j]) or words[j] in PERSON_AFTER_VERB or (
+                word in TALK_VERBS and words[j] in PERSON_PRONOUNS
+            )
+            if person and all(w in REQUEST_FILLER for w in words[i + 1 : j]):
+                return (words[j + 1] if j + 1 < len(words) else "") in FOLLOWERS
+    return False
