@@ -217,7 +217,8 @@ class _Knowledge:
                 terms.append(self._unknown(word, stem))
         return terms
 
-    def score(self, topic: _Topic, terms: list[str], present: set[str]) -> float:
+    def score(self, topic: _Topic, terms: list[str], present: set[str]) -> tuple[float, bool]:
+        """How well the topic answers the question, and whether it names every word asked."""
         strong = set(topic.strong)
         bonus = 0.0
         for phrase in topic.phrases:
@@ -225,16 +226,21 @@ class _Knowledge:
                 strong.update(phrase)
                 bonus += PHRASE_BONUS * (len(phrase) - 1)
         score = bonus
-        for term in present - STOPWORDS:
+        asked = present - STOPWORDS
+        for term in asked:
             weight = STRONG if term in strong else WEAK if term in topic.weak else 0.0
             score += weight * self.idf.get(term, 0.0)
-        return score
+        return score, bool(asked) and asked <= strong
 
-    def ranked(self, question: str) -> list[tuple[float, Entry]]:
+    def best(self, question: str) -> Entry | None:
+        """The best scoring topic's entry, if it scores MIN_SCORE or names every word asked
+        ("shipping": a common word, but all the customer wrote); the first in the file on a tie."""
         terms = self.terms(question)
         present = set(terms)
-        scores = [(self.score(topic, terms, present), topic.entry) for topic in self.topics]
-        return sorted(scores, key=lambda pair: -pair[0])
+        score, named, entry = max(
+            ((*self.score(topic, terms, present), topic.entry) for topic in self.topics), key=lambda s: s[0]
+        )
+        return entry if score >= MIN_SCORE or named else None
 
 
 def _parse_text(text: str) -> _Knowledge:
@@ -293,8 +299,7 @@ def system_prompt() -> str:
 
 def match(question: str) -> Entry | None:
     """The entry (or the contact section) that answers `question`, None if none does well."""
-    score, best = _knowledge().ranked(question)[0]
-    return best if score >= MIN_SCORE else None
+    return _knowledge().best(question)
 
 
 def offline_answer(question: str) -> str:
