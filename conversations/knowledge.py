@@ -19,11 +19,14 @@ modification time, so editing it needs no restart.
 The offline responder (no OPENAI_API_KEY) answers with the entry that best
 matches the question. Matching works on Snowball stems, so word forms match
 ("returned" finds "return"); a word not in the file is corrected to the
-closest word that is (rapidfuzz, "refnud" finds "refund"); each question word
-counts by how few entries use it (rarer says more), double in the heading or
-in a keyword phrase found whole in the question. Below MIN_SCORE it answers
-with the contact details and points to the "Talk to a person" button.
-conversations/tests/faq_questions.py measures it (make faq-eval).
+closest word that is (rapidfuzz's OSA distance, "refnud" finds "refund"); each
+question word counts by how few entries use it (rarer says more), double in the
+heading or in a keyword phrase found whole in the question ("send it back").
+Below MIN_SCORE, unless the entry names every word asked ("shipping"), it
+answers with the contact details and points to the "Talk to a person" button.
+The index is built when the file is read; a question costs tens of
+microseconds, so it runs in the event loop. conversations/tests/faq_questions.py
+measures the matching (make faq-eval).
 """
 
 import math
