@@ -25,7 +25,7 @@ def index(request):
         "suggestions": [entry.question for entry in knowledge.entries()[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
         "shop_name": settings.CHAT_SHOP_NAME,
-        "contact": getattr(knowledge, "contact_details", str)(),  # until knowledge.py has it: ""
+        "contact": knowledge.contact_details(),
     })
     # The page renders what a model wrote, so nothing but our own files may run
     # or load there: no inline script or style, no other origin, no framing.
