@@ -100,7 +100,7 @@ function place(item, { last = false } = {}) {
   let before = null;
   if (!last) {
     for (const other of log.children) {
-      if (other.dataset.seq === undefined ? !other.dataset.settled : Number(other.dataset.seq) > seq) {
+      if (other.dataset.seq === undefined ? !("settled" in other.dataset) : Number(other.dataset.seq) > seq) {
         before = other;
         break;
       }
