@@ -20,7 +20,7 @@ CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def index(request):
-    """The chat page: static/chat.js talks to the API below."""
+    """The chat page: static/chat/main.js and its modules talk to the API below."""
     response = render(request, "index.html", {
         "suggestions": [entry.question for entry in knowledge.entries()[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
