@@ -354,6 +354,7 @@ async function runTurn(turn, signal, generation) {
           return { done: event.data };
         }
       }
+      return { message: "The connection was interrupted before the answer was complete." };
     } catch (error) {
       if (signal.aborted) return { stopped: true };
       if (!(error instanceof api.ApiError)) throw error;
