@@ -382,12 +382,16 @@ function outcomeOf(error) {
   return { message: error.message };
 }
 
-/** What a customer over a limit reads: why, when to come back, in words. */
+/** What a customer over a limit reads: why, when to come back, in words, and who else can help. */
 function limitMessage(error) {
-  const why = error.code === "budget_exhausted"
-    ? "The assistant has answered all it can for this conversation today."
-    : "You have sent a lot of messages in a short time.";
-  return `${why} Please try again ${view.inAbout(error.retryAfter)}. If it cannot wait, you can reach us directly:`;
+  const when = view.inAbout(error.retryAfter);
+  if (error.code === "budget_exhausted") {
+    const whose = error.status === 503 ? "" : " for this conversation";
+    return `The assistant has answered all it can${whose} today. Please try again ${when}, `
+      + "or press Talk to a person to ask someone from our team. You can also reach us directly:";
+  }
+  return `You have sent a lot of messages in a short time. Please try again ${when}. `
+    + "If it cannot wait, you can reach us directly:";
 }
 
 function sleep(ms, signal) {
