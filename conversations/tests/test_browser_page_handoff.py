@@ -205,3 +205,24 @@ def test_a_refused_message_says_when_to_come_back_and_how_to_reach_the_shop(
     assert [m["content"] for m in llm.requests()[-1]["messages"][1:]][-1] == "Second"
     session_messages = Message.objects.filter(conversation__session_id=stored_id(page))
     assert list(session_messages.values_list("content", flat=True)) == ["First", "Echo: First", "Second", "Echo: Second"]
+
+
+def test_the_poll_backs_off_while_the_server_fails_and_recovers(live_site, page, staff_member):
+    send(page, "Hi")
+    talk_to_a_person(page)
+    failing = []
+
+    def fail(route):
+        failing.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"code": "unavailable", "message": "Down for a moment."}}')
+
+    page.route("**/api/updates?*", fail)
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")  # drop the poll in flight
+    page.wait_for_timeout(3_500)
+
+    # Asked at 0 s, then after 1 s and 2 s more: not every 250 ms.
+    assert 2 <= len(failing) <= 4, failing
+    page.unroute("**/api/updates?*")
+    handoff.staff_reply(conversation_of(page).pk, staff_member, "Mia", "Back again.", "reply-1")
+    expect(page.locator('#log [data-role="staff"]')).to_have_count(1, timeout=4_000 + LIVE)
