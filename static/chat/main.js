@@ -317,7 +317,8 @@ function finishTurn(turn, outcome) {
     view.finishReply(replyItem, view.replyText(replyItem), true);
   } else {
     if (replyItem) view.removeItem(replyItem);
-    if (outcome.rejected && !turn.retryOf) {
+    // A retry over a limit keeps its place (the question is stored): Retry works later.
+    if (outcome.rejected && !(outcome.withContact && turn.retryOf)) {
       // Refused before it was stored (too long, invalid, over a limit): give the text back.
       view.removeItem(userItem);
       view.giveTextBack(turn.text);
