@@ -263,3 +263,24 @@ CHAT_SESSION_CACHE_SECONDS = env_int("CHAT_SESSION_CACHE_SECONDS", 24 * 3600)
 # default). Longer than the idle timeout, so support can still read a
 # conversation for a while after the customer can no longer continue it.
 CHAT_RETENTION_DAYS = env_int("CHAT_RETENTION_DAYS", 90)
+
+# --- Talking to a person (conversations/handoff.py, updates.py) -------------
+
+# Seconds GET /api/updates waits for something new before it answers empty.
+CHAT_UPDATES_WAIT = env_float("CHAT_UPDATES_WAIT", 25.0)
+# Seconds between two looks of a worker's watcher at the conversations waited on.
+CHAT_UPDATES_TICK = env_float("CHAT_UPDATES_TICK", 0.5)
+# Who is emailed when a customer asks for a person (comma-separated); unset: every
+# active user who may answer conversations and has an email address.
+CHAT_HANDOFF_EMAILS = [
+    address.strip() for address in os.environ.get("CHAT_HANDOFF_EMAILS", "").split(",") if address.strip()
+]
+# Django's mail settings; the console backend prints the emails to the log.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")

@@ -127,7 +127,18 @@ class ConversationQuerySet(models.QuerySet):
             return 0, 0
         _, deleted = Conversation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
         sessions.forget_many([session_id for _, session_id in rows])
+        from . import updates  # it imports this module
+
+        updates.changed_many([pk for pk, _ in rows])  # an open page learns at once that it is gone
         return deleted.get("conversations.Conversation", 0), deleted.get("conversations.Message", 0)
+
+
+class Handoff(models.TextChoices):
+    ASSISTANT = "assistant", "the assistant answers"
+    # The customer asked for a person; no staff member has replied yet.
+    WAITING = "waiting", "waiting for a person"
+    # A staff member has replied; the assistant stays quiet until they hand back or close.
+    STAFF = "staff", "with a person"
 
 
 class Conversation(models.Model):
@@ -139,11 +150,28 @@ class Conversation(models.Model):
     failed_turns = models.PositiveIntegerField(
         default=0, help_text="Turns the assistant could not answer."
     )
+    # Who answers the customer (conversations/handoff.py has the transitions).
+    handoff = models.CharField(max_length=16, choices=Handoff.choices, default=Handoff.ASSISTANT)
+    # Since when the customer has been waiting for a person's answer: set when
+    # they ask for one (and when they write again after a staff reply), cleared
+    # by a staff reply, a hand-back or a close. The queue is ordered by it.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    # When staff were last emailed about this conversation (at most once an hour).
+    notified_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="When staff last closed it.")
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-last_activity_at"]
+        permissions = [("reply_conversation", "Can answer customers in a conversation")]
+        indexes = [
+            # The queue: only the few conversations a person is on are indexed.
+            models.Index(
+                fields=["waiting_since"], name="conversation_queue",
+                condition=~models.Q(handoff="assistant"),
+            ),
+        ]
 
     def __str__(self):
         return f"Conversation {self.reference}"
@@ -179,6 +207,8 @@ class Conversation(models.Model):
             "createdAt": self.created_at.isoformat(),
             "lastActivityAt": self.last_activity_at.isoformat(),
             "failedTurns": self.failed_turns,
+            "handoff": self.handoff,
+            "closedAt": self.closed_at.isoformat() if self.closed_at else None,
             "messages": [message.export_record() for message in self.messages.all()],
         }
 
@@ -187,6 +217,10 @@ class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"
         ASSISTANT = "assistant"
+        # Written by a support staff member; `author` is the name they chose to show.
+        STAFF = "staff"
+        # A notice for the page ("Mia closed the conversation."); never shown to the LLM.
+        EVENT = "event"
 
     class Status(models.TextChoices):
         COMPLETE = "complete"
@@ -211,6 +245,12 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # For staff messages (and the notices of their hand-backs and closes): the
+    # display name the customer sees, and, for the record, the staff user.
+    author = models.CharField(max_length=60, blank=True, default="")
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["conversation", "seq"]
@@ -235,7 +275,12 @@ class Message(models.Model):
             details.append(f"{self.latency_ms} ms")
         if self.prompt_tokens is not None or self.completion_tokens is not None:
             details.append(f"{self.prompt_tokens or 0}+{self.completion_tokens or 0} tokens")
-        heading = "Customer" if self.role == self.Role.USER else "Assistant"
+        heading = {
+            self.Role.USER: "Customer",
+            self.Role.ASSISTANT: "Assistant",
+            self.Role.STAFF: f"Staff ({self.author})",
+            self.Role.EVENT: "Notice",
+        }.get(self.role, self.role)
         if details:
             heading += f" ({', '.join(details)})"
         if self.status == self.Status.FAILED:
@@ -251,6 +296,7 @@ class Message(models.Model):
             "content": self.content,
             "createdAt": self.created_at.isoformat(),
             "status": self.status,
+            "author": self.author or None,
             "clientMessageId": self.client_message_id or None,
             "model": self.model or None,
             "promptTokens": self.prompt_tokens,

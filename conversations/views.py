@@ -10,13 +10,14 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from . import knowledge, limits, llm, turns
+from . import handoff, knowledge, limits, llm, sessions, turns, updates
 from .api import ApiError, api_view, json_body, session_id_from
-from .models import Conversation, Message
+from .models import Conversation, Handoff, Message
 
 logger = logging.getLogger(__name__)
 
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+AFTER = re.compile(r"-?[0-9]{1,10}")
 
 
 def index(request):
@@ -280,3 +281,72 @@ def _dependency_states() -> tuple[str, str]:
     except Exception as error:  # noqa: BLE001
         logger.warning("health check: cache down: %r", error)
         return database, "down"
+
+
+# --- Talking to a person (conversations/handoff.py, updates.py) ----------------
+
+
+@api_view("POST")
+async def handoff_request(request):
+    """The customer asks for a person: the conversation waits for staff."""
+    body = json_body(request)
+    session_id = None if body.get("sessionId") is None else session_id_from(body["sessionId"])
+    try:
+        conversation, notice, new_session = await turns.in_db_thread(
+            _request_person, limits.client_ip(request), session_id
+        )
+    except limits.Limited as limited:
+        raise ApiError(
+            limited.status, limited.code, limited.message, session_id=session_id,
+            retry_after=limited.retry_after,
+        ) from None
+    return JsonResponse({
+        "sessionId": str(conversation.session_id),
+        "handoff": conversation.handoff,
+        # Null when a person had been asked for already: the notice is not repeated.
+        "notice": notice.content if notice else None,
+        "newSession": new_session,
+    })
+
+
+def _request_person(ip: str, session_id) -> tuple[Conversation, Message | None, bool]:
+    """Like a chat turn, an unknown or expired id starts a new conversation (under the same limits)."""
+    limits.check_turn(ip, session_id)
+    conversation = None
+    if session_id is not None:
+        conversation = Conversation.objects.active().filter(session_id=session_id).first()
+    if conversation is None:
+        limits.check_new_session(ip)
+        conversation = Conversation.objects.create(session_id=sessions.new_session_id())
+        sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
+    conversation, notice = handoff.request_person(conversation.pk)
+    return conversation, notice, session_id != conversation.session_id
+
+
+@api_view("GET")
+async def updates_poll(request):
+    """Long poll: what is new in the conversation after message `after` (see updates.py)."""
+    header = request.headers.get("X-Session-Id")
+    if header is None:
+        raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
+    session_id = session_id_from(header)
+    after = _after(request.GET.get("after"))
+    state = request.GET.get("state")
+    if state is not None and state not in Handoff.values:
+        raise ApiError(400, "invalid_state", f"state must be one of {', '.join(Handoff.values)}.")
+    found = await updates.wait(session_id, after, state, settings.CHAT_UPDATES_WAIT)
+    if found is None:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    return JsonResponse({
+        "sessionId": str(session_id),
+        "handoff": found.handoff,
+        "turnInProgress": found.turn_in_progress,
+        "messages": found.messages,
+    })
+
+
+def _after(value: str | None) -> int:
+    """The seq of the latest message the page has; -1 before it has any."""
+    if value is None or not AFTER.fullmatch(value) or int(value) < -1:
+        raise ApiError(400, "invalid_after", "after must be the seq of the latest message seen (-1 for none).")
+    return int(value)

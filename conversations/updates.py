@@ -1,0 +1,284 @@
+"""GET /api/updates: an open page waits here for what changes in its conversation.
+
+A page that waits (for a staff reply, say) must cost neither a database
+connection nor a thread, since a thousand of them may wait on one machine.
+So a wait is an asyncio.Event, and what wakes it is one watcher task per
+worker process:
+
+- Every change to a conversation (a message stored, its handoff state changed)
+  sets a version key in the cache, `conversation-version:{id}`, to a new random
+  value, after the change is committed (`changed`).
+- A waiter remembers the version it saw before it looked at the database. Every
+  CHAT_UPDATES_TICK seconds the watcher reads the versions of all conversations
+  waited on in this process in ONE cache round trip (MGET) and wakes the
+  waiters whose version moved. A woken waiter looks at the database again (one
+  short query in a worker thread) and answers, or waits again after a false alarm.
+
+Decided for a failing or absent shared cache: when Redis is down (or the cache
+is the per-process local-memory one, which another worker's change never
+reaches) the watcher instead runs ONE database query per tick for all the
+conversations waited on in its process, comparing each one's handoff state and
+latest message with what its waiters last saw. Slower per tick, still no
+connection or thread held per page. A version lost to a Redis failure at the
+moment of a change delays that change by at most one wait (the page asks
+again and sees it in the database).
+"""
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from . import cache_guard, sessions
+from .models import Conversation, Handoff, Message
+from .turns import in_db_thread, in_flight_cutoff
+
+logger = logging.getLogger(__name__)
+
+# A version outlives any wait by far; an expired one only causes a false alarm.
+VERSION_SECONDS = 24 * 3600
+
+
+def version_key(conversation_id: int) -> str:
+    return f"conversation-version:{conversation_id}"
+
+
+def shared_cache() -> bool:
+    """Whether every worker process sees the same cache (Redis), so that versions can be trusted."""
+    return settings.CACHES["default"]["BACKEND"].startswith("django_redis")
+
+
+def changed(conversation_id: int) -> None:
+    """Tell the pages waiting on this conversation to look again. Call it after the change is committed."""
+    changed_many([conversation_id])
+
+
+def changed_many(conversation_ids: list[int]) -> None:
+    if not conversation_ids or not shared_cache() or not cache_guard.available():
+        return
+    try:
+        cache.set_many(
+            {version_key(pk): os.urandom(6).hex() for pk in conversation_ids}, VERSION_SECONDS
+        )
+    except Exception as error:  # noqa: BLE001 - see the module docstring
+        cache_guard.failed("set", error)
+
+
+@receiver(post_save, sender=Message)
+def _message_saved(sender, instance: Message, **kwargs) -> None:
+    conversation_id = instance.conversation_id
+    transaction.on_commit(lambda: changed(conversation_id))
+
+
+def _version(conversation_id: int) -> str | None:
+    if not shared_cache() or not cache_guard.available():
+        return None
+    try:
+        return cache.get(version_key(conversation_id))
+    except Exception as error:  # noqa: BLE001
+        cache_guard.failed("get", error)
+        return None
+
+
+# --- What a page is told ------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    conversation_id: int
+    handoff: str
+    turn_in_progress: bool
+    # (handoff, seq and status of the latest message): what the watcher
+    # compares when it has to ask the database instead of the cache.
+    signature: tuple
+    messages: list[dict] = field(default_factory=list)
+
+
+def message_payload(message: Message) -> dict:
+    return {
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "author": message.author or None,
+        "createdAt": message.created_at.isoformat(),
+        "status": message.status,
+        "clientMessageId": message.client_message_id or None,
+    }
+
+
+def _with_latest(conversations):
+    latest = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq")
+    return conversations.annotate(
+        last_seq=Subquery(latest.values("seq")[:1]),
+        last_role=Subquery(latest.values("role")[:1]),
+        last_status=Subquery(latest.values("status")[:1]),
+        last_created_at=Subquery(latest.values("created_at")[:1]),
+    )
+
+
+def _turn_in_progress(conversation) -> bool:
+    return (
+        conversation.handoff == Handoff.ASSISTANT
+        and conversation.last_role == Message.Role.USER
+        and conversation.last_status != Message.Status.FAILED
+        and conversation.last_created_at >= in_flight_cutoff()
+    )
+
+
+def snapshot(session_id, after: int) -> Snapshot | None:
+    """The conversation's state and its messages after `after`; None if the session is unknown.
+
+    One query, and a second only when there are new messages.
+    """
+    conversation = _with_latest(Conversation.objects.active().filter(session_id=session_id)).first()
+    if conversation is None:
+        return None
+    found = Snapshot(
+        conversation_id=conversation.pk,
+        handoff=conversation.handoff,
+        turn_in_progress=_turn_in_progress(conversation),
+        signature=(conversation.handoff, conversation.last_seq, conversation.last_status),
+    )
+    if conversation.last_seq is not None and conversation.last_seq > after:
+        found.messages = [
+            message_payload(message) for message in conversation.messages.filter(seq__gt=after)
+        ]
+    return found
+
+
+def _look(session_id, after: int) -> tuple[str | None, Snapshot | None]:
+    """The version, then the snapshot: a change committed after the version was
+    read moves the version, so the watcher cannot miss it."""
+    conversation_id = sessions.cached_conversation_id(session_id)
+    version = _version(conversation_id) if conversation_id is not None else None
+    found = snapshot(session_id, after)
+    if found is not None and found.conversation_id != conversation_id:
+        # The session was not cached: read the version now and look once more,
+        # so that nothing committed in between goes unseen.
+        version = _version(found.conversation_id)
+        found = snapshot(session_id, after)
+    return version, found
+
+
+async def wait(session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
+    """Answer at once if there are messages after `after` or the handoff state is
+    not `state`; else wait up to `timeout` seconds for that. None: no such session."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        version, found = await in_db_thread(_look, session_id, after)
+        if found is None or found.messages or (state is not None and found.handoff != state):
+            return found
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return found
+        waiter = Waiter(found.conversation_id, version, found.signature)
+        watcher = _watcher()
+        watcher.add(waiter)
+        try:
+            await asyncio.wait_for(waiter.woken.wait(), remaining)
+        except TimeoutError:
+            return found
+        finally:
+            watcher.remove(waiter)
+
+
+# --- The watcher ----------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Waiter:
+    conversation_id: int
+    version: str | None
+    signature: tuple
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Watcher:
+    """Wakes the waiters of one event loop (one worker process) whose conversation changed.
+
+    It runs only while someone waits: the task ends when the last waiter leaves
+    and starts again with the next one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.waiters: dict[int, set[Waiter]] = {}
+        self.task: asyncio.Task | None = None
+
+    def add(self, waiter: Waiter) -> None:
+        self.waiters.setdefault(waiter.conversation_id, set()).add(waiter)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self.run())
+
+    def remove(self, waiter: Waiter) -> None:
+        waiting = self.waiters.get(waiter.conversation_id)
+        if waiting is not None:
+            waiting.discard(waiter)
+            if not waiting:
+                del self.waiters[waiter.conversation_id]
+
+    async def run(self) -> None:
+        while self.waiters:
+            await asyncio.sleep(settings.CHAT_UPDATES_TICK)
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - a failed tick is retried at the next one
+                logger.exception("updates: the watcher's tick failed")
+
+    async def tick(self) -> None:
+        ids = list(self.waiters)
+        if not ids:
+            return
+        versions = await _in_thread(_versions, ids)
+        signatures = await in_db_thread(_signatures, ids) if versions is None else {}
+        for conversation_id in ids:
+            for waiter in list(self.waiters.get(conversation_id, ())):
+                if versions is not None:
+                    moved = versions.get(version_key(conversation_id)) != waiter.version
+                else:
+                    moved = signatures.get(conversation_id) != waiter.signature
+                if moved:
+                    waiter.woken.set()
+
+
+_in_thread = sync_to_async(lambda func, *args: func(*args), thread_sensitive=False)
+
+
+def _versions(ids: list[int]) -> dict | None:
+    """The versions of these conversations in one round trip; None if the cache cannot tell."""
+    if not shared_cache() or not cache_guard.available():
+        return None
+    try:
+        return cache.get_many([version_key(conversation_id) for conversation_id in ids])
+    except Exception as error:  # noqa: BLE001 - the database answers instead
+        cache_guard.failed("get_many", error)
+        return None
+
+
+def _signatures(ids: list[int]) -> dict[int, tuple]:
+    """Each conversation's (handoff, latest seq, its status), in one query."""
+    rows = _with_latest(Conversation.objects.filter(pk__in=ids)).values_list(
+        "pk", "handoff", "last_seq", "last_status"
+    )
+    return {pk: (handoff, last_seq, last_status) for pk, handoff, last_seq, last_status in rows}
+
+
+_current: Watcher | None = None
+
+
+def _watcher() -> Watcher:
+    """This event loop's watcher (tests run several loops one after another)."""
+    global _current
+    loop = asyncio.get_running_loop()
+    if _current is None or _current.loop is not loop:
+        _current = Watcher(loop)
+    return _current
