@@ -1,19 +1,34 @@
-"""Django admin for support staff: find a conversation by its reference and read it.
+"""Django admin for support staff: find a conversation by its reference, read it, answer it.
 
-The history is read-only here (it is what the customer and the assistant
-said); a conversation can only be deleted, which also drops its cache entry.
+The history is read-only here (it is what the customer, the assistant and staff
+said); a conversation can be deleted, which also drops its cache entry. Staff
+with the "Can answer customers" permission reply from a conversation's page
+(a box under its messages) and hand it back to the assistant or close it; the
+queue ("Waiting for a person") lists the conversations a person is on.
 """
 
-from django.contrib import admin
-from django.http import HttpResponse
-from django.utils import timezone
+import uuid
 
-from .models import Conversation, Message
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+from . import handoff
+from .models import Conversation, Handoff, Message, WaitingConversation
+
+REPLY_PERMISSION = "conversations.reply_conversation"
 
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["seq", "role", "content", "status", "sent", "model", "prompt_tokens",
+    fields = ["seq", "role", "author", "content", "status", "sent", "model", "prompt_tokens",
               "completion_tokens", "latency_ms"]
     readonly_fields = fields
     ordering = ["seq"]
@@ -59,14 +74,15 @@ class FailedTurnsFilter(admin.SimpleListFilter):
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = ["reference", "session_id", "created_at", "last_activity_at", "message_count",
-                    "has_failed_turns", "latest_model"]
-    list_filter = [FailedTurnsFilter, "created_at", "last_activity_at"]
+                    "has_failed_turns", "latest_model", "handoff"]
+    list_filter = [FailedTurnsFilter, "handoff", "created_at", "last_activity_at"]
     # Searching is done by get_search_results below; a non-empty search_fields
     # is what makes admin show the search box.
     search_fields = ["session_id"]
     search_help_text = "The whole session id, or the 8-character reference the customer sees."
     ordering = ["-last_activity_at"]
-    fields = ["reference", "session_id", "created_at", "last_activity_at", "failed_turns"]
+    fields = ["reference", "session_id", "created_at", "last_activity_at", "failed_turns", "handoff",
+              "waiting_since", "closed_at"]
     readonly_fields = fields
     inlines = [MessageInline]
     actions = ["export_jsonl"]
@@ -77,6 +93,66 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_summary()
+
+    def get_urls(self):
+        reply = self.admin_site.admin_view(self.reply_view)
+        return [path("<path:object_id>/reply/", reply, name="conversations_conversation_reply"),
+                *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        conversation = self.get_object(request, object_id)
+        if conversation is not None and request.user.has_perm(REPLY_PERMISSION):
+            last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
+            extra_context["reply_form"] = ReplyForm(initial={
+                "author": remembered_name(request.user),
+                # Made once per form shown: sending this form twice stores one reply.
+                "token": uuid.uuid4().hex,
+                "seen": -1 if last_seq is None else last_seq,
+            })
+            extra_context["reply_url"] = reverse("admin:conversations_conversation_reply", args=[object_id])
+            extra_context["person_on_it"] = conversation.handoff != Handoff.ASSISTANT
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def reply_view(self, request, object_id):
+        """POST only, from the box on the conversation's page; back to that page after."""
+        conversation = get_object_or_404(Conversation, pk=object_id)
+        page = reverse("admin:conversations_conversation_change", args=[conversation.pk])
+        if request.method != "POST":
+            return HttpResponseRedirect(page)
+        if not request.user.has_perm(REPLY_PERMISSION):
+            raise PermissionDenied
+        form = ReplyForm(request.POST)
+        action = request.POST.get("action", "reply")
+        if action not in ("reply", "hand_back", "close"):
+            messages.error(request, "Choose Send, Hand back or Close.")
+            return HttpResponseRedirect(page)
+        if not form.is_valid():
+            for field, errors in form.errors.items():
+                messages.error(request, f"{form.fields[field].label}: {' '.join(errors)}")
+            return HttpResponseRedirect(page)
+        author, text = form.cleaned_data["author"], form.cleaned_data["reply"]
+        if action == "reply":
+            if not text:
+                messages.error(request, "Write a reply first.")
+                return HttpResponseRedirect(page)
+            others = conversation.messages.filter(seq__gt=form.cleaned_data["seen"]).exclude(sent_by=request.user)
+            meanwhile = list(others.filter(role__in=[Message.Role.USER, Message.Role.STAFF]))
+            _, stored = handoff.staff_reply(conversation.pk, request.user, author, text, form.cleaned_data["token"])
+            if not stored:
+                messages.warning(request, "That reply was sent already; it was not sent again.")
+            else:
+                messages.success(request, "Your reply was sent.")
+                if meanwhile:
+                    messages.warning(request, "New messages came in while you were writing (see below).")
+        else:
+            close = action == "close"
+            if handoff.hand_back(conversation.pk, request.user, author, close=close) is None:
+                messages.info(request, "The assistant was answering this conversation already.")
+            else:
+                messages.success(request, "Closed: the assistant answers again." if close
+                                 else "Handed back: the assistant answers again.")
+        return HttpResponseRedirect(page)
 
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
@@ -119,3 +195,82 @@ class ConversationAdmin(admin.ModelAdmin):
         filename = f"conversations-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+
+class ReplyForm(forms.Form):
+    author = forms.CharField(
+        label="Your name for customers", max_length=60,
+        help_text="Shown with your replies, e.g. your first name (never your login). Remembered.",
+    )
+    reply = forms.CharField(label="Reply", widget=forms.Textarea(attrs={"rows": 4}), required=False,
+                            max_length=4000)
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    seen = forms.IntegerField(widget=forms.HiddenInput, min_value=-1)
+
+    def clean_author(self):
+        return self.cleaned_data["author"].strip()
+
+    def clean_token(self):
+        token = self.cleaned_data["token"]
+        if not token.isalnum():
+            raise forms.ValidationError("Reload the page and try again.")
+        return token
+
+
+def remembered_name(user) -> str:
+    """The name this staff member showed last time; never their login."""
+    return (
+        Message.objects.filter(sent_by=user).exclude(author="").order_by("-created_at")
+        .values_list("author", flat=True).first()
+        or ""
+    )
+
+
+@admin.register(WaitingConversation)
+class QueueAdmin(admin.ModelAdmin):
+    """The conversations a person was asked for, longest waiting first.
+
+    Who may read conversations may read the queue: it is a view of them, not a
+    thing with permissions of its own.
+    """
+
+    list_display = ["conversation", "state", "waited", "latest_question", "last_activity_at"]
+    list_display_links = None
+    ordering = [F("waiting_since").asc(nulls_last=True), "last_activity_at"]
+    list_per_page = 100
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).exclude(handoff=Handoff.ASSISTANT).with_latest_question()
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("conversations.view_conversation")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="conversation")
+    def conversation(self, obj):
+        url = reverse("admin:conversations_conversation_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.reference)
+
+    @admin.display(description="state", ordering="handoff")
+    def state(self, obj):
+        return obj.get_handoff_display()
+
+    @admin.display(description="waiting for", ordering="waiting_since")
+    def waited(self, obj):
+        if obj.waiting_since is None:
+            return "answered"
+        return timesince(obj.waiting_since, timezone.now())
+
+    @admin.display(description="the customer's latest message")
+    def latest_question(self, obj):
+        text = obj.latest_question or ""
+        return text if len(text) <= 120 else text[:119] + "…"

@@ -104,6 +104,17 @@ class ConversationQuerySet(models.QuerySet):
             ),
         )
 
+    def waiting(self):
+        """Conversations whose customer waits for a person's answer, longest waiting first."""
+        return self.exclude(handoff=Handoff.ASSISTANT).filter(waiting_since__isnull=False).order_by(
+            "waiting_since"
+        )
+
+    def with_latest_question(self):
+        """Annotate `latest_question`: the customer's latest message."""
+        questions = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER)
+        return self.annotate(latest_question=Subquery(questions.order_by("-seq").values("content")[:1]))
+
     def export_lines(self, chunk_size: int = 500) -> Iterator[str]:
         """One JSON line per conversation, with its messages, oldest conversation first.
 
@@ -211,6 +222,15 @@ class Conversation(models.Model):
             "closedAt": self.closed_at.isoformat() if self.closed_at else None,
             "messages": [message.export_record() for message in self.messages.all()],
         }
+
+
+class WaitingConversation(Conversation):
+    """The admin's queue: conversations a person was asked for (admin.QueueAdmin)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "conversation waiting for a person"
+        verbose_name_plural = "waiting for a person"
 
 
 class Message(models.Model):

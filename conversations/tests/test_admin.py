@@ -107,7 +107,9 @@ def test_the_conversation_page_shows_the_messages_in_order_read_only(admin_clien
                  ["Question 1?", "Answer 1.", "Question 2?", "Answer 2.", "Question 3?", "Answer 3."]]
     assert positions == sorted(positions)
     assert "gpt-4o-mini" in page and "812" in page
-    assert "<textarea" not in page and 'name="messages-0-content"' not in page
+    # The one text box is the staff reply's, under the history (test_the_reply_box...).
+    assert page.count("<textarea") == 1 and 'name="reply"' in page
+    assert 'name="messages-0-content"' not in page
     assert 'name="messages-MAX_NUM_FORMS" value="0"' in page  # nothing can be added
     assert 'name="_save"' not in page
     assert f"{change_url(conversation)[:-len('change/')]}delete/" in page  # but it can be deleted
@@ -218,3 +220,163 @@ def test_admin_keeps_csrf_protection(admin_user):
 
     assert response.status_code == 403
     assert Conversation.objects.count() == 1
+
+
+# --- Talking to a person: the queue, the reply box, hand-back and close ----------
+
+QUEUE = "/admin/conversations/waitingconversation/"
+
+
+def reply_url(conversation: Conversation) -> str:
+    return f"{CHANGELIST}{conversation.pk}/reply/"
+
+
+def waiting_conversation(minutes_ago: float = 0) -> Conversation:
+    from conversations import handoff
+
+    conversation = data.conversation()
+    handoff.request_person(conversation.pk)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        waiting_since=timezone.now() - timedelta(minutes=minutes_ago)
+    )
+    conversation.refresh_from_db()
+    return conversation
+
+
+def reply_form(client, conversation) -> dict:
+    """The reply box's fields as the page renders them."""
+    form = client.get(change_url(conversation)).context["reply_form"]
+    return {name: form[name].value() or "" for name in ("author", "reply", "token", "seen")}
+
+
+def test_the_queue_lists_waiting_conversations_longest_waiting_first(admin_client, settings):
+    settings.CHAT_HANDOFF_EMAILS = []
+    recent = waiting_conversation(minutes_ago=2)
+    oldest = waiting_conversation(minutes_ago=45)
+    data.conversation()  # the assistant answers this one: not in the queue
+
+    response = admin_client.get(QUEUE)
+
+    assert response.status_code == 200
+    assert listed(response) == [oldest.reference, recent.reference]
+    page = response.content.decode()
+    assert "45\xa0minutes" in page and "2\xa0minutes" in page
+    assert f'href="{change_url(oldest)}"' in page
+    assert "Question 1?" in page  # the customer's latest message
+
+    index = admin_client.get("/admin/").content.decode()
+    assert 'class="waiting-count">2<' in index and QUEUE in index
+
+
+def test_staff_with_the_view_permission_see_the_queue_but_cannot_reply(client):
+    conversation = waiting_conversation()
+    staff = User.objects.create_user("helper", password="pw-staff-123", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    client.force_login(staff)
+
+    assert listed(client.get(QUEUE)) == [conversation.reference]
+    page = client.get(change_url(conversation))
+    assert page.context.get("reply_form") is None and "<textarea" not in page.content.decode()
+    response = client.post(reply_url(conversation), {"author": "Mia", "reply": "Hi", "token": "t1", "seen": "0"})
+    assert response.status_code == 403
+    assert not conversation.messages.filter(role="staff").exists()
+
+
+def test_a_staff_reply_is_stored_with_the_chosen_name_and_remembered(client):
+    conversation = waiting_conversation()
+    staff = User.objects.create_user("mia.schmidt", password="pw-staff-123", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_conversation", "reply_conversation"]))
+    client.force_login(staff)
+
+    form = reply_form(client, conversation)
+    assert form["author"] == ""  # never the login
+    response = client.post(reply_url(conversation), {**form, "author": "Mia", "reply": "Hello, Mia here."})
+
+    assert response.status_code == 302 and response["Location"] == change_url(conversation)
+    reply = conversation.messages.get(role="staff")
+    assert (reply.author, reply.content, reply.sent_by) == ("Mia", "Hello, Mia here.", staff)
+    conversation.refresh_from_db()
+    assert conversation.handoff == "staff" and conversation.waiting_since is None
+    page = client.get(change_url(conversation))
+    assert reply_form(client, conversation)["author"] == "Mia"
+    assert "Hello, Mia here." in page.content.decode()
+
+
+def test_a_reply_sent_twice_is_stored_once(admin_client):
+    conversation = waiting_conversation()
+    form = {**reply_form(admin_client, conversation), "author": "Mia", "reply": "Only once."}
+
+    first = admin_client.post(reply_url(conversation), form, follow=True)
+    second = admin_client.post(reply_url(conversation), form, follow=True)
+
+    assert conversation.messages.filter(role="staff").count() == 1
+    assert "Your reply was sent." in first.content.decode()
+    assert "sent already" in second.content.decode()
+
+
+def test_two_staff_members_see_each_others_replies(admin_client, client):
+    conversation = waiting_conversation()
+    other = User.objects.create_user("jo", password="pw-staff-123", is_staff=True, is_superuser=True)
+    client.force_login(other)
+    mine, theirs = reply_form(admin_client, conversation), reply_form(client, conversation)
+
+    client.post(reply_url(conversation), {**theirs, "author": "Jo", "reply": "Jo here."})
+    response = admin_client.post(reply_url(conversation), {**mine, "author": "Mia", "reply": "Mia here."},
+                                 follow=True)
+
+    page = response.content.decode()
+    assert "New messages came in while you were writing" in page
+    assert page.index("Jo here.") < page.index("Mia here.")
+    assert [(m.author, m.content) for m in conversation.messages.filter(role="staff")] == [
+        ("Jo", "Jo here."), ("Mia", "Mia here.")
+    ]
+
+
+@pytest.mark.parametrize("action, notice", [
+    ("hand_back", "Mia handed you back to the assistant."),
+    ("close", "Mia closed the conversation."),
+])
+def test_hand_back_and_close_return_the_conversation_to_the_assistant(admin_client, action, notice):
+    conversation = waiting_conversation()
+    form = {**reply_form(admin_client, conversation), "author": "Mia", "reply": ""}
+
+    response = admin_client.post(reply_url(conversation), {**form, "action": action})
+
+    assert response.status_code == 302
+    conversation.refresh_from_db()
+    assert conversation.handoff == "assistant" and conversation.waiting_since is None
+    assert (conversation.closed_at is not None) == (action == "close")
+    event = conversation.messages.order_by("seq").last()
+    assert event.role == "event" and event.content.startswith(notice) and event.author == "Mia"
+    assert listed(admin_client.get(QUEUE)) == []
+    # Twice is once.
+    admin_client.post(reply_url(conversation), {**form, "action": action})
+    assert conversation.messages.filter(role="event").count() == 2  # the request's notice and this one
+
+
+@pytest.mark.parametrize("post", [
+    {"author": "", "reply": "Hi"},
+    {"author": "Mia", "reply": ""},
+    {"author": "Mia", "reply": "Hi", "token": "not/a token"},
+    {"author": "Mia", "reply": "Hi", "action": "delete"},
+])
+def test_a_bad_reply_form_stores_nothing_and_says_why(admin_client, post):
+    conversation = waiting_conversation()
+    form = {**reply_form(admin_client, conversation), **post}
+
+    response = admin_client.post(reply_url(conversation), form, follow=True)
+
+    assert response.status_code == 200
+    assert list(response.context["messages"])
+    assert not conversation.messages.filter(role="staff").exists()
+
+
+def test_the_reply_box_needs_csrf_and_post(admin_user):
+    conversation = waiting_conversation()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+
+    assert client.post(reply_url(conversation), {"author": "Mia", "reply": "Hi", "token": "t", "seen": "0"}
+                       ).status_code == 403
+    assert client.get(reply_url(conversation)).status_code == 302
+    assert not conversation.messages.filter(role="staff").exists()
