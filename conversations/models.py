@@ -202,7 +202,8 @@ class Conversation(models.Model):
             f"Started {started:%Y-%m-%d %H:%M:%S %Z}, last activity "
             f"{timezone.localtime(self.last_activity_at):%Y-%m-%d %H:%M:%S}, "
             f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
-            + (failed if self.failed_turns else ""),
+            + (failed if self.failed_turns else "")
+            + ("" if self.handoff == Handoff.ASSISTANT else f", {self.get_handoff_display()}"),
         ]
         for message in messages:
             lines.append("")
