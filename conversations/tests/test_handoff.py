@@ -20,12 +20,6 @@ from .conftest import post_chat
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def contact_details(monkeypatch):
-    if not hasattr(knowledge, "contact_details"):  # TEMPORARY until the responder helper's lands
-        monkeypatch.setattr(knowledge, "contact_details", lambda: "Hours: 9 to 6", raising=False)
-
-
 def post_handoff(client, **body):
     response = client.post("/api/handoff", data=json.dumps(body), content_type="application/json")
     return response.status_code, response.json()

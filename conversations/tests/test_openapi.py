@@ -437,3 +437,25 @@ def test_same_site_requests_are_not_refused(client, path, method):
                                        headers=headers)
     assert_documented(response, path, method)
     assert response.status_code != 403
+
+
+# --- POST /api/handoff, GET /api/updates ------------------------------------
+
+
+def test_handoff_and_updates_fit_the_document(client, settings):
+    settings.CHAT_UPDATES_WAIT = 0.1
+    settings.MIDDLEWARE = settings.API_MIDDLEWARE
+    response = client.post("/api/handoff", data="{}", content_type="application/json")
+    assert_documented(response, "/api/handoff", "post")
+    session_id = response.json()["sessionId"]
+    again = client.post("/api/handoff", data=json.dumps({"sessionId": session_id}), content_type="application/json")
+    assert_documented(again, "/api/handoff", "post")
+    for data in ["[]", '{"sessionId": "x"}']:
+        assert_documented(client.post("/api/handoff", data=data, content_type="application/json"),
+                          "/api/handoff", "post")
+
+    for params, headers in [({"after": -1}, session_id), ({"after": 5, "state": "waiting"}, session_id),
+                            ({"after": "x"}, session_id), ({"after": 0, "state": "?"}, session_id),
+                            ({"after": 0}, str(uuid.uuid4())), ({"after": 0}, "nope")]:
+        response = client.get("/api/updates", params, headers={"X-Session-Id": headers})
+        assert_documented(response, "/api/updates", "get")

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def contact_details(monkeypatch):
-    from conversations import knowledge
-    if not hasattr(knowledge, "contact_details"):  # TEMPORARY until the responder helper's lands
-        monkeypatch.setattr(knowledge, "contact_details", lambda: "Hours: 9 to 6", raising=False)
-
-
-@pytest.fixture(autouse=True)
 def short_waits(settings):
     settings.CHAT_UPDATES_WAIT = 10.0
     settings.CHAT_UPDATES_TICK = 0.05
