@@ -28,7 +28,6 @@ from django.utils import timezone
 
 from . import knowledge
 from .models import Conversation, Handoff, Message
-from .turns import in_flight_cutoff
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +59,14 @@ def request_person(conversation_id: int) -> tuple[Conversation, Message | None]:
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         if conversation.handoff != Handoff.ASSISTANT:
             return conversation, None
+        # First, while the state still says whether the assistant is answering (see _append).
+        stored = _append(conversation, role=Message.Role.EVENT, content=notice())
         conversation.handoff = Handoff.WAITING
         conversation.waiting_since = conversation.last_activity_at = now
         notify = conversation.notified_at is None or conversation.notified_at <= now - NOTIFY_EVERY
         if notify:
             conversation.notified_at = now
         conversation.save(update_fields=["handoff", "waiting_since", "last_activity_at", "notified_at"])
-        stored = _append(conversation, role=Message.Role.EVENT, content=notice())
         if notify:
             email = _notification(conversation)
             transaction.on_commit(lambda: _mailer.submit(_send, *email))
@@ -118,6 +118,11 @@ def hand_back(conversation_id: int, user, author: str, close: bool = False) -> M
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         if conversation.handoff == Handoff.ASSISTANT:
             return None
+        text = f"{author} closed the conversation." if close else f"{author} handed you back to the assistant."
+        # Stored after the customer's questions for staff, so that none of them
+        # is taken for a question the assistant is still answering.
+        stored = _append(conversation, role=Message.Role.EVENT, content=text + " The assistant answers again.",
+                         author=author, sent_by=user)
         conversation.handoff = Handoff.ASSISTANT
         conversation.waiting_since = None
         fields = ["handoff", "waiting_since"]
@@ -125,9 +130,7 @@ def hand_back(conversation_id: int, user, author: str, close: bool = False) -> M
             conversation.closed_at = timezone.now()
             fields.append("closed_at")
         conversation.save(update_fields=fields)
-        text = f"{author} closed the conversation." if close else f"{author} handed you back to the assistant."
-        text += " The assistant answers your messages again."
-        return _append(conversation, role=Message.Role.EVENT, content=text, author=author, sent_by=user)
+    return stored
 
 
 def _staff_message(conversation_id: int, token: str) -> Message | None:
@@ -156,6 +159,8 @@ def _append(conversation: Conversation, **fields) -> Message:
 
 
 def _awaits_reply(conversation: Conversation, last: Message) -> bool:
+    from .turns import in_flight_cutoff  # turns.py uses this module
+
     return (
         last.role == Message.Role.USER
         and last.status != Message.Status.FAILED
