@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench
+.PHONY: run test setup setup-dev chromium bench fake-llm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,9 @@ test: setup-dev chromium
 
 bench: setup-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The stand-in LLM on a fixed port, to try streaming and failures by hand: it
+# prints how to point `make run` at it and how to make it fail.
+FAKE_LLM_PORT ?= 8001
+fake-llm: setup
+	$(BIN)/python -m devtools.fake_llm --port $(FAKE_LLM_PORT)

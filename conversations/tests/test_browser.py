@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import need
+from .helpers import need
 
 pytestmark = pytest.mark.browser
 

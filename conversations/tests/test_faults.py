@@ -12,8 +12,9 @@ import pytest
 from django.db import connection, transaction
 
 from conversations.models import Conversation, Message
+from devtools.processes import Site
 
-from .conftest import Site, site_env
+from .helpers import site_env
 from .test_concurrency import post
 
 

@@ -7,7 +7,9 @@ import urllib.request
 
 import pytest
 
-from .conftest import Site, free_port, site_env
+from devtools.processes import Site, free_port
+
+from .helpers import site_env
 
 
 def get_health(url: str) -> tuple[int, dict]:

@@ -10,7 +10,7 @@ import pytest
 from conversations.logs import JsonFormatter
 from conversations.models import Conversation, Message
 
-from .conftest import post_chat
+from .helpers import post_chat
 from .test_concurrency import post
 
 

@@ -8,8 +8,9 @@ import pytest
 from django.test import Client
 
 from conversations.models import Conversation
+from devtools.processes import ROOT
 
-from .conftest import ROOT, post_chat
+from .helpers import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
