@@ -205,8 +205,14 @@ SESSION_COOKIE_HTTPONLY = True
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # With DEBUG off the site is served over HTTPS only: redirect, HSTS, secure
-# cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a local run).
+# cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a
+# production-style run on localhost: README "A production-style run"). The
+# redirect is a 301, which browsers remember; HSTS is only ever sent on HTTPS.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# A load balancer checks each instance directly, over plain HTTP: a 301 would
+# read as unhealthy. (SecurityMiddleware matches these against the path
+# without its leading slash.)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
 # The preload directive has no effect until someone submits the domain to the
