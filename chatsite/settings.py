@@ -164,13 +164,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# `manage.py collectstatic` (run by make run, the platform's build and the
+# Dockerfile) writes every file here under a name with its content's hash
+# (chat.3f2a9c1e.js), with .gz and .br copies beside it; WhiteNoise serves the
+# hashed names with a ten-year `immutable` max-age, since a changed file gets
+# a new name, and picks the compressed copy the browser accepts. With DEBUG on
+# WhiteNoise serves the source folders as they are (no build step while editing).
+STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# Serve straight from the app and project static folders, so a deploy works
-# without a separate collectstatic step.
-WHITENOISE_USE_FINDERS = True
 # WhiteNoise hands Django a file iterator that is sync; under ASGI Django warns
 # about it once per static file served. Harmless for a few small files.
 warnings.filterwarnings("ignore", "StreamingHttpResponse must consume synchronous iterators")

@@ -27,6 +27,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     _set_suffix_to_test_databases(suffix=f"run{os.getpid()}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def static_files():
+    """collectstatic, as every deploy runs it: the page links the hashed names of its manifest."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state(settings):
     settings.CHAT_OFFLINE_WORD_DELAY = 0
@@ -98,7 +106,7 @@ def llm(fake_llm_server, settings):
 
 
 @pytest.fixture(scope="session")
-def site(django_db_setup, django_db_blocker, fake_llm_server):
+def site(django_db_setup, django_db_blocker, fake_llm_server, static_files):
     """The deployed site against the test database, Redis (if REDIS_URL) and the stand-in LLM.
 
     Tests that use it also need `postgres` (a transactional database), so that
