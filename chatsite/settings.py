@@ -6,6 +6,7 @@ every variable.
 """
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -32,7 +33,23 @@ def env_float(name: str, default: float) -> float:
     return float(value) if value.strip() else default
 
 
-DEBUG = env_bool("DJANGO_DEBUG", False)
+# A manage.py command typed in a shell with no production setting at all (no
+# DJANGO_SECRET_KEY, no DJANGO_DEBUG) is development: it gets the same defaults
+# as `make run`, so `.venv/bin/python manage.py createsuperuser` works as the
+# README shows it. The web process (gunicorn, chatsite.asgi) never guesses: it
+# refuses to start without a secret key unless DJANGO_DEBUG is on.
+DEVELOPMENT_SHELL = (
+    Path(sys.argv[0]).name == "manage.py"
+    and not os.environ.get("DJANGO_SECRET_KEY")
+    and not os.environ.get("DJANGO_DEBUG")
+)
+if DEVELOPMENT_SHELL:
+    print(
+        "chatsite: no DJANGO_SECRET_KEY or DJANGO_DEBUG set: development settings (DEBUG on); "
+        "set them for production.",
+        file=sys.stderr,
+    )
+DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT_SHELL)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
