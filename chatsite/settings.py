@@ -270,10 +270,18 @@ CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 # Request bodies larger than this are refused before they are parsed.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
 
-# Abuse limits ("20/m", "10/h", "5/10s"; "0" turns one off), counted in Redis.
+# Abuse limits ("20/m", "10/h", "5/10s"; "0" turns one off), counted in Redis
+# in fixed windows. Customers share addresses (an office, a mobile carrier's
+# NAT, a developer trying the site), so the per-address limits are set to stop
+# one machine flooding the site, not one person: the per-session limit and the
+# daily token budgets below are what bound the cost. README "Choosing the limits".
+# A person cannot type 20 messages a minute into one conversation.
 CHAT_RATE_LIMIT_SESSION = os.environ.get("CHAT_RATE_LIMIT_SESSION", "20/m")
-CHAT_RATE_LIMIT_IP = os.environ.get("CHAT_RATE_LIMIT_IP", "60/m")
-CHAT_RATE_LIMIT_NEW_SESSIONS = os.environ.get("CHAT_RATE_LIMIT_NEW_SESSIONS", "20/h")
+# About 60 people chatting at once behind one address, a message each 30 s.
+CHAT_RATE_LIMIT_IP = os.environ.get("CHAT_RATE_LIMIT_IP", "120/m")
+# 180 new conversations an hour per address; a short window, so whoever meets
+# it waits minutes, not the rest of the hour.
+CHAT_RATE_LIMIT_NEW_SESSIONS = os.environ.get("CHAT_RATE_LIMIT_NEW_SESSIONS", "30/10m")
 # Addresses (or networks) of the proxies whose X-Forwarded-For is believed.
 CHAT_TRUSTED_PROXIES = [
     net.strip() for net in os.environ.get("CHAT_TRUSTED_PROXIES", "").split(",") if net.strip()
