@@ -22,7 +22,7 @@ setup-dev: $(BIN)/python
 run: setup
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
+	exec env DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
 		$(BIN)/gunicorn chatsite.asgi:application --worker-class uvicorn_worker.UvicornWorker \
 		--bind 127.0.0.1:$(PORT) --workers $${WEB_CONCURRENCY:-1} --forwarded-allow-ips= --no-control-socket
 
