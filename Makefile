@@ -7,17 +7,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench fake-llm
+.PHONY: run test setup setup-dev chromium bench fake-llm audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
+# The locked files (requirements*.txt, made by `make lock`) pin every package,
+# indirect ones too, with the hashes of their files: pip refuses anything else.
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 
 setup-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 
 run: setup
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
@@ -47,3 +48,16 @@ bench: setup-dev
 FAKE_LLM_PORT ?= 8001
 fake-llm: setup
 	$(BIN)/python -m devtools.fake_llm --port $(FAKE_LLM_PORT)
+
+# Known vulnerabilities in the locked packages (pip-audit; warns and passes
+# when the vulnerability feed cannot be reached: see devtools/audit.py).
+audit: setup-dev
+	$(BIN)/python -m devtools.audit
+
+# requirements*.txt from requirements*.in: every package, indirect ones too,
+# pinned with the hashes of its files. Run it after editing a .in file.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-find-links --no-emit-index-url
+lock: setup-dev
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
