@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench fake-llm audit lock
+.PHONY: run test setup setup-dev chromium bench fake-llm lint audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ bench: setup-dev
 FAKE_LLM_PORT ?= 8001
 fake-llm: setup
 	$(BIN)/python -m devtools.fake_llm --port $(FAKE_LLM_PORT)
+
+# Ruff and mypy (with Django's stubs), as configured in pyproject.toml; CI and
+# pre-commit run the same. mypy's Django plugin loads the settings, which want a key.
+lint: setup-dev
+	$(BIN)/ruff check .
+	DJANGO_SECRET_KEY=lint-only $(BIN)/mypy
 
 # Known vulnerabilities in the locked packages (pip-audit; warns and passes
 # when the vulnerability feed cannot be reached: see devtools/audit.py).

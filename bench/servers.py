@@ -178,10 +178,10 @@ class WebServer(Site):
         super().__init__(env, log_path=log, app=app, name=name)
 
     def workers(self) -> list[int]:
-        return children(self.process.pid)
+        return children(self.pid)
 
     def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(pid) for pid in [self.process.pid, *self.workers()])
+        return sum(cpu_seconds(pid) for pid in [self.pid, *self.workers()])
 
     def post(self, body: dict) -> tuple[int, dict]:
         request = urllib.request.Request(

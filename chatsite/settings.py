@@ -125,7 +125,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "db.sqlite3",
+            "NAME": str(BASE_DIR / "db.sqlite3"),
             # IMMEDIATE takes the write lock at BEGIN, so two writers wait for
             # each other (up to "timeout" seconds) instead of failing with
             # "database is locked" halfway through a transaction.

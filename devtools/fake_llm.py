@@ -388,12 +388,12 @@ class FakeLLMApp:
                 await asyncio.sleep(interval)
         elif mode == "malformed":
             if stream and "body" not in params:
-                default_type, default_body = SSE, 'data: {"id": "chatcmpl-broken", \n\n'
+                broken_type, broken_body = SSE, 'data: {"id": "chatcmpl-broken", \n\n'
             else:
-                default_type, default_body = JSON, '{"id": "chatcmpl-broken", "choices": [{"message": '
-            content_type = str(params["content_type"]).encode() if "content_type" in params else default_type
+                broken_type, broken_body = JSON, '{"id": "chatcmpl-broken", "choices": [{"message": '
+            content_type = str(params["content_type"]).encode() if "content_type" in params else broken_type
             await _start(send, 200, content_type)
-            await send({"type": "http.response.body", "body": str(params.get("body", default_body)).encode()})
+            await send({"type": "http.response.body", "body": str(params.get("body", broken_body)).encode()})
 
     async def _respond_ok(self, params: dict[str, Any], body: dict[str, Any], send: Send) -> None:
         reply = _Reply(body, params.get("reply"))
@@ -415,7 +415,7 @@ class FakeLLMApp:
 
     async def _reset_connection(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        transport = _TRANSPORTS.get(tuple(client)) if client else None  # type: ignore[arg-type]
+        transport = _TRANSPORTS.get(tuple(client)) if client else None
         if transport is None:
             await _send_json(send, 500, _error_body("fake_llm: no transport to reset", "server_error"))
             return

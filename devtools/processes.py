@@ -125,6 +125,12 @@ class Site:
                 connection.close()
         raise RuntimeError(f"{self.name} did not answer within {timeout} s")
 
+    @property
+    def pid(self) -> int:
+        """gunicorn's master."""
+        assert self.process is not None, f"{self.name} is not running"
+        return self.process.pid
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

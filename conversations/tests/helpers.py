@@ -83,7 +83,7 @@ class QueryLog:
     without one, and a count of queries must be the same on both.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.statements: list[str] = []
         self._lock = threading.Lock()
 
