@@ -298,3 +298,14 @@ CHAT_SESSION_CACHE_SECONDS = env_int("CHAT_SESSION_CACHE_SECONDS", 24 * 3600)
 # default). Longer than the idle timeout, so support can still read a
 # conversation for a while after the customer can no longer continue it.
 CHAT_RETENTION_DAYS = env_int("CHAT_RETENTION_DAYS", 90)
+
+# --- Error reports ------------------------------------------------------------
+
+# Off unless SENTRY_DSN is set. chatsite/sentry.py scrubs every session id
+# (anything shaped like a UUID) out of each event and breadcrumb, and sends no
+# request bodies or personal data.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from chatsite import sentry
+
+    sentry.init(SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"))
