@@ -7,7 +7,7 @@ hangs, dripping bytes, reset connections, broken JSON).
 By hand (``make fake-llm``, then ``make run`` pointed at it; see the README):
 
     python -m devtools.fake_llm --port 8001
-    curl -d '{"mode": "status", "status": 500, "fail_times": 1}' http://127.0.0.1:8001/_control
+    curl -d '{"mode": "status", "status": 500, "fail_times": 2}' http://127.0.0.1:8001/_control
 
 From Python (the tests and bench/ do this): the real ``openai`` client can be
 pointed at it (``base_url=fake.url``) and the server's behaviour switched at run
@@ -439,8 +439,8 @@ Point the site at it, in another terminal:
 Then change how it answers every later request, and send a message on the page:
     # slow streaming (try Stop)
     curl -d '{{"mode": "ok", "chunk_delay": 0.3}}' {url}/_control
-    # one failure, then normal answers (try Retry)
-    curl -d '{{"mode": "status", "status": 500, "fail_times": 1}}' {url}/_control
+    # fail twice (the site's call and its one retry), then answer: the page offers Retry
+    curl -d '{{"mode": "status", "status": 500, "fail_times": 2}}' {url}/_control
     # rate limited by the provider
     curl -d '{{"mode": "status", "status": 429, "retry_after": "30"}}' {url}/_control
     # never answers: the site gives up after CHAT_LLM_DEADLINE seconds
