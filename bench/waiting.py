@@ -202,7 +202,7 @@ def main(argv=None) -> None:
     db.create()
     redis = site = None
     try:
-        redis = servers.RedisServer(tmp)
+        redis = servers.BenchRedis(tmp)
         env = {
             "DJANGO_SECRET_KEY": "bench-only-secret-key", "DJANGO_DEBUG": "0",
             "DJANGO_SECURE_SSL_REDIRECT": "0", "DATABASE_URL": db.url, "REDIS_URL": redis.url,

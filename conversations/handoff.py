@@ -26,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import knowledge
+from . import knowledge, sessions, updates
 from .models import Conversation, Handoff, Message
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ def request_person(conversation_id: int) -> tuple[Conversation, Message | None]:
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         if conversation.handoff != Handoff.ASSISTANT:
             return conversation, None
-        # First, while the state still says whether the assistant is answering (see _append).
         stored = _append(conversation, role=Message.Role.EVENT, content=notice())
         conversation.handoff = Handoff.WAITING
         conversation.waiting_since = conversation.last_activity_at = now
@@ -73,11 +72,43 @@ def request_person(conversation_id: int) -> tuple[Conversation, Message | None]:
     return conversation, stored
 
 
-def customer_wrote(conversation_id: int) -> None:
-    """A question stored while a person is on the conversation: it waits for them again."""
-    Conversation.objects.filter(pk=conversation_id, waiting_since=None).exclude(
-        handoff=Handoff.ASSISTANT
-    ).update(waiting_since=timezone.now())
+def store_for_staff(
+    conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str
+) -> tuple[Conversation, Message, str, str | None]:
+    """Store a customer's question that the assistant does not answer (turns.py): a person
+    is on the conversation, or the question asks for one (knowledge.wants_person), which
+    puts the conversation in "waiting". `conversation` None: a new one is started.
+
+    Returns the conversation, the question, the handoff state and the notice (None
+    unless this question asked for a person). A question sent again with its
+    clientMessageId (`recent`: the latest messages) is stored once.
+    """
+    if conversation is None:
+        conversation = Conversation.objects.create(session_id=sessions.new_session_id())
+        sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
+    question = next((m for m in recent if m.role == Message.Role.USER and client_message_id
+                     and m.client_message_id == client_message_id), None)
+    if question is not None:  # sent again: as it was
+        return conversation, question, conversation.handoff, None
+    try:
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            question = _append(locked, role=Message.Role.USER, content=text, client_message_id=client_message_id)
+            locked.last_activity_at = question.created_at
+            fields = ["last_activity_at"]
+            if locked.handoff != Handoff.ASSISTANT and locked.waiting_since is None:
+                locked.waiting_since = question.created_at  # waiting for a person again
+                fields.append("waiting_since")
+            locked.save(update_fields=fields)
+            state = locked.handoff
+    except IntegrityError:  # sent twice at once: the other request stored it
+        question = Message.objects.get(conversation=conversation, role=Message.Role.USER,
+                                       client_message_id=client_message_id)
+        state = Conversation.objects.values_list("handoff", flat=True).get(pk=conversation.pk)
+    if state != Handoff.ASSISTANT:
+        return conversation, question, state, None
+    conversation, notice = request_person(conversation.pk)
+    return conversation, question, conversation.handoff, notice.content if notice else None
 
 
 def staff_reply(conversation_id: int, user, author: str, text: str, token: str) -> tuple[Message, bool]:
@@ -119,8 +150,6 @@ def hand_back(conversation_id: int, user, author: str, close: bool = False) -> M
         if conversation.handoff == Handoff.ASSISTANT:
             return None
         text = f"{author} closed the conversation." if close else f"{author} handed you back to the assistant."
-        # Stored after the customer's questions for staff, so that none of them
-        # is taken for a question the assistant is still answering.
         stored = _append(conversation, role=Message.Role.EVENT, content=text + " The assistant answers again.",
                          author=author, sent_by=user)
         conversation.handoff = Handoff.ASSISTANT
@@ -140,33 +169,29 @@ def _staff_message(conversation_id: int, token: str) -> Message | None:
 
 
 def _append(conversation: Conversation, **fields) -> Message:
-    """Store a message at the conversation's next position (the caller holds its row lock).
+    """Store a message at the conversation's next position (the caller holds its row lock),
+    and tell the pages waiting on the conversation once it is committed.
 
-    The customer's turns do not take that lock, so a question may take the
-    position first: then the next one is tried. While the assistant is
-    answering a question, the position after it is left for the reply.
+    The customer's turns do not take that lock, so a question (with its answer
+    slot, turns.py) may take the position first: then the next one is tried.
     """
     for attempt in range(5):
         last = conversation.messages.order_by("-seq").first()
-        seq = 0 if last is None else last.seq + (2 if _awaits_reply(conversation, last) else 1)
         try:
             with transaction.atomic():
-                return Message.objects.create(conversation=conversation, seq=seq, **fields)
+                message = Message.objects.create(conversation=conversation, seq=0 if last is None else last.seq + 1,
+                                                 **fields)
         except IntegrityError:
-            if attempt == 4 or fields.get("client_message_id"):
+            # A question took the position first: try the next one. But a clientMessageId
+            # stored already (the same reply or question sent twice) is the caller's to handle.
+            sent = fields.get("client_message_id")
+            if attempt == 4 or (sent and conversation.messages.filter(role=fields["role"], client_message_id=sent)
+                                .exists()):
                 raise
+            continue
+        transaction.on_commit(lambda: updates.changed(conversation.pk))
+        return message
     raise AssertionError("unreachable")
-
-
-def _awaits_reply(conversation: Conversation, last: Message) -> bool:
-    from .turns import in_flight_cutoff  # turns.py uses this module
-
-    return (
-        last.role == Message.Role.USER
-        and last.status != Message.Status.FAILED
-        and last.created_at >= in_flight_cutoff()
-        and conversation.handoff == Handoff.ASSISTANT
-    )
 
 
 # --- Email ------------------------------------------------------------------------

@@ -5,9 +5,11 @@ connection nor a thread, since a thousand of them may wait on one machine.
 So a wait is an asyncio.Event, and what wakes it is one watcher task per
 worker process:
 
-- Every change to a conversation (a message stored, its handoff state changed)
-  sets a version key in the cache, `conversation-version:{id}`, to a new random
-  value, after the change is committed (`changed`).
+- Every change to a conversation (a question stored, a reply stored, a staff
+  message or notice, a change of handoff state, its deletion) sets a version
+  key in the cache, `conversation-version:{id}`, to a new random value, once
+  the change is committed: `changed()`, called by turns.py, handoff.py and
+  QuerySet.forget.
 - A waiter remembers the version it saw before it looked at the database. Every
   CHAT_UPDATES_TICK seconds the watcher reads the versions of all conversations
   waited on in this process in ONE cache round trip (MGET) and wakes the
@@ -32,14 +34,12 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import OuterRef, Subquery
-from django.db.models.signals import post_save
-from django.dispatch import receiver
+from django.utils import timezone
 
 from . import cache_guard, sessions
-from .models import Conversation, Handoff, Message
-from .turns import in_db_thread, in_flight_cutoff
+from .db import in_db_thread
+from .models import Conversation, Message
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ def changed_many(conversation_ids: list[int]) -> None:
         )
     except Exception as error:  # noqa: BLE001 - see the module docstring
         cache_guard.failed("set", error)
-
-
-@receiver(post_save, sender=Message)
-def _message_saved(sender, instance: Message, **kwargs) -> None:
-    conversation_id = instance.conversation_id
-    transaction.on_commit(lambda: changed(conversation_id))
 
 
 def _version(conversation_id: int) -> str | None:
@@ -118,19 +112,14 @@ def _with_latest(conversations):
     latest = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq")
     return conversations.annotate(
         last_seq=Subquery(latest.values("seq")[:1]),
-        last_role=Subquery(latest.values("role")[:1]),
         last_status=Subquery(latest.values("status")[:1]),
-        last_created_at=Subquery(latest.values("created_at")[:1]),
+        last_lease_until=Subquery(latest.values("lease_until")[:1]),
     )
 
 
 def _turn_in_progress(conversation) -> bool:
-    return (
-        conversation.handoff == Handoff.ASSISTANT
-        and conversation.last_role == Message.Role.USER
-        and conversation.last_status != Message.Status.FAILED
-        and conversation.last_created_at >= in_flight_cutoff()
-    )
+    """Whether the latest question's answer slot is being written (turns.py), as /api/history says."""
+    return conversation.last_status == Message.Status.ANSWERING and conversation.last_lease_until > timezone.now()
 
 
 def snapshot(session_id, after: int) -> Snapshot | None:
@@ -148,8 +137,10 @@ def snapshot(session_id, after: int) -> Snapshot | None:
         signature=(conversation.handoff, conversation.last_seq, conversation.last_status),
     )
     if conversation.last_seq is not None and conversation.last_seq > after:
+        # A reply being written is not shown until it is stored (its slot then changes).
         found.messages = [
-            message_payload(message) for message in conversation.messages.filter(seq__gt=after)
+            message_payload(message)
+            for message in conversation.messages.filter(seq__gt=after).exclude(status=Message.Status.ANSWERING)
         ]
     return found
 

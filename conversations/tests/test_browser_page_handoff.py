@@ -14,8 +14,9 @@ from playwright.sync_api import expect
 
 from conversations import handoff, knowledge
 from conversations.models import Conversation, Message
+from devtools.processes import Site
 
-from .conftest import Site, site_env
+from .helpers import site_env
 from .test_browser import box, browser, browsing, page, send, stored_id, wait_idle  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser

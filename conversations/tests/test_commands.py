@@ -89,6 +89,7 @@ def test_chat_export_writes_one_json_line_per_conversation_oldest_first():
         "seq": 1, "role": "assistant", "content": "Answer 1.", "status": "complete",
         "createdAt": records[0]["messages"][1]["createdAt"], "clientMessageId": "q0",
         "model": "offline-faq", "promptTokens": 50, "completionTokens": 20, "latencyMs": 100,
+        "author": None,
     }
     assert records[2]["failedTurns"] == 1 and records[2]["reference"] == failed.reference
 

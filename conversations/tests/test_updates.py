@@ -18,7 +18,7 @@ from django.test import AsyncClient
 from conversations import handoff, updates
 from conversations.models import Conversation, Message
 
-from .conftest import post_chat
+from .helpers import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
