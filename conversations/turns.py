@@ -61,9 +61,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import db, limits, llm, sessions
+from . import db, handoff, knowledge, limits, llm, sessions, updates
 from .errors import ApiError, ConversationDeleted, DatabaseUnavailable, RetrySuperseded, TurnInProgress
-from .models import Conversation, Message, idle_cutoff
+from .models import Conversation, Handoff, Message, idle_cutoff
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,12 @@ class Turn:
     new_session: bool = False
     # Set once the reply is stored (or found, for a question answered before).
     reply: Message | None = None
+    # A person is on the conversation, or this question asked for one: stored for
+    # staff, not answered by the assistant (handoff.py). `notice`: what the customer
+    # is told when this question asked for a person.
+    for_staff: bool = False
+    handoff: str = Handoff.ASSISTANT
+    notice: str | None = None
 
 
 async def start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str) -> Turn:
@@ -164,7 +170,9 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
 def _start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str, owner: uuid.UUID) -> Turn:
     limits.check_turn(ip, session_id)
     limits.check_budget(session_id)
-    return db.retry_once(_store_question, ip, session_id, text, client_message_id, owner)
+    turn = db.retry_once(_store_question, ip, session_id, text, client_message_id, owner)
+    updates.changed(turn.conversation_id)
+    return turn
 
 
 def _store_question(
@@ -175,6 +183,8 @@ def _store_question(
         if recent:
             return _continue(recent, text, client_message_id, owner)
     limits.check_new_session(ip)
+    if knowledge.wants_person(text):
+        return _for_staff(None, [], text, client_message_id, owner)
     return _start_conversation(text, client_message_id, owner)
 
 
@@ -220,6 +230,8 @@ def _start_conversation(text: str, client_message_id: str, owner: uuid.UUID, rec
 def _continue(recent: list[Message], text: str, client_message_id: str, owner: uuid.UUID) -> Turn:
     """The next question of a conversation, given its latest messages (newest first)."""
     conversation = recent[0].conversation
+    if conversation.handoff != Handoff.ASSISTANT or knowledge.wants_person(text):
+        return _for_staff(conversation, recent, text, client_message_id, owner)
     if client_message_id:
         sent_before = {m.role: m for m in recent if m.client_message_id == client_message_id}
         if sent_before:
@@ -298,6 +310,13 @@ def _after_conflict(conversation: Conversation, client_message_id: str, owner: u
     raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
 
 
+def _for_staff(conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str,
+               owner: uuid.UUID) -> Turn:
+    stored_in, question, state, notice = handoff.store_for_staff(conversation, recent, text, client_message_id)
+    return Turn(session_id=stored_in.session_id, conversation_id=stored_in.pk, question=question, owner=owner,
+                new_session=conversation is None, for_staff=True, handoff=state, notice=notice)
+
+
 def _question_and_slot(
     conversation: Conversation, seq: int, text: str, client_message_id: str, owner: uuid.UUID
 ) -> tuple[Message, Message]:
@@ -352,11 +371,12 @@ def _history(newest_first: list[Message]) -> list[dict[str, str]]:
     kept = [{"role": newest.role, "content": newest.content[:budget]}]
     budget -= len(kept[0]["content"])
     for message in older:
-        if message.status == Message.Status.ANSWERING:
-            continue
+        if message.status == Message.Status.ANSWERING or message.role == Message.Role.EVENT:
+            continue  # notices are for the customer; a staff member's words count as ours
         if len(message.content) > budget:
             break
-        kept.append({"role": message.role, "content": message.content})
+        kept.append({"role": "assistant" if message.role == Message.Role.STAFF else message.role,
+                     "content": message.content})
         budget -= len(message.content)
     kept.reverse()
     return kept
@@ -402,6 +422,7 @@ def _store_reply(turn: Turn, stream: llm.ReplyStream, status: str) -> Message:
         # the question over: it will store its own reply.
         logger.warning("turn lost its lease before the reply was stored")
         raise TurnInProgress(session_id=turn.session_id)
+    updates.changed(turn.conversation_id)
     if stream.responder != "offline":
         limits.spend(turn.session_id, stream.tokens_used)
     logger.info(
@@ -434,6 +455,7 @@ def _release(turn: Turn, count: bool = True) -> None:
             Message.objects.filter(pk=turn.question.pk).update(status=Message.Status.FAILED)
             if count:
                 Conversation.objects.filter(pk=turn.conversation_id).update(failed_turns=F("failed_turns") + 1)
+    updates.changed(turn.conversation_id)
 
 
 async def _release_quietly(turn: Turn, count: bool) -> None:

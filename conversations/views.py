@@ -53,8 +53,9 @@ async def chat(request):
         response = StreamingHttpResponse(_events(turn), content_type="text/event-stream")
         response["X-Accel-Buffering"] = "no"  # let proxies pass each event on at once
         return response
-    reply = await turns.complete(turn)
-    request.llm_ms = reply.latency_ms  # for the request log
+    if not turn.for_staff:  # else stored for staff: the assistant does not answer
+        reply = await turns.complete(turn)
+        request.llm_ms = reply.latency_ms  # for the request log
     return JsonResponse(_reply_payload(turn))
 
 
@@ -65,7 +66,7 @@ async def _events(turn: turns.Turn) -> AsyncIterator[str]:
     try:
         if turn.reply is not None:  # answered before: replay it
             yield _event("delta", {"text": turn.reply.content})
-        else:
+        elif not turn.for_staff:
             async for piece in turns.answer(turn):
                 yield _event("delta", {"text": piece})
     except ApiError as error:
@@ -88,14 +89,17 @@ def _error_event(failure: ApiError, turn: turns.Turn) -> str:
 
 
 def _reply_payload(turn: turns.Turn) -> dict:
-    reply = turn.reply
+    reply = turn.reply  # None: stored for staff, not answered by the assistant
     return {
-        "reply": reply.content,
+        "reply": reply.content if reply else None,
         "sessionId": str(turn.session_id),
         "newSession": turn.new_session,
-        "stopped": reply.status == Message.Status.STOPPED,
-        "responder": "offline" if reply.model == llm.OFFLINE_MODEL else "openai",
-        "model": reply.model,
+        "stopped": reply is not None and reply.status == Message.Status.STOPPED,
+        "responder": None if reply is None else "offline" if reply.model == llm.OFFLINE_MODEL else "openai",
+        "model": reply.model if reply else None,
+        "handoff": turn.handoff,
+        # Set when this message asked for a person (null otherwise): what to tell the customer.
+        "notice": turn.notice,
     }
 
 
@@ -177,17 +181,12 @@ def _history(session_id) -> dict | None:
     answering = bool(messages) and messages[-1].status == Message.Status.ANSWERING
     return {
         "messages": [
-            {
-                "role": message.role,
-                "content": message.content,
-                "createdAt": message.created_at.isoformat(),
-                "status": message.status,
-                "clientMessageId": message.client_message_id or None,
-            }
+            updates.message_payload(message)  # with the seq and author (GET /api/updates has the same)
             for message in messages
             if message.status != Message.Status.ANSWERING
         ],
         "turnInProgress": answering and messages[-1].lease_until > timezone.now(),
+        "handoff": conversation.handoff,
     }
 
 

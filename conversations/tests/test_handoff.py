@@ -15,7 +15,7 @@ from django.utils import timezone
 from conversations import handoff, knowledge
 from conversations.models import Conversation, Message
 
-from .conftest import post_chat
+from .helpers import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,6 +72,7 @@ def test_without_a_session_or_with_an_unknown_one_a_conversation_starts(client):
 
 def test_a_new_conversation_by_handoff_counts_against_the_new_session_limit(client, settings):
     settings.CHAT_RATE_LIMIT_NEW_SESSIONS = "1/h"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # counters of its own
     assert post_handoff(client)[0] == 200
 
     status, body = post_handoff(client)
@@ -103,8 +104,8 @@ def test_a_staff_reply_hand_back_and_close_move_the_state(client):
     conversation.refresh_from_db()
     assert stored and conversation.handoff == "staff" and conversation.waiting_since is None
 
-    handoff.customer_wrote(conversation.pk)  # the customer writes again: waiting again, still with Mia
-    conversation.refresh_from_db()
+    post_chat(client, message="Thanks, and one more thing", sessionId=body["sessionId"])
+    conversation.refresh_from_db()  # the customer wrote again: waiting again, still with Mia
     assert conversation.handoff == "staff" and conversation.waiting_since is not None
 
     notice = handoff.hand_back(conversation.pk, mia, "Mia")
@@ -120,9 +121,67 @@ def test_a_staff_reply_hand_back_and_close_move_the_state(client):
     assert conversation.handoff == "assistant" and conversation.closed_at is not None
     updates = client.get("/api/updates", {"after": -1}, headers={"X-Session-Id": body["sessionId"]}).json()
     assert [(m["role"], m["author"]) for m in updates["messages"]] == [
-        ("event", None), ("staff", "Mia"), ("event", "Mia"), ("event", None), ("event", "Mia")
+        ("event", None), ("staff", "Mia"), ("user", None), ("event", "Mia"), ("event", None), ("event", "Mia")
     ]
     assert updates["messages"][-1]["content"].startswith("Mia closed the conversation.")
+
+
+def test_while_a_person_is_asked_for_questions_are_kept_for_staff_not_answered(client, llm):
+    _, first = post_chat(client, message="Hi")
+    post_handoff(client, sessionId=first["sessionId"])
+    asked = len(llm.requests())
+
+    status, body = post_chat(client, message="My parcel arrived damaged", sessionId=first["sessionId"],
+                             clientMessageId="q2")
+    again_status, again = post_chat(client, message="My parcel arrived damaged", sessionId=first["sessionId"],
+                                    clientMessageId="q2")  # sent again: stored once
+    streamed = client.post("/api/chat", data=json.dumps({"message": "Hello?", "sessionId": first["sessionId"]}),
+                           content_type="application/json", headers={"Accept": "text/event-stream"})
+    events = read_stream(streamed)
+
+    assert status == again_status == 200
+    assert body == again == {"reply": None, "sessionId": first["sessionId"], "newSession": False,
+                             "stopped": False, "responder": None, "model": None, "handoff": "waiting",
+                             "notice": None}
+    assert "event: delta" not in events and '"reply": null' in events and '"handoff": "waiting"' in events
+    assert len(llm.requests()) == asked
+    assert [(m.role, m.content) for m in Conversation.objects.get().messages.all()][-2:] == [
+        ("user", "My parcel arrived damaged"), ("user", "Hello?")
+    ]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_asking_for_a_person_in_words_hands_over_without_asking_the_assistant(client, llm, first):
+    session_id = None if first else post_chat(client, message="Hi")[1]["sessionId"]
+    asked = len(llm.requests())
+
+    status, body = post_chat(client, message="Can I talk to a human please?", sessionId=session_id)
+
+    assert status == 200 and body["reply"] is None and body["handoff"] == "waiting"
+    assert body["newSession"] is first
+    assert body["notice"].startswith("You asked to talk to a person.")
+    assert len(llm.requests()) == asked
+    conversation = Conversation.objects.get(session_id=body["sessionId"])
+    assert conversation.handoff == "waiting"
+    assert [m.role for m in conversation.messages.all()][-2:] == ["user", "event"]
+
+
+def test_after_the_hand_back_the_assistant_answers_seeing_staff_words_not_notices(client, llm):
+    _, body = post_chat(client, message="Hi")
+    post_handoff(client, sessionId=body["sessionId"])
+    conversation = Conversation.objects.get()
+    mia = staff()
+    handoff.staff_reply(conversation.pk, mia, "Mia", "Your refund is on its way.", "t1")
+    handoff.hand_back(conversation.pk, mia, "Mia")
+
+    status, answer = post_chat(client, message="When will it arrive?", sessionId=body["sessionId"])
+
+    assert status == 200 and answer["reply"] and answer["handoff"] == "assistant" and answer["notice"] is None
+    shown = llm.requests()[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in shown if m["role"] != "system"] == [
+        ("user", "Hi"), ("assistant", "Echo: Hi"), ("assistant", "Your refund is on its way."),
+        ("user", "When will it arrive?"),
+    ]
 
 
 def test_staff_are_emailed_at_most_once_an_hour_per_conversation(client, mailoutbox):
