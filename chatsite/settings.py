@@ -200,7 +200,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "chatsite.storage.StaticFilesStorage"},
 }
 # WhiteNoise hands Django a file iterator that is sync; under ASGI Django warns
 # about it once per static file served. Harmless for a few small files.

@@ -16,8 +16,12 @@ from conversations import handoff, knowledge
 from conversations.models import Conversation, Message
 from devtools.processes import Site
 
+from . import test_browser
 from .helpers import site_env
-from .test_browser import box, browser, browsing, page, send, stored_id, wait_idle  # noqa: F401 - fixtures
+from .test_browser import box, send, stored_id, wait_idle
+
+# The browser fixtures of test_browser.py, for the tests here.
+browser, browsing, page = test_browser.browser, test_browser.browsing, test_browser.page
 
 pytestmark = pytest.mark.browser
 
