@@ -295,7 +295,9 @@ export function markSent(item) {
   if (item.querySelector(".sent-mark")) return;
   const mark = element("span", "sent-mark", "Sent");
   mark.title = "Kept for our team; they answer here.";
+  const stick = nearBottom();
   item.appendChild(mark);
+  if (stick) scrollToBottom();
 }
 
 // Says under a question that it was not answered, and offers Retry if `retry` is given.
