@@ -92,6 +92,17 @@ def staff_user():
     return User.objects.get_or_create(username="bench-staff", defaults={"is_staff": True})[0]
 
 
+async def parked(redis, timeout: float = 120) -> None:
+    """Until every page has asked once and waits: each first ask reads Redis, so until its
+    GETs stop for two seconds."""
+    seen, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - quiet_since < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        gets = redis.command_calls().get("get", 0)
+        if gets != seen:
+            seen, quiet_since = gets, time.monotonic()
+
+
 async def measure_cpu(site: servers.WebServer, seconds: float) -> float:
     """The worker's CPU seconds per second over `seconds`."""
     before = site.cpu_seconds()
@@ -118,7 +129,7 @@ async def wake_latencies(pages: list[Page], count: int) -> list[float]:
 
 
 async def scenario(args, site, redis, db) -> dict:
-    results: dict = {"pages": args.pages, "seconds": args.seconds}
+    results: dict = {"pages": args.pages, "seconds": args.seconds, "wait": args.wait}
     worker = site.workers()[0]
     results["idle_cpu"] = await measure_cpu(site, args.seconds / 2)
     results["rss_before_kib"] = servers.rss_kib(worker)
@@ -126,7 +137,7 @@ async def scenario(args, site, redis, db) -> dict:
     pages = [Page(session_id, pk) for session_id, pk in await asyncio.to_thread(seed, args.pages)]
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(page.run(site.port, stop)) for page in pages]
-    await asyncio.sleep(5)  # all connected and parked
+    await parked(redis)
     calls = redis.command_calls()
     answers = sum(page.answers for page in pages)
     results["waiting_cpu"] = await measure_cpu(site, args.seconds)
@@ -165,7 +176,7 @@ def render(results: dict, machine: str) -> str:
     return f"""## Pages waiting for a staff reply (`python -m bench.waiting`)
 
 {n} open pages each hold a long poll (`GET /api/updates`, asked again as soon as it answers) on one
-uvicorn worker, with Redis; {machine}.
+uvicorn worker, with Redis, `CHAT_UPDATES_WAIT={results['wait']:g}`; {machine}.
 
 | | value |
 | --- | --- |
@@ -183,7 +194,7 @@ uvicorn worker, with Redis; {machine}.
 A waiting page costs a coroutine, an `asyncio.Event` and its open connection; no database
 connection and no thread. Every `CHAT_UPDATES_TICK` (0.5 s) the worker's watcher reads the versions
 of all the conversations waited on in one `MGET`; a page's wait ends after `CHAT_UPDATES_WAIT` (25 s)
-and the page asks again, which costs one short query. With Redis stopped the watcher asks
+and the page asks again, which costs a request and one short query. With Redis stopped the watcher asks
 PostgreSQL instead, one query per tick for all of them.
 """
 
@@ -193,6 +204,8 @@ def main(argv=None) -> None:
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the measured phase")
     parser.add_argument("--wakes", type=int, default=20, help="staff replies whose delivery is timed")
+    parser.add_argument("--wait", type=float, default=25.0,
+                        help="the site's CHAT_UPDATES_WAIT; longer than --seconds leaves the watcher alone measured")
     parser.add_argument("--database", default=os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatsite_bench_waiting"))
     args = parser.parse_args(argv)
@@ -206,7 +219,7 @@ def main(argv=None) -> None:
         env = {
             "DJANGO_SECRET_KEY": "bench-only-secret-key", "DJANGO_DEBUG": "0",
             "DJANGO_SECURE_SSL_REDIRECT": "0", "DATABASE_URL": db.url, "REDIS_URL": redis.url,
-            "WEB_CONCURRENCY": "1",
+            "WEB_CONCURRENCY": "1", "CHAT_UPDATES_WAIT": str(args.wait),
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=ROOT, env={**os.environ, **env}, check=True)

@@ -53,7 +53,7 @@ def version_key(conversation_id: int) -> str:
 
 def shared_cache() -> bool:
     """Whether every worker process sees the same cache (Redis), so that versions can be trusted."""
-    return settings.CACHES["default"]["BACKEND"].startswith("django_redis")
+    return str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
 
 
 def changed(conversation_id: int) -> None:

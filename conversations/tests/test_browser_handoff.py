@@ -13,7 +13,11 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from playwright.sync_api import expect
 
-from .test_browser import box, browser, browsing, send, stored_id, wait_idle  # noqa: F401 - fixtures
+from . import test_browser
+from .test_browser import box, send, stored_id, wait_idle
+
+# The browser fixtures of test_browser.py, for the test here.
+browser, browsing = test_browser.browser, test_browser.browsing
 
 pytestmark = pytest.mark.browser
 

@@ -16,7 +16,7 @@ from django.db import connection
 from django.test import AsyncClient
 
 from conversations import handoff, updates
-from conversations.models import Conversation, Message
+from conversations.models import Conversation
 
 from .helpers import post_chat
 
