@@ -120,6 +120,7 @@ def test_an_error_report_never_carries_a_session_id(reports, request_bodies):
 
     sent = transport.raw()
     assert event["event_id"] in sent  # Sentry's own ids go through untouched
+    assert "[Filtered]" not in event.get("release", "")  # a commit id is not a session id
     for form in (str(canary), canary.hex, str(canary).upper()):
         assert form not in sent
 
