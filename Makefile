@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench fake-llm lint audit lock
+.PHONY: run test setup setup-dev chromium bench faults fake-llm lint audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: setup-dev chromium
 
 bench: setup-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The faults a turn must survive, injected into the deployed site (docs/faults.md).
+faults: setup-dev
+	$(BIN)/python -m bench.faults
 
 # The stand-in LLM on a fixed port, to try streaming and failures by hand: it
 # prints how to point `make run` at it and how to make it fail.
