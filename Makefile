@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench fake-llm lint audit lock
+.PHONY: run test setup setup-dev chromium bench faults faq-eval fake-llm lint audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: setup-dev
 
 faq-eval: setup
 	$(BIN)/python -m conversations.tests.faq_questions
+
+# The faults a turn must survive, injected into the deployed site (docs/faults.md).
+faults: setup-dev
+	$(BIN)/python -m bench.faults
+
 # The stand-in LLM on a fixed port, to try streaming and failures by hand: it
 # prints how to point `make run` at it and how to make it fail.
 FAKE_LLM_PORT ?= 8001

@@ -150,7 +150,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Retry-After (conversations/db.py) instead of stalling every turn behind it.
     DATABASES["default"]["OPTIONS"]["options"] = (
         f"-c statement_timeout={env_int('DATABASE_STATEMENT_TIMEOUT_MS', 5000)}"
-        f" -c lock_timeout={env_int('DATABASE_LOCK_TIMEOUT_MS', 2000)}"
+        f" -c lock_timeout={env_int('DATABASE_LOCK_TIMEOUT_MS', 1000)}"
     )
 
 # Cache: Redis when REDIS_URL is set, else a per-process local-memory cache.

@@ -75,7 +75,7 @@ def worker_pids(site: Site) -> list[int]:
                     parent = int(stat.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            if parent == site.process.pid:
+            if parent == site.pid:
                 children.append(int(entry))
     return children
 
@@ -437,3 +437,19 @@ def test_killing_database_connections_under_load_never_gives_a_500(own_site, llm
     for question in Message.objects.filter(role="user", status="complete").exclude(content="after"):
         assert Message.objects.filter(conversation=question.conversation, seq=question.seq + 1,
                                       status="complete").exists()
+
+
+def test_a_first_message_sent_ten_times_at_once_starts_one_conversation(live_site, llm):
+    """A double click on the very first message: no sessionId yet, one clientMessageId."""
+    llm.control("ok", delay=0.5)
+    body = {"message": "Hello, anyone there?", "clientMessageId": str(uuid.uuid4())}
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: post(live_site, body), range(10)))
+
+    assert {status for status, _, _ in results} <= {200, 409}
+    assert Conversation.objects.count() == 1
+    session_id = str(Conversation.objects.get().session_id)
+    assert all(answer["sessionId"] == session_id for _, answer, _ in results)  # every one learns the id
+    assert llm.stats()["received"] == 1
+    assert list(Message.objects.values_list("role", "status")) == [("user", "complete"), ("assistant", "complete")]
