@@ -254,6 +254,9 @@ CHAT_TRUSTED_PROXIES = [
 # LLM tokens a day (UTC); 0 turns a budget off.
 CHAT_DAILY_TOKENS_PER_SESSION = env_int("CHAT_DAILY_TOKENS_PER_SESSION", 50_000)
 CHAT_DAILY_TOKENS_SITE = env_int("CHAT_DAILY_TOKENS_SITE", 2_000_000)
+# Per client address (an IPv6 /64 counts as one): one address may spend at most
+# this share of the site's day, so it cannot leave everyone else without the LLM.
+CHAT_DAILY_TOKENS_PER_ADDRESS = env_int("CHAT_DAILY_TOKENS_PER_ADDRESS", 100_000)
 
 # A session idle longer than this is forgotten: its id is treated as unknown.
 CHAT_SESSION_IDLE_DAYS = env_int("CHAT_SESSION_IDLE_DAYS", 30)

@@ -6,7 +6,13 @@ knowledge file, so a fresh clone works with nothing configured.
 
 Every failure of the LLM (timeout, refused connection, 429, 5xx, a reply that
 does not parse) becomes AssistantUnavailable, and the whole call, retries
-included, ends within settings.CHAT_LLM_DEADLINE seconds.
+included, ends within settings.CHAT_LLM_DEADLINE seconds. Every outcome is told
+to limits.py, which decides when the LLM counts as down.
+
+`ReplyStream(history, offline=True)` is the fallback when a budget is spent or
+the LLM is down (limits.check_budget): the offline responder answers even with
+an API key set, and its reply opens with OFFLINE_NOTICE, so that the customer
+(and support staff reading the transcript) can tell it is not the assistant.
 """
 
 import asyncio
@@ -19,11 +25,14 @@ import httpx2
 import openai
 from django.conf import settings
 
-from . import knowledge
+from . import knowledge, limits
 
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-faq"
+OFFLINE_NOTICE = (
+    "*Our assistant is not available right now, so this answer comes straight from our FAQ.*\n\n"
+)
 
 
 class AssistantUnavailable(Exception):
@@ -71,12 +80,16 @@ class ReplyStream:
     that do not show the words as they come.
     """
 
-    def __init__(self, history: list[dict[str, str]], streamed: bool = True):
+    def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False):
         self.history = history
         self.streamed = streamed
         self.text = ""
-        self.responder = "openai" if settings.OPENAI_API_KEY else "offline"
-        self.model = settings.OPENAI_MODEL if settings.OPENAI_API_KEY else OFFLINE_MODEL
+        online = bool(settings.OPENAI_API_KEY) and not offline
+        # A fallback (the LLM is configured but may not be used) says so; a site
+        # that runs on the offline responder by design does not.
+        self.notice = OFFLINE_NOTICE if offline and settings.OPENAI_API_KEY else ""
+        self.responder = "openai" if online else "offline"
+        self.model = settings.OPENAI_MODEL if online else OFFLINE_MODEL
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self._started = time.monotonic()
@@ -101,7 +114,7 @@ class ReplyStream:
 
     async def _offline(self) -> AsyncIterator[str]:
         question = next(m["content"] for m in reversed(self.history) if m["role"] == "user")
-        words = knowledge.offline_answer(question).split(" ")
+        words = (self.notice + knowledge.offline_answer(question)).split(" ")
         for index, word in enumerate(words):
             piece = word if index == 0 else " " + word
             self.text += piece
@@ -110,6 +123,15 @@ class ReplyStream:
                 await asyncio.sleep(settings.CHAT_OFFLINE_WORD_DELAY)
 
     async def _openai(self) -> AsyncIterator[str]:
+        try:
+            async for piece in self._openai_checked():
+                yield piece
+        except AssistantUnavailable:
+            limits.llm_failed()
+            raise
+        limits.llm_succeeded()
+
+    async def _openai_checked(self) -> AsyncIterator[str]:
         deadline = asyncio.get_running_loop().time() + settings.CHAT_LLM_DEADLINE
         try:
             if self.streamed:

@@ -61,6 +61,9 @@ class Turn:
     new_session: bool = False
     # Set once the reply is stored (or found, for a retry already answered).
     reply: Message | None = None
+    # Budgets and LLM health (limits.check_budget): who spends, and whether to answer offline.
+    address: str = ""
+    offline: bool = False
 
 
 async def in_db_thread(func, *args, **kwargs):
@@ -224,7 +227,7 @@ def record_reply(turn: Turn, stream: llm.ReplyStream, status: str = Message.Stat
     if turn.question.status == Message.Status.FAILED:  # a retry that worked
         Message.objects.filter(pk=turn.question.pk).update(status=Message.Status.COMPLETE)
     if stream.responder != "offline":
-        limits.spend(turn.session_id, stream.tokens_used)
+        limits.spend(turn.session_id, stream.tokens_used, turn.address)
     logger.info(
         "turn",
         extra={
@@ -262,7 +265,7 @@ async def reply_pieces(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
     If the caller goes away (Stop, a closed tab), the upstream call is closed and
     what was written so far is kept as a stopped reply.
     """
-    stream = llm.ReplyStream(turn.history, streamed=streamed)
+    stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline)
     pieces = aiter(stream)
     try:
         async for piece in pieces:

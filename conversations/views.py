@@ -108,10 +108,13 @@ def _abandon(storing: asyncio.Future) -> None:
 
 def _start_turn(ip: str, session_id, text: str, client_message_id: str) -> turns.Turn:
     limits.check_turn(ip, session_id)
-    limits.check_budget(session_id)
-    return turns.start_turn(
+    use_llm = limits.check_budget(ip, session_id)
+    turn = turns.start_turn(
         session_id, text, client_message_id, admit_new_session=lambda: limits.check_new_session(ip)
     )
+    # A spent budget or an LLM that is down: the offline responder answers, marked as such.
+    turn.address, turn.offline = ip, not use_llm
+    return turn
 
 
 async def _events(turn: turns.Turn) -> AsyncIterator[str]:
