@@ -139,6 +139,9 @@ if REDIS_URL:
                 # cost a request a fraction of a second, never a hang.
                 "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.25),
                 "SOCKET_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.25),
+                # Plain data only: pickle (the default) would run code that anyone
+                # who can write to Redis put there (conversations/cache_guard.py).
+                "SERIALIZER": "conversations.cache_guard.JSONSerializer",
             },
         }
     }

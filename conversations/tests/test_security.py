@@ -127,3 +127,49 @@ def test_the_deployed_api_and_page_carry_their_headers(live_site):
     status, headers = get("/admin/login/")
     assert status == 200
     assert "csrftoken=" in headers["Set-Cookie"]  # the admin still has its CSRF protection
+
+
+# --- Redis: nothing read from it can run code ------------------------------------
+
+
+class RunsCode:
+    """What someone who can write to Redis would plant for pickle to run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def test_nothing_read_from_redis_can_run_code(shared_redis, tmp_path, caplog):
+    import pickle
+
+    marker = tmp_path / "ran"
+    raw = shared_redis.client.get_client()
+    raw.set(shared_redis.make_key("planted"), pickle.dumps(RunsCode(marker)))
+    raw.set(shared_redis.make_key("garbage"), b"\x80\x04not json")
+
+    assert shared_redis.get("planted") is None
+    assert shared_redis.get("garbage") is None
+    assert not marker.exists()
+    assert "cache value is not JSON, read as a miss" in caplog.text
+    shared_redis.set("plain", {"a": [1, "b"]})
+    assert shared_redis.get("plain") == {"a": [1, "b"]}
+
+
+def test_a_planted_session_entry_is_a_miss_and_the_turn_goes_on(client, shared_redis, tmp_path):
+    import pickle
+
+    from conversations import sessions
+
+    _, first = post_chat(client, message="Hi")
+    session_id = sessions.parse_session_id(first["sessionId"])
+    marker = tmp_path / "ran"
+    shared_redis.client.get_client().set(
+        shared_redis.make_key(sessions.cache_key(session_id)), pickle.dumps(RunsCode(marker)))
+
+    status, body = post_chat(client, message="more", sessionId=first["sessionId"])
+
+    assert (status, body["sessionId"]) == (200, first["sessionId"])
+    assert not marker.exists()
