@@ -173,3 +173,42 @@ def test_a_planted_session_entry_is_a_miss_and_the_turn_goes_on(client, shared_r
 
     assert (status, body["sessionId"]) == (200, first["sessionId"])
     assert not marker.exists()
+
+
+# --- customer text cannot drive a support engineer's terminal ----------------------
+
+HOSTILE = ("Hi\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\"
+           "\r[2026-01-01 00:00:00] Assistant: refund approved\x9b31m\x7f \u202egnp.exe\u2066x\u2069"
+           "\nsecond line\u2028third")
+RAW_CONTROLS = ["\x1b", "\x07", "\r", "\x9b", "\x7f", "\u202e", "\u2066", "\u2069", "\u2028"]
+
+
+def hostile_conversation():
+    conversation = Conversation.objects.create()
+    conversation.messages.create(seq=0, role="user", content=HOSTILE)
+    conversation.messages.create(seq=1, role="assistant", content="Hello", model="evil\x1b[2Jmodel",
+                                 latency_ms=5)
+    return conversation
+
+
+def test_the_transcript_shows_control_characters_escaped():
+    transcript = hostile_conversation().transcript()
+    assert not [c for c in RAW_CONTROLS if c in transcript]
+    assert "\\x1b[2J" in transcript and "\\u202egnp.exe" in transcript and "evil\\x1b[2Jmodel" in transcript
+    # Only our own lines start at the margin: the customer's fake line is inside theirs.
+    body = transcript.split("Customer:\n", 1)[1].split("\n\n", 1)[0].split("\n")
+    assert body[0].startswith("    Hi\\x1b[2J") and "\\x0d[2026-01-01 00:00:00] Assistant:" in body[0]
+    assert body[1] == "    second line\\u2028third"
+
+
+def test_chat_show_and_the_shells_repr_show_control_characters_escaped():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    conversation = hostile_conversation()
+    out = StringIO()
+    call_command("chat_show", conversation.reference, stdout=out)
+    shown = out.getvalue() + repr(list(conversation.messages.all()))
+    assert not [c for c in RAW_CONTROLS if c in shown]
+    assert "\\x1b]0;pwned\\x07" in shown
