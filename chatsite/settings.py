@@ -7,6 +7,7 @@ every variable.
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "conversations",
 ]
 
@@ -68,6 +70,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conversations.middleware.admin_content_security_policy",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # What the JSON API goes through (chatsite/asgi.py serves /api/ and /healthz
@@ -194,6 +199,8 @@ LOGGING = {
         # The openai client's HTTP library logs every call at INFO; the turn's own line says more.
         "httpx2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        # django-axes says hello at every start (every manage.py command); its lockouts are WARNINGs.
+        "axes.apps": {"level": "WARNING"},
     },
 }
 
@@ -217,6 +224,25 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# Staff logins (django-axes): after AXES_FAILURE_LIMIT failed logins in a row
+# for one username, or from one client address (an IPv6 /64 counts as one, the
+# address as limits.py sees it behind CHAT_TRUSTED_PROXIES), logins for it are
+# refused with a lockout page for the cool-off time, counted from the latest
+# attempt. `python manage.py axes_reset_username NAME` (or axes_reset_ip, or
+# axes_reset for everything) unlocks at once. A lock per username lets anyone
+# lock a staff account for a while, which is the price of stopping a password
+# guesser who changes addresses; the README says how to unlock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "conversations.limits.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+
 CSRF_TRUSTED_ORIGINS = [
     origin.strip() for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin.strip()
 ]

@@ -1,6 +1,7 @@
 """Secure by default: deploy checks, headers, cross-site refusal, the admin's CSRF."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -212,3 +213,111 @@ def test_chat_show_and_the_shells_repr_show_control_characters_escaped():
     shown = out.getvalue() + repr(list(conversation.messages.all()))
     assert not [c for c in RAW_CONTROLS if c in shown]
     assert "\\x1b]0;pwned\\x07" in shown
+
+
+# --- staff logins ----------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("staff", password="a-good-password-1", is_staff=True)
+
+
+def log_in(client, username="staff", password="wrong", address="192.0.2.10"):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password},
+                       REMOTE_ADDR=address)
+
+
+def test_repeated_failed_staff_logins_lock_the_account_until_it_is_unlocked(client, staff):
+    from django.core.management import call_command
+
+    answers = [log_in(client).status_code for _ in range(5)]
+    locked = log_in(client, password="a-good-password-1", address="198.51.100.3")  # the right one
+
+    # The form again ("please enter a correct username..."), then the lockout page from the 5th on.
+    assert answers == [200, 200, 200, 200, 429]
+    assert locked.status_code == 429
+    text = locked.content.decode()
+    assert "Login locked" in text and "axes_reset_username" in text and "15 minutes" in text
+    assert "Content-Security-Policy" in locked
+
+    call_command("axes_reset_username", "staff")
+    assert log_in(client, password="a-good-password-1", address="198.51.100.3").status_code == 302
+
+
+def test_repeated_failed_logins_from_one_address_lock_that_address(client, staff):
+    for n in range(5):
+        log_in(client, username=f"guess{n}", address=f"2001:db8:9:9::{n + 1}")
+    assert log_in(client, password="a-good-password-1", address="2001:db8:9:9::ff").status_code == 429
+    # Another address may still log in to that account.
+    assert log_in(client, password="a-good-password-1", address="2001:db8:9:a::1").status_code == 302
+
+
+def test_a_spoofed_forwarded_for_does_not_escape_the_address_lock(client, staff):
+    for n in range(5):
+        client.post("/admin/login/", {"username": f"guess{n}", "password": "x"},
+                    HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
+    response = client.post("/admin/login/", {"username": "staff", "password": "a-good-password-1"},
+                           HTTP_X_FORWARDED_FOR="203.0.113.99")
+    assert response.status_code == 429
+
+
+def test_the_admin_has_a_content_security_policy(client, staff):
+    policy = client.get("/admin/login/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+@pytest.mark.browser
+def test_the_admin_works_under_its_content_security_policy_in_chromium(live_site):
+    """Log in, list and open a conversation, then get locked out: no CSP violation on the way."""
+    from pathlib import Path
+
+    from django.contrib.auth.models import User
+
+    from . import data
+    from .conftest import need
+
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:  # pragma: no cover - requirements-dev.txt has it
+        sync_playwright = None
+    need(sync_playwright is not None, "Playwright (pip install -r requirements-dev.txt)")
+    need(Path("/usr/bin/chromium").exists(), "Chromium at /usr/bin/chromium (apt-get install chromium)")
+    conversation = data.conversation(turns=2, model="fake-model")
+    User.objects.create_superuser("boss", password="a-long-test-password")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(base_url=live_site.url)
+            page.set_default_timeout(10_000)
+            console = []
+            page.on("console", lambda message: console.append(message.text))
+
+            page.goto("/admin/login/")
+            page.get_by_label("Username").fill("boss")
+            page.get_by_label("Password").fill("a-long-test-password")
+            page.get_by_role("button", name="Log in").click()
+            page.locator("tr.model-conversation").get_by_role("link", name="Conversations").click()
+            page.get_by_role("link", name=conversation.reference).click()
+            expect(page.locator(".inline-related td.field-content").first).to_have_text("Question 1?")
+            # The admin's own scripts ran (the theme toggle) and its styles applied.
+            expect(page.locator("html")).to_have_attribute("data-theme", re.compile(".+"))
+            assert page.locator("#header").evaluate("e => getComputedStyle(e).display") == "flex"
+            page.goto("/admin/conversations/conversation/?q=" + conversation.reference)
+            page.get_by_role("button", name="Log out").click()
+
+            for _ in range(5):
+                page.goto("/admin/login/")
+                page.get_by_label("Username").fill("boss")
+                page.get_by_label("Password").fill("wrong")
+                page.get_by_role("button", name="Log in").click()
+            expect(page.locator("h1")).to_have_text("Login locked: too many failed attempts")
+        finally:
+            browser.close()
+    violations = [text for text in console if "Content Security Policy" in text]
+    assert not violations, violations
