@@ -286,6 +286,10 @@ CHAT_DAILY_TOKENS_SITE = env_int("CHAT_DAILY_TOKENS_SITE", 2_000_000)
 # Per client address (an IPv6 /64 counts as one): one address may spend at most
 # this share of the site's day, so it cannot leave everyone else without the LLM.
 CHAT_DAILY_TOKENS_PER_ADDRESS = env_int("CHAT_DAILY_TOKENS_PER_ADDRESS", 100_000)
+# After this many failed LLM calls in a row (in one worker, each within a minute
+# of the one before) the LLM counts as down and customers get the offline
+# responder, marked, until a probe succeeds (conversations/limits.py). 0: never.
+CHAT_LLM_DOWN_AFTER_FAILURES = env_int("CHAT_LLM_DOWN_AFTER_FAILURES", 5)
 
 # A session idle longer than this is forgotten: its id is treated as unknown.
 CHAT_SESSION_IDLE_DAYS = env_int("CHAT_SESSION_IDLE_DAYS", 30)

@@ -22,7 +22,7 @@ nothing and is not counted. So one address can no longer spend the site's whole
 day, and when the site's day is spent every customer still gets an answer.
 
 The LLM counts as down, and customers get the offline responder too, after
-LLM_FAILURES_TO_DOWN failed calls in a row in one worker, each within
+CHAT_LLM_DOWN_AFTER_FAILURES (5) failed calls in a row in one worker, each within
 LLM_FAILURE_WINDOW seconds of the one before (one slow hour of sporadic
 failures is not an outage). The worker then sets a shared `llm:down` flag that
 every worker reads with the budget counters (no extra round trip). While it is
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([smhd])")
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-LLM_FAILURES_TO_DOWN = 5
 LLM_FAILURE_WINDOW = 60
 LLM_PROBE_SECONDS = 30
 LLM_DOWN_SECONDS = 600
@@ -306,6 +305,7 @@ def check_budget(ip: str, session_id: uuid.UUID | None) -> bool:
         if budget and used >= budget:
             logger.info("budget spent, answering offline", extra={"budget": name})
             return False
+    down = down and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
     _llm_health["down_seen"] = bool(down)
     if down:
         if _set_flag("llm:probe", LLM_PROBE_SECONDS, only_if_absent=True):
@@ -334,19 +334,22 @@ def llm_failed() -> None:
     It talks to the cache only when it marks the LLM down (rare), and is called
     on the event loop: one short Redis command, bounded by the socket timeout.
     """
+    threshold = settings.CHAT_LLM_DOWN_AFTER_FAILURES
+    if threshold <= 0:
+        return
     now = time.monotonic()
     with _llm_lock:
         if now - _llm_health["last_failure"] > LLM_FAILURE_WINDOW:
             _llm_health["failures"] = 0
         _llm_health["failures"] += 1
         _llm_health["last_failure"] = now
-        mark = _llm_health["failures"] >= LLM_FAILURES_TO_DOWN or _llm_health["down_seen"]
+        mark = _llm_health["failures"] >= threshold or _llm_health["down_seen"]
         newly = mark and not _llm_health["down_seen"]
         _llm_health["down_seen"] = _llm_health["down_seen"] or mark
     if mark:
         if newly:
             logger.warning("the LLM failed %s times in a row: customers get the offline responder "
-                           "until a probe succeeds", LLM_FAILURES_TO_DOWN)
+                           "until a probe succeeds", threshold)
         _set_flag("llm:down", LLM_DOWN_SECONDS)
         _set_flag("llm:probe", LLM_PROBE_SECONDS)  # the next probe in LLM_PROBE_SECONDS, not now
 

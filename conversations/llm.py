@@ -16,6 +16,7 @@ an API key set, and its reply opens with OFFLINE_NOTICE, so that the customer
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -124,8 +125,10 @@ class ReplyStream:
 
     async def _openai(self) -> AsyncIterator[str]:
         try:
-            async for piece in self._openai_checked():
-                yield piece
+            # aclosing: on Stop, the upstream call is closed now, not when garbage collected.
+            async with contextlib.aclosing(self._openai_checked()) as pieces:
+                async for piece in pieces:
+                    yield piece
         except AssistantUnavailable:
             limits.llm_failed()
             raise

@@ -54,6 +54,8 @@ def _fresh_state(settings):
     settings.CHAT_RATE_LIMIT_SESSION = settings.CHAT_RATE_LIMIT_IP = "0"
     settings.CHAT_RATE_LIMIT_NEW_SESSIONS = "0"
     settings.CHAT_DAILY_TOKENS_PER_SESSION = settings.CHAT_DAILY_TOKENS_SITE = 0
+    # (security branch) the per-address budget and "the LLM is down" are off too, unless a test turns them on.
+    settings.CHAT_DAILY_TOKENS_PER_ADDRESS = settings.CHAT_LLM_DOWN_AFTER_FAILURES = 0
     limits.reset_local_counts()
     cache_guard.reset()
     yield
@@ -245,6 +247,8 @@ def site_env(fake_llm_server: FakeLLM, **overrides: str) -> dict[str, str]:
         "CHAT_RATE_LIMIT_IP": "0",
         "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
         "CHAT_DAILY_TOKENS_PER_SESSION": "0",
+        "CHAT_DAILY_TOKENS_PER_ADDRESS": "0",  # (security branch)
+        "CHAT_LLM_DOWN_AFTER_FAILURES": "0",  # (security branch)
         "CHAT_DAILY_TOKENS_SITE": "0",
         **overrides,
     }

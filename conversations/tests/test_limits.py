@@ -194,8 +194,8 @@ def test_redis_keys_name_no_address_and_no_session(client, settings, llm, shared
 
 
 @pytest.fixture
-def quick_probes(monkeypatch):
-    monkeypatch.setattr(limits, "LLM_FAILURES_TO_DOWN", 3)
+def quick_probes(monkeypatch, settings):
+    settings.CHAT_LLM_DOWN_AFTER_FAILURES = 3
     monkeypatch.setattr(limits, "LLM_PROBE_SECONDS", 1)
 
 
