@@ -119,9 +119,11 @@ def address_group(address: str) -> str:
     return str(ip)
 
 
-def client_address(request) -> str:
-    """The client's address group (see address_group); django-axes counts staff logins by it too."""
-    return address_group(client_ip(request))
+def client_address(request) -> str | None:
+    """The client's address group (see address_group): django-axes counts staff logins by it
+    (AXES_CLIENT_IP_CALLABLE), so a spoofed X-Forwarded-For or a fresh IPv6 address escapes no
+    lock. None when there is no address (a Unix socket), which axes stores as unknown."""
+    return address_group(client_ip(request)) or None
 
 
 def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
