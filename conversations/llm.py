@@ -37,12 +37,19 @@ OFFLINE_NOTICE = (
 
 
 class AssistantUnavailable(Exception):
-    """The LLM could not answer. `status` is the HTTP status to answer the browser with."""
+    """The LLM could not answer. `status` is the HTTP status to answer the browser with.
 
-    def __init__(self, message: str, status: int = 502, retry_after: int | None = None):
+    `outage` is False for a failure that this request's content caused (the
+    server refused it as a bad request, or wrote nothing, as content filters
+    do): a customer who sends such messages must not be able to switch the LLM
+    off for everyone (limits.llm_failed).
+    """
+
+    def __init__(self, message: str, status: int = 502, retry_after: int | None = None, outage: bool = True):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.outage = outage
 
 
 # One client per event loop: its connection pool belongs to the loop it was made on.
@@ -129,8 +136,9 @@ class ReplyStream:
             async with contextlib.aclosing(self._openai_checked()) as pieces:
                 async for piece in pieces:
                     yield piece
-        except AssistantUnavailable:
-            limits.llm_failed()
+        except AssistantUnavailable as error:
+            if error.outage:
+                limits.llm_failed()
             raise
         limits.llm_succeeded()
 
@@ -160,10 +168,13 @@ class ReplyStream:
             # Refused connections, 4xx/5xx answers, and replies that do not parse
             # (ValueError from JSON, AttributeError/IndexError from odd chunks).
             logger.warning("LLM call failed: %r", error)
-            raise AssistantUnavailable("The assistant is unavailable right now.", status=502) from error
+            refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError))
+            raise AssistantUnavailable(
+                "The assistant is unavailable right now.", status=502, outage=not refused
+            ) from error
         if not self.text:
             logger.warning("LLM returned an empty reply")
-            raise AssistantUnavailable("The assistant returned an empty reply.", status=502)
+            raise AssistantUnavailable("The assistant returned an empty reply.", status=502, outage=False)
 
 
     def _request(self) -> dict:

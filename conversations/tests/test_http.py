@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length: (status, headers, body)."""
+    """One HTTP/1.1 response: (status, headers, body)."""
     sock.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -29,12 +29,24 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[s
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    while len(body) < int(headers.get("content-length", 0)):
+    chunked = headers.get("transfer-encoding") == "chunked"
+    while (not body.endswith(b"0\r\n\r\n") if chunked else len(body) < int(headers.get("content-length", 0))):
         chunk = sock.recv(65536)
         if not chunk:
             break
         body += chunk
+    if chunked:
+        body = _dechunked(body)
     return int(status_line.split()[1]), headers, body
+
+
+def _dechunked(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        if int(size, 16) == 0:
+            return body
+        body, data = body + data[:int(size, 16)], data[int(size, 16) + 2:]
 
 
 def connect(site) -> socket.socket:

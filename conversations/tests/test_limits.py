@@ -252,3 +252,13 @@ def test_local_counters_expire():
     assert limits._add_locally("k", 1, 60) == 2
     assert limits._add_locally("gone", 1, 0) == 1
     assert limits._add_locally("gone", 1, 0) == 1  # its window had ended
+
+
+@pytest.mark.parametrize("failure", [{"mode": "status", "status": 400}, {"mode": "ok", "reply": ""}])
+def test_a_customer_cannot_switch_the_llm_off_for_everyone(client, settings, llm, counters, quick_probes,
+                                                          failure):
+    """Requests the LLM refuses for their content (400, a content filter's empty reply) are no outage."""
+    llm.control(**failure)
+    assert [post_chat(client, message="Hi")[0] for _ in range(5)] == [502] * 5
+    llm.control("ok")
+    assert post_chat(client, message="Hi")[1]["responder"] == "openai"
