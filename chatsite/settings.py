@@ -283,9 +283,11 @@ CHAT_TRUSTED_PROXIES = [
 # LLM tokens a day (UTC); 0 turns a budget off.
 CHAT_DAILY_TOKENS_PER_SESSION = env_int("CHAT_DAILY_TOKENS_PER_SESSION", 50_000)
 CHAT_DAILY_TOKENS_SITE = env_int("CHAT_DAILY_TOKENS_SITE", 2_000_000)
-# Per client address (an IPv6 /64 counts as one): one address may spend at most
-# this share of the site's day, so it cannot leave everyone else without the LLM.
-CHAT_DAILY_TOKENS_PER_ADDRESS = env_int("CHAT_DAILY_TOKENS_PER_ADDRESS", 100_000)
+# Per client address (an IPv6 /64 counts as one): a tenth of the site's day, so
+# one address cannot leave everyone else without the LLM, yet about 400 turns
+# for the customers who share an address (an office, a mobile carrier's NAT).
+# Past it they still get answers: the offline responder's, marked.
+CHAT_DAILY_TOKENS_PER_ADDRESS = env_int("CHAT_DAILY_TOKENS_PER_ADDRESS", 200_000)
 # After this many failed LLM calls in a row (in one worker, each within a minute
 # of the one before) the LLM counts as down and customers get the offline
 # responder, marked, until a probe succeeds (conversations/limits.py). 0: never.
