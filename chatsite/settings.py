@@ -128,8 +128,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
-        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+        # A request that waits longer than this for a free connection is
+        # answered 503 database_unavailable: better than a turn that hangs.
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 3.0),
     }
+    # Nothing waits on the database for long: a statement running longer, or
+    # waiting longer for a lock (someone's long transaction, a migration), is
+    # cancelled, and the request is answered 503 database_unavailable with
+    # Retry-After (conversations/db.py) instead of stalling every turn behind it.
+    DATABASES["default"]["OPTIONS"]["options"] = (
+        f"-c statement_timeout={env_int('DATABASE_STATEMENT_TIMEOUT_MS', 5000)}"
+        f" -c lock_timeout={env_int('DATABASE_LOCK_TIMEOUT_MS', 2000)}"
+    )
 
 # Cache: Redis when REDIS_URL is set, else a per-process local-memory cache.
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -266,6 +276,12 @@ CHAT_HISTORY_CHARS = env_int("CHAT_HISTORY_CHARS", 16000)
 CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 4000)
 CHAT_KNOWLEDGE_FILE = Path(os.environ.get("CHAT_KNOWLEDGE_FILE", BASE_DIR / "knowledge" / "faq.md"))
 CHAT_SHOP_NAME = os.environ.get("CHAT_SHOP_NAME", "our shop")
+# How long the request answering a question holds it without renewing its
+# lease (it renews while it works): a worker killed mid-turn blocks its
+# conversation for at most this long (conversations/turns.py).
+CHAT_TURN_LEASE_SECONDS = env_float("CHAT_TURN_LEASE_SECONDS", 5.0)
+# /healthz answers 503 when the database has not answered within this long.
+CHAT_HEALTH_TIMEOUT = env_float("CHAT_HEALTH_TIMEOUT", 2.0)
 # Seconds between words when the offline responder streams its answer.
 CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 

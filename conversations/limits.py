@@ -46,6 +46,7 @@ from django.core.cache import cache
 from django.utils.crypto import salted_hmac
 
 from . import cache_guard
+from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +58,11 @@ LLM_PROBE_SECONDS = 30
 LLM_DOWN_SECONDS = 600
 
 
-class Limited(Exception):
+class Limited(ApiError):
     """Over a limit; `retry_after` is the number of seconds until it lifts."""
 
     def __init__(self, code: str, message: str, retry_after: int, status: int = 429):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-        self.status = status
+        super().__init__(status, code, message, retry_after=retry_after)
 
 
 @dataclass(frozen=True)

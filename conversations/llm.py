@@ -27,6 +27,7 @@ import openai
 from django.conf import settings
 
 from . import knowledge, limits
+from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ OFFLINE_NOTICE = (
 )
 
 
-class AssistantUnavailable(Exception):
+class AssistantUnavailable(ApiError):
     """The LLM could not answer. `status` is the HTTP status to answer the browser with.
 
     `outage` is False for a failure that this request's content caused (the
@@ -45,10 +46,10 @@ class AssistantUnavailable(Exception):
     off for everyone (limits.llm_failed).
     """
 
+    code = "llm_unavailable"
+
     def __init__(self, message: str, status: int = 502, retry_after: int | None = None, outage: bool = True):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+        super().__init__(status, message=message, retry_after=retry_after)
         self.outage = outage
 
 

@@ -32,6 +32,10 @@ class RequestLogMiddleware:
         try:
             response = await self.get_response(request)
             response["X-Request-Id"] = rid
+            if response.streaming and response.is_async:
+                # A streamed reply is written after this returns: carry the id into it.
+                # (Static files stream too, from a sync iterator: those are left alone.)
+                response.streaming_content = _with_request_id(rid, response.streaming_content)
             match = request.resolver_match
             logger.info(
                 "request",
@@ -49,6 +53,14 @@ class RequestLogMiddleware:
             return response
         finally:
             request_id.reset(token)
+
+
+async def _with_request_id(rid: str, content):
+    # Set, not reset: the stream is sent from this request's own task, whose
+    # context ends with it; a reset from a later step could be in another context.
+    request_id.set(rid)
+    async for chunk in content:
+        yield chunk
 
 
 # The admin pages: Django's admin has no inline script or style, so it runs

@@ -159,7 +159,8 @@ def test_a_client_leaving_a_stream_cancels_the_llm_call_and_keeps_the_partial_re
         time.sleep(0.05)
     assert llm.stats()["cancelled"] == 1
     reply = None
-    while time.monotonic() < deadline and reply is None:
+    while time.monotonic() < deadline and (reply is None or reply.status == "answering"):
+        # The reply's row exists from the start, as the question's answer slot (turns.py).
         reply = Message.objects.filter(conversation__session_id=session_id, role="assistant").first()
         time.sleep(0.05)
     assert reply is not None and reply.status == "stopped"

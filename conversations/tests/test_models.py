@@ -146,7 +146,7 @@ def test_a_session_expires_once_idle_longer_than_the_timeout(client, clock, sett
     status, second = post_chat(client, message="Still there?", sessionId=first["sessionId"])
     assert status == 200 and second["sessionId"] == first["sessionId"]
 
-    clock(days=30, seconds=1)  # 30 days and a second after that last turn
+    clock(days=60, seconds=-59)  # 30 days and a second after that last turn
     assert list(Conversation.objects.active()) == [] and list(Conversation.objects.idle()) == [conversation]
     response = client.get("/api/history", headers={"X-Session-Id": first["sessionId"]})
     assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"

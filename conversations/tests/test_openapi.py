@@ -7,12 +7,14 @@ gives for their path, method, status and content type.
 
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import jsonschema_rs
 import pytest
 import yaml
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from conversations.models import Conversation, Message
 
@@ -239,6 +241,8 @@ def test_chat_input_errors_fit_the_document(client, body, status, code):
 def test_turn_in_progress_fits_the_document(client):
     conversation = Conversation.objects.create()
     Message.objects.create(conversation=conversation, seq=0, role="user", content="still thinking")
+    Message.objects.create(conversation=conversation, seq=1, role="assistant", content="", status="answering",
+                           lease_owner=uuid.uuid4(), lease_until=timezone.now() + timedelta(seconds=3))
 
     response = chat(client, {"message": "Hello?", "sessionId": str(conversation.session_id)})
 
@@ -302,7 +306,7 @@ def own_counters(settings):
 
 
 def test_rate_limited_fits_the_document(client, settings, own_counters):
-    settings.CHAT_RATE_LIMIT_IP = "1/m"
+    settings.CHAT_RATE_LIMIT_IP = "1/d"  # a fixed window: "1/m" let the second through at a minute's turn
     assert chat(client, {"message": "Hi"}).status_code == 200
 
     limited = chat(client, {"message": "Hi"})
