@@ -91,7 +91,7 @@ def main(argv=None) -> None:
         pool = load.Sessions(ids, tmp)
         print(f"bench: {len(ids)} sessions seeded", flush=True)
 
-        redis = servers.RedisServer(tmp)
+        redis = servers.BenchRedis(tmp)
         llm = servers.StandInLLM()
         site_env.update({
             "REDIS_URL": redis.url,

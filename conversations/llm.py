@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx2
 import openai
@@ -143,7 +143,7 @@ class ReplyStream:
             raise
         limits.llm_succeeded()
 
-    async def _openai_checked(self) -> AsyncIterator[str]:
+    async def _openai_checked(self) -> AsyncGenerator[str, None]:
         deadline = asyncio.get_running_loop().time() + settings.CHAT_LLM_DEADLINE
         try:
             if self.streamed:

@@ -212,15 +212,9 @@ def _start_conversation(text: str, client_message_id: str, owner: uuid.UUID, rec
         turn.new_session = True
         return turn
     sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
-    return Turn(
-        session_id=conversation.session_id,
-        conversation_id=conversation.pk,
-        question=question,
-        owner=owner,
-        answer=slot,
-        history=_history([question]),
-        new_session=True,
-    )
+    turn = _turn([question], owner, slot=slot)
+    turn.new_session = True
+    return turn
 
 
 def _continue(recent: list[Message], text: str, client_message_id: str, owner: uuid.UUID) -> Turn:

@@ -29,6 +29,10 @@ def _handlers_with_this_tests_settings(_fresh_state, monkeypatch):
     monkeypatch.setattr(asgi, "site", asgi.get_asgi_application())
 
 
+# The body messages the application read in the latest asgi_request().
+RECEIVED: list[dict] = []
+
+
 def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list | None = None,
                  body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1"):
     """(status, headers, body) of one request to the ASGI application. `headers` may be a list
@@ -43,7 +47,8 @@ def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list 
     pieces = chunks if chunks is not None else [body]
     messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
                 for i, piece in enumerate(pieces)]
-    received = []
+    received = RECEIVED
+    received.clear()
 
     async def run():
         sent = []
@@ -67,7 +72,6 @@ def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list 
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     response_headers = {name.decode().lower(): value.decode("latin-1") for name, value in start["headers"]}
-    asgi_request.received = received  # what the application read of the body
     return start["status"], response_headers, content
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .test_headers import _handlers_with_this_tests_settings, asgi_request  # noqa: F401 - the fixture applies here too
+from .test_headers import RECEIVED, _handlers_with_this_tests_settings, asgi_request  # noqa: F401 - the fixture applies here too
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,7 +104,7 @@ def test_a_declared_length_over_the_cap_is_not_read(settings):
     status, _, content = asgi_request("POST", "/api/chat", {"content-type": "application/json",
                                                             "content-length": "1000000000"}, b"{}")
     assert (status, json.loads(content)["error"]["code"]) == (413, "body_too_large")
-    assert asgi_request.received == []
+    assert RECEIVED == []
 
 
 def test_an_undeclared_body_is_read_only_up_to_the_cap(settings):
@@ -112,7 +112,7 @@ def test_an_undeclared_body_is_read_only_up_to_the_cap(settings):
     chunks = [b"x" * 300] * 100
     status, _, content = asgi_request("POST", "/api/chat", {"content-type": "application/json"}, chunks=chunks)
     assert (status, json.loads(content)["error"]["code"]) == (413, "body_too_large")
-    assert len(asgi_request.received) == 4  # 1,200 bytes: over the cap, and no more
+    assert len(RECEIVED) == 4  # 1,200 bytes: over the cap, and no more
 
 
 def test_an_undeclared_body_under_the_cap_is_answered(settings):

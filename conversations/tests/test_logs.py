@@ -8,13 +8,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-
 from django.utils import timezone
 
 from conversations.logs import JsonFormatter
 from conversations.models import Conversation, Message
 
-from .conftest import post_chat
+from .helpers import post_chat
 from .test_concurrency import post
 
 

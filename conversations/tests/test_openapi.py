@@ -8,7 +8,6 @@ gives for their path, method, status and content type.
 import json
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import jsonschema_rs
 import pytest
@@ -17,10 +16,11 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
+from devtools.processes import ROOT
+from devtools.sse import parse_events
 
-from .conftest import read_stream
+from .helpers import read_stream
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
 HTTP_METHODS = ["get", "post", "put", "patch", "delete"]
 
@@ -179,14 +179,6 @@ def test_chat_replies_fit_the_document(client):
     assert repeated.status_code == 200 and repeated.json()["reply"] == first.json()["reply"]
     explicit_null = chat(client, {"message": "Hi", "sessionId": None})
     assert explicit_null.status_code == 200
-
-
-def parse_events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 def test_streamed_reply_fits_the_document(client):

@@ -19,8 +19,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.models import Conversation, Message
+from devtools.processes import Site
 
-from .conftest import Site, post_chat, site_env
+from .helpers import post_chat, site_env
 from .test_concurrency import post
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,6 +66,7 @@ def last_event(stream: str) -> str:
 
 def worker_pids(site: Site) -> list[int]:
     """The gunicorn workers of a site (the children of its master process)."""
+    assert site.process is not None
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -429,9 +431,25 @@ def test_killing_database_connections_under_load_never_gives_a_500(own_site, llm
         assert status == 200 or retry_after
     # Every conversation takes a new turn again within a second or two, and nothing is left half done.
     for session_id in sessions:
-        wait_for(lambda: post(site, {"message": "after", "sessionId": session_id})[0] == 200, timeout=5)
+        wait_for(lambda sid=session_id: post(site, {"message": "after", "sessionId": sid})[0] == 200, timeout=5)
     assert time.monotonic() - last_kill < 2 + 8 * 0.5
     assert not Message.objects.filter(status="answering").exists()
     for question in Message.objects.filter(role="user", status="complete").exclude(content="after"):
         assert Message.objects.filter(conversation=question.conversation, seq=question.seq + 1,
                                       status="complete").exists()
+
+
+def test_a_first_message_sent_ten_times_at_once_starts_one_conversation(live_site, llm):
+    """A double click on the very first message: no sessionId yet, one clientMessageId."""
+    llm.control("ok", delay=0.5)
+    body = {"message": "Hello, anyone there?", "clientMessageId": str(uuid.uuid4())}
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: post(live_site, body), range(10)))
+
+    assert {status for status, _, _ in results} <= {200, 409}
+    assert Conversation.objects.count() == 1
+    session_id = str(Conversation.objects.get().session_id)
+    assert all(answer["sessionId"] == session_id for _, answer, _ in results)  # every one learns the id
+    assert llm.stats()["received"] == 1
+    assert list(Message.objects.values_list("role", "status")) == [("user", "complete"), ("assistant", "complete")]
