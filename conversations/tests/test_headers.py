@@ -23,10 +23,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _handlers_with_this_tests_settings(_fresh_state, monkeypatch):
-    # Django's handlers read some settings once, when their middleware is built
-    # (SECURE_SSL_REDIRECT, for one): build them again under the test's settings.
+    # Django's handler reads some settings once, when its middleware is built
+    # (SECURE_SSL_REDIRECT, for one): build it again under the test's settings.
+    # (Only the API's: these tests send nothing to the page's handler.)
     monkeypatch.setattr(asgi, "api", asgi.ApiHandler())
-    monkeypatch.setattr(asgi, "site", asgi.get_asgi_application())
 
 
 # The body messages the application read in the latest asgi_request().
