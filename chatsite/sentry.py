@@ -20,12 +20,15 @@ if TYPE_CHECKING:
 
 FILTERED = "[Filtered]"
 # A UUID in any spelling a client or the code may give it: canonical, upper
-# case, in braces, or as 32 bare hex digits (uuid.hex).
+# case, in braces, or as 32 bare hex digits (uuid.hex); not the inside of a
+# longer run of hex digits (a commit id, a hash).
 UUID_LIKE = re.compile(
-    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.IGNORECASE
+    r"(?<![0-9a-f])[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}(?![0-9a-f])",
+    re.IGNORECASE,
 )
 # Sentry's own ids, which are UUIDs or hex too and must reach it as they are.
-SENTRY_IDS = {"event_id", "trace_id", "span_id", "parent_span_id", "sid", "profile_id", "replay_id"}
+SENTRY_IDS = {"event_id", "trace_id", "span_id", "parent_span_id", "sid", "profile_id", "replay_id",
+              "release", "dist"}
 SESSION_HEADERS = {"x-session-id"}
 
 

@@ -52,9 +52,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -139,7 +140,7 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
     what was written so far is kept as a stopped reply.
     """
     stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline)
-    pieces = aiter(stream)
+    pieces = cast(AsyncGenerator[str, None], aiter(stream))
     lease = asyncio.ensure_future(_hold_lease(turn))
     try:
         try:
@@ -256,6 +257,7 @@ def _retry(recent: list[Message], sent_before: dict[str, Message], owner: uuid.U
     question = sent_before.get(Message.Role.USER)
     slot = sent_before.get(Message.Role.ASSISTANT)
     if question is None:  # its question lies beyond the history window
+        assert slot is not None
         return _after_conflict(conversation, slot.client_message_id, owner)
     from_question = recent[recent.index(question):]
     if slot is not None and slot.status != Message.Status.ANSWERING:
@@ -285,14 +287,13 @@ def _after_conflict(conversation: Conversation, client_message_id: str, owner: u
             m.role: m for m in Message.objects.filter(conversation=conversation, client_message_id=client_message_id)
         }
         slot = sent_before.get(Message.Role.ASSISTANT)
-        if slot is not None and slot.status in (Message.Status.COMPLETE, Message.Status.STOPPED):
-            question = sent_before[Message.Role.USER]
+        question = sent_before.get(Message.Role.USER)
+        if slot is not None and question is not None and slot.status != Message.Status.ANSWERING:
             question.conversation = conversation
             return _turn([question], owner, reply=slot)
         if slot is not None:
             raise TurnInProgress(session_id=conversation.session_id, retry_after=_retry_after(slot))
         newest = Message.objects.filter(conversation=conversation).order_by("-seq").first()
-        question = sent_before.get(Message.Role.USER)
         if question is not None and newest is not None and newest.seq > question.seq:
             raise RetrySuperseded(session_id=conversation.session_id)
     raise TurnInProgress(session_id=conversation.session_id, retry_after=1)

@@ -86,6 +86,7 @@ def _error_event(failure: ApiError, turn: turns.Turn) -> str:
 
 def _reply_payload(turn: turns.Turn) -> dict:
     reply = turn.reply
+    assert reply is not None
     return {
         "reply": reply.content,
         "sessionId": str(turn.session_id),
@@ -218,10 +219,10 @@ def _dependency_states() -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
         database = "down"
-    if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
+    if not str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis"):
         return database, "local"
     try:
-        cache.client.get_client().ping()
+        cache.client.get_client().ping()  # type: ignore[attr-defined]  # django-redis's cache
         return database, "ok"
     except Exception as error:  # noqa: BLE001
         logger.warning("health check: cache down: %r", error)

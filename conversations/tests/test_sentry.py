@@ -21,7 +21,6 @@ from django.urls import path
 from sentry_sdk.transport import Transport
 
 from chatsite import sentry
-from chatsite.asgi import application
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +45,10 @@ def post(path: str, query: str, body: dict, headers: dict[str, str]) -> int:
                     *((name.lower().encode(), value.encode()) for name, value in headers.items())],
         "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
     }
+
+    # Imported here, not at the top: the application loads WhiteNoise, which wants the static
+    # files that the session's collectstatic (conftest.py) makes after collection.
+    from chatsite.asgi import application
 
     async def exchange() -> int:
         communicator = ApplicationCommunicator(application, scope)
@@ -117,6 +120,7 @@ def test_an_error_report_never_carries_a_session_id(reports, request_bodies):
 
     sent = transport.raw()
     assert event["event_id"] in sent  # Sentry's own ids go through untouched
+    assert "[Filtered]" not in event.get("release", "")  # a commit id is not a session id
     for form in (str(canary), canary.hex, str(canary).upper()):
         assert form not in sent
 

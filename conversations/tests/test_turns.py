@@ -75,7 +75,7 @@ def worker_pids(site: Site) -> list[int]:
                     parent = int(stat.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            if parent == site.process.pid:
+            if parent == site.pid:
                 children.append(int(entry))
     return children
 
