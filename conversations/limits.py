@@ -40,6 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -49,6 +50,9 @@ from . import cache_guard
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
+
+# The cache, as django-redis's (it has .client) whenever _uses_redis().
+redis_cache: Any = cache
 
 RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([smhd])")
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -161,13 +165,13 @@ _local_lock = threading.Lock()
 
 
 def _uses_redis() -> bool:
-    return settings.CACHES["default"]["BACKEND"].startswith("django_redis")
+    return str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
 
 
 def _redis():
     """The Redis client, or None when there is no Redis or it is being skipped after a failure."""
     if _uses_redis() and cache_guard.available():
-        return cache.client.get_client(write=True)
+        return redis_cache.client.get_client(write=True)
     return None
 
 
@@ -178,7 +182,7 @@ def _add(keys: list[str], amount: int, ttl: int) -> list[int]:
         try:
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                full_key = cache.client.make_key(key)
+                full_key = redis_cache.client.make_key(key)
                 pipe.incrby(full_key, amount)
                 pipe.expire(full_key, ttl, nx=True)
             return [int(total) for total in pipe.execute()[::2]]
@@ -203,7 +207,7 @@ def _add_locally(key: str, amount: int, ttl: int) -> int:
 def _get(keys: list[str]) -> list[int]:
     if (client := _redis()) is not None:
         try:
-            return [_int(v) for v in client.mget([cache.client.make_key(k) for k in keys])]
+            return [_int(v) for v in client.mget([redis_cache.client.make_key(k) for k in keys])]
         except Exception as error:  # noqa: BLE001
             cache_guard.failed("counter read", error)
     now = time.monotonic()
@@ -225,7 +229,7 @@ def _set_flag(key: str, ttl: int, only_if_absent: bool = False) -> bool:
     """Set `key` for `ttl` seconds; with `only_if_absent`, whether this call was the one that set it."""
     if (client := _redis()) is not None:
         try:
-            return bool(client.set(cache.client.make_key(key), 1, ex=ttl, nx=only_if_absent))
+            return bool(client.set(redis_cache.client.make_key(key), 1, ex=ttl, nx=only_if_absent))
         except Exception as error:  # noqa: BLE001
             cache_guard.failed("flag", error)
     now = time.monotonic()
@@ -239,7 +243,7 @@ def _set_flag(key: str, ttl: int, only_if_absent: bool = False) -> bool:
 def _delete(key: str) -> None:
     if (client := _redis()) is not None:
         try:
-            client.delete(cache.client.make_key(key))
+            client.delete(redis_cache.client.make_key(key))
         except Exception as error:  # noqa: BLE001
             cache_guard.failed("flag delete", error)
     with _local_lock:
@@ -254,7 +258,7 @@ def reset_local_counts() -> None:
 
 # --- Rates ----------------------------------------------------------------------
 
-def _hit(kind: str, identity: str, setting: str) -> None:
+def _hit(kind: str, identity: object, setting: str) -> None:
     rate = parse_rate(getattr(settings, setting))
     if rate is None:
         return
