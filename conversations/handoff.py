@@ -73,18 +73,27 @@ def request_person(conversation_id: int) -> tuple[Conversation, Message | None]:
 
 
 def store_for_staff(
-    conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str
+    conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str,
+    opening: str | None = None,
 ) -> tuple[Conversation, Message, str, str | None]:
     """Store a customer's question that the assistant does not answer (turns.py): a person
     is on the conversation, or the question asks for one (knowledge.wants_person), which
-    puts the conversation in "waiting". `conversation` None: a new one is started.
+    puts the conversation in "waiting". `conversation` None: a new one is started,
+    or, for a first question sent again with the same strong clientMessageId
+    (`opening`, see turns.py), found again.
 
     Returns the conversation, the question, the handoff state and the notice (None
     unless this question asked for a person). A question sent again with its
     clientMessageId (`recent`: the latest messages) is stored once.
     """
     if conversation is None:
-        conversation = Conversation.objects.create(session_id=sessions.new_session_id())
+        try:
+            with transaction.atomic():
+                conversation = Conversation.objects.create(
+                    session_id=sessions.new_session_id(), opening_client_message_id=opening
+                )
+        except IntegrityError:  # the same first question sent twice at once
+            conversation = Conversation.objects.get(opening_client_message_id=opening)
         sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
     question = next((m for m in recent if m.role == Message.Role.USER and client_message_id
                      and m.client_message_id == client_message_id), None)

@@ -312,7 +312,9 @@ def _after_conflict(conversation: Conversation, client_message_id: str, owner: u
 
 def _for_staff(conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str,
                owner: uuid.UUID) -> Turn:
-    stored_in, question, state, notice = handoff.store_for_staff(conversation, recent, text, client_message_id)
+    opening = client_message_id if len(client_message_id) >= STRONG_CLIENT_MESSAGE_ID else None
+    stored_in, question, state, notice = handoff.store_for_staff(conversation, recent, text, client_message_id,
+                                                                 opening)
     return Turn(session_id=stored_in.session_id, conversation_id=stored_in.pk, question=question, owner=owner,
                 new_session=conversation is None, for_staff=True, handoff=state, notice=notice)
 

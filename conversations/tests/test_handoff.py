@@ -166,6 +166,32 @@ def test_asking_for_a_person_in_words_hands_over_without_asking_the_assistant(cl
     assert [m.role for m in conversation.messages.all()][-2:] == ["user", "event"]
 
 
+def test_a_first_message_asking_for_a_person_sent_ten_times_at_once_starts_one_conversation(postgres, client):
+    """A double click on the very first message, which asks for a person: one conversation, one question."""
+    body = {"message": "Can I talk to a human?", "clientMessageId": "first-question-0123456789abcdef"}
+    barrier = threading.Barrier(10)
+    results = []
+
+    def send():
+        try:
+            barrier.wait()
+            results.append(post_chat(client, **body))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    conversation = Conversation.objects.get()
+    assert {status for status, _ in results} == {200}
+    assert {answer["sessionId"] for _, answer in results} == {str(conversation.session_id)}
+    assert [m.role for m in conversation.messages.all()] == ["user", "event"]
+    assert conversation.handoff == "waiting"
+
+
 def test_after_the_hand_back_the_assistant_answers_seeing_staff_words_not_notices(client, llm):
     _, body = post_chat(client, message="Hi")
     post_handoff(client, sessionId=body["sessionId"])
