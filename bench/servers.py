@@ -84,6 +84,13 @@ def rss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+def threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, all cores together."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -210,8 +217,8 @@ class StandInLLM:
 # --- Web servers ------------------------------------------------------------------
 
 
-def procfile_web_command() -> str:
-    web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+def procfile_web_command(tree: Path = ROOT) -> str:
+    web = next(line for line in (tree / "Procfile").read_text().splitlines() if line.startswith("web:"))
     # Same command, but reachable from this machine only.
     return web.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")
 
@@ -219,20 +226,23 @@ def procfile_web_command() -> str:
 class WebServer:
     """The Procfile's web command in a subprocess: gunicorn's master and its uvicorn workers."""
 
-    def __init__(self, name: str, env: dict[str, str], log: Path, app: str | None = None):
+    def __init__(self, name: str, env: dict[str, str], log: Path, app: str | None = None,
+                 cwd: Path = ROOT, worker_class: str | None = None):
         self.name = name
         self.log = log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = procfile_web_command()
+        command = procfile_web_command(cwd)
         if app:
             command = command.replace("chatsite.asgi:application", app)
+        if worker_class:
+            command = re.sub(r"--worker-class \S+", f"--worker-class {worker_class}", command)
         base = {k: v for k, v in os.environ.items() if k not in {"WEB_CONCURRENCY", "DATABASE_URL", "REDIS_URL"}}
         # The site logs a line per request: to a file, as a platform would collect it.
         with open(log, "a") as log_file:
             self.process = subprocess.Popen(
                 ["bash", "-c", "exec " + command],
-                cwd=ROOT,
+                cwd=cwd,
                 env={**base, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                      "PORT": str(self.port), **env},
                 stdout=log_file,
