@@ -178,10 +178,11 @@ class Bench:
             if ref == "h11":
                 found.append(("site-h11", ROOT, "uvicorn_worker.UvicornH11Worker"))
                 continue
-            tree = self.tmp / f"tree-{len(found)}"
-            tree.mkdir()
-            archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            tree = self.tmp / f"tree-{ref}"
+            if not tree.exists():
+                tree.mkdir()
+                archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
             found.append((f"site@{ref}", tree, None))
         return found
 

@@ -36,6 +36,9 @@ class AssistantUnavailable(Exception):
         self.retry_after = retry_after
 
 
+# As many connections to the LLM as the client allows by default, all kept for reuse.
+LLM_CONNECTIONS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+
 # One client per event loop: its connection pool belongs to the loop it was made on.
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
 
@@ -57,6 +60,10 @@ def _client() -> openai.AsyncOpenAI:
             # half an hour; our own deadline below bounds the whole call.
             timeout=httpx2.Timeout(settings.CHAT_LLM_DEADLINE, connect=settings.CHAT_LLM_CONNECT_TIMEOUT),
             max_retries=settings.CHAT_LLM_MAX_RETRIES,
+            # The client keeps only 100 idle connections by default: with more turns
+            # than that waiting on the LLM, most calls opened a new connection, the
+            # largest cost of a turn under held load (docs/benchmarks.md).
+            http_client=openai.DefaultAsyncHttpxClient(limits=LLM_CONNECTIONS),
         )
     return clients[config]
 
