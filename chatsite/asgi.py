@@ -20,6 +20,17 @@ site = get_asgi_application()
 
 
 class ApiHandler(ASGIHandler):
+    async def __call__(self, scope, receive, send):
+        # Django wraps each request in a ThreadSensitiveContext, which starts a
+        # thread for the request's first thread-sensitive sync call (here only
+        # Django's own request_started receivers and response.close()) and joins
+        # it at the end: with 1,000 turns waiting on the LLM, 1,000 threads in a
+        # worker, and their hand-offs were what a turn's CPU grew by under held
+        # load (docs/benchmarks.md). The API runs no sync code of its own there
+        # (its middleware is async, its database work runs in in_db_thread), so
+        # those few calls share asgiref's one thread instead.
+        await self.handle(scope, receive, send)
+
     def load_middleware(self, is_async=False):
         # Django builds the chain from settings.MIDDLEWARE; this handler's chain
         # is settings.API_MIDDLEWARE, swapped in only while it is built.
