@@ -74,7 +74,7 @@ MIDDLEWARE = [
 # with this list): the request log and the security headers, nothing sync-only.
 API_MIDDLEWARE = [
     "conversations.middleware.RequestLogMiddleware",
-    "django.middleware.security.SecurityMiddleware",
+    "conversations.middleware.ApiSecurityMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
