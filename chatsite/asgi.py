@@ -18,6 +18,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 site = get_asgi_application()
 
+from conversations.api import error_response  # noqa: E402 - once the apps are loaded
+
 
 class ApiHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
@@ -44,9 +46,40 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
+# Chat turns this worker is serving now (POST /api/chat, from the request to
+# the last byte of the reply, streamed or not).
+turns_in_flight = 0
+
 
 async def application(scope, receive, send):
     path = scope.get("path", "")
     if scope["type"] == "http" and (path.startswith("/api/") or path == "/healthz"):
+        if path == "/api/chat" and scope["method"] == "POST":
+            return await _turn(scope, receive, send)
         return await api(scope, receive, send)
     return await site(scope, receive, send)
+
+
+async def _turn(scope, receive, send):
+    """Serve a chat turn, unless this worker has CHAT_MAX_TURNS_IN_FLIGHT already.
+
+    Offered more turns than it can serve, a worker would take them all: each
+    would wait longer for the CPU while no more got served, until clients gave
+    up on turns the worker was still paying for. Past the cap it refuses a turn
+    at once, before reading it (503 "overloaded" with Retry-After, about what a
+    bare request costs), so the turns it took keep a bounded wait and a client
+    knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
+    """
+    global turns_in_flight
+    if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+        response = error_response(
+            503, "overloaded", "The assistant is busy right now; try again in a few seconds.",
+            retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER,
+        )
+        await api.send_response(response, send)
+        return
+    turns_in_flight += 1
+    try:
+        await api(scope, receive, send)
+    finally:
+        turns_in_flight -= 1
