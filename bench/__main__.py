@@ -30,7 +30,7 @@ def parse_args(argv):
     parser.add_argument("--connections", type=int, default=50, help="connections of figure 1")
     parser.add_argument("--held", type=int, default=1000, help="concurrent conversations of figure 2")
     parser.add_argument("--delay", type=float, default=2.0, help="LLM delay of figure 2, seconds")
-    parser.add_argument("--sessions", type=int, default=20000, help="existing sessions the load continues")
+    parser.add_argument("--sessions", type=int, default=40000, help="existing sessions the load continues")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"figures to run, of {','.join(FIGURES)}")
     parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
                         help="the bench's own database (created and dropped; its name must contain 'bench')")
@@ -161,13 +161,15 @@ class Bench:
         started.append(server)
         return server
 
-    def contenders(self, started, site, delay: float) -> list[tuple[str, servers.WebServer]]:
-        """The site, its variants (--compare), the minimal turn with each LLM client, and the bare view."""
-        found = [("site", site)]
+    def contenders(self, started, site, delay: float) -> list[tuple[str, object]]:
+        """The site, its variants (--compare), the minimal turn with each LLM client, and the bare view,
+        each as (name, a function that starts it); the site is running already."""
+        found = [("site", lambda: site)]
         for name, tree, worker_class in self.variants():
-            found.append((name, self.site(started, name, tree, worker_class)))
-        found += [("minimal", self.minimal(started, "openai")), ("minimal-httpx", self.minimal(started, "httpx")),
-                  ("bare", self.anchor(started, delay))]
+            found.append((name, lambda n=name, t=tree, w=worker_class: self.site(started, n, t, w)))
+        found += [("minimal", lambda: self.minimal(started, "openai")),
+                  ("minimal-httpx", lambda: self.minimal(started, "httpx")),
+                  ("bare", lambda: self.anchor(started, delay))]
         return found
 
     def variants(self) -> list[tuple[str, Path, str | None]]:
@@ -229,7 +231,7 @@ class Bench:
         site = self.site(started)
         if "1" in args.only:
             self.llm.set_delay(0)
-            servers_ = self.contenders(started, site, 0)
+            servers_ = [(name, start()) for name, start in self.contenders(started, site, 0)]
             for _, server in servers_:  # warm up: pools, imports, caches
                 pool.wrk("warm-up", server.url, args.connections * per_connection, args.connections, 2)
             results["figure1"] = self.alternate("1", servers_, lambda label, s: pool.wrk(
@@ -239,22 +241,26 @@ class Bench:
 
         if "2" in args.only or "5" in args.only:
             self.llm.set_delay(args.delay)
-            servers_ = self.contenders(started, site, args.delay)
-            for _, server in servers_:
-                pool.wrk("warm-up", server.url, args.held * 2, args.held, args.delay * 2, timeout=60)
 
-            def held(label, server):
+            def held(label, start):
+                # Each contender runs alone, started afresh: under held load every one of them
+                # fills its connection pools, and together they would pass PostgreSQL's
+                # max_connections.
+                server = start()
                 self.llm.set_delay(args.delay)  # which also empties the fake LLM's request log
+                pool.wrk("warm-up", server.url, args.held * 2, args.held, args.delay * 2, timeout=60)
                 # A turn slower than wrk's timeout would go unmeasured: 60 s is past any turn.
-                return pool.wrk(label, server.url, args.held * 2, args.held, args.held_seconds, timeout=60,
-                                cpu=self.cpu(server, server is site), probes=self.probes(server, server is site),
-                                settle=server.cpu_seconds)
+                run = pool.wrk(label, server.url, args.held * 2, args.held, args.held_seconds, timeout=60,
+                               cpu=self.cpu(server, server is site), probes=self.probes(server, server is site),
+                               settle=server.cpu_seconds)
+                if server is not site:
+                    self.stop(started, [(label, server)])
+                return run
 
-            results["figure2"] = self.alternate("2", servers_, held)
+            results["figure2"] = self.alternate("2", self.contenders(started, site, args.delay), held)
             results["figure2_ideal"] = args.held / args.delay
             results["pool_bound"] = {"workers": len(site.workers()),
                                      "pool_max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10"))}
-            self.stop(started, servers_[1:])
 
         if "overload" in args.only:
             results["overload"] = self.overload(started, site)

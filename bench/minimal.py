@@ -39,7 +39,7 @@ from django.views.decorators.http import require_POST
 from psycopg_pool import AsyncConnectionPool
 
 SECRET_KEY = "bench-minimal-only"
-DEBUG = False
+DEBUG = os.environ.get("BENCH_MINIMAL_DEBUG") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS: list[str] = []
 MIDDLEWARE: list[str] = []
@@ -84,12 +84,17 @@ async def start() -> None:
         kwargs={"autocommit": True}, open=False,
     )
     await pool.open()
-    cache = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    # Its default pool refuses a command past 100 connections (MaxConnectionsError):
+    # past that many turns at once, one waits for a connection instead.
+    cache = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+        os.environ["REDIS_URL"], max_connections=100, timeout=20))
     timeout = httpx2.Timeout(20.0, connect=3.0)
     if LLM == "httpx":
         llm = httpx2.AsyncClient(
             base_url=os.environ["OPENAI_BASE_URL"], timeout=timeout,
             headers={"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"},
+            # The openai client's default limits, which the other variant has.
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
         )
     else:
         llm = openai.AsyncOpenAI(base_url=os.environ["OPENAI_BASE_URL"], timeout=timeout, max_retries=1)

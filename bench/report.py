@@ -46,7 +46,8 @@ def render(results: dict) -> str:
         f"Machine: {results['machine']}.",
         "",
         f"Command: `{results['command']}`; the site runs the Procfile's `{results['procfile']}` "
-        "with its default `WEB_CONCURRENCY`, and so does the anchor (`bench.anchor:application`).",
+        "with its default `WEB_CONCURRENCY`, and so do the minimal turn (`bench.minimal:application`) "
+        "and the bare view (`bench.anchor:application`).",
         "",
     ]
 
