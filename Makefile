@@ -7,21 +7,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench
+.PHONY: run test setup setup-dev chromium bench faults fake-llm lint audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
+# The locked files (requirements*.txt, made by `make lock`) pin every package,
+# indirect ones too, with the hashes of their files: pip refuses anything else.
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 
 setup-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 
 run: setup
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec env DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
 		$(BIN)/gunicorn chatsite.asgi:application --worker-class uvicorn_worker.UvicornWorker \
 		--bind 127.0.0.1:$(PORT) --workers $${WEB_CONCURRENCY:-1} --forwarded-allow-ips= --no-control-socket
 
@@ -40,3 +42,32 @@ test: setup-dev chromium
 
 bench: setup-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The faults a turn must survive, injected into the deployed site (docs/faults.md).
+faults: setup-dev
+	$(BIN)/python -m bench.faults
+
+# The stand-in LLM on a fixed port, to try streaming and failures by hand: it
+# prints how to point `make run` at it and how to make it fail.
+FAKE_LLM_PORT ?= 8001
+fake-llm: setup
+	$(BIN)/python -m devtools.fake_llm --port $(FAKE_LLM_PORT)
+
+# Ruff and mypy (with Django's stubs), as configured in pyproject.toml; CI and
+# pre-commit run the same. mypy's Django plugin loads the settings, which want a key.
+lint: setup-dev
+	$(BIN)/ruff check .
+	DJANGO_SECRET_KEY=lint-only $(BIN)/mypy
+
+# Known vulnerabilities in the locked packages (pip-audit; warns and passes
+# when the vulnerability feed cannot be reached: see devtools/audit.py).
+audit: setup-dev
+	$(BIN)/python -m devtools.audit
+
+# requirements*.txt from requirements*.in: every package, indirect ones too,
+# pinned with the hashes of its files. Run it after editing a .in file.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-find-links --no-emit-index-url
+lock: setup-dev
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in

@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     redis = llm = None
     started = []
     try:
-        redis = servers.RedisServer(tmp)
+        redis = servers.BenchRedis(tmp)
         site_env = {
             "DJANGO_SECRET_KEY": "bench-only-secret-key",
             "DJANGO_DEBUG": "0",
@@ -143,7 +143,7 @@ class Bench:
 
     def site(self, started, name="site", tree: Path = ROOT, worker_class=None, **env) -> servers.WebServer:
         server = servers.WebServer(name, {**self.site_env, **env}, self.tmp / f"{name}.log".replace(" ", "-"),
-                                   cwd=tree, worker_class=worker_class)
+                                   tree=tree, worker_class=worker_class)
         started.append(server)
         return server
 

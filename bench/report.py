@@ -297,7 +297,7 @@ def write(path: Path, section: str) -> None:
 
 
 def _per_pair(app: list[dict], anchor: list[dict]) -> str:
-    return "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor)) + "."
+    return "Per pair: " + ", ".join(f"{_ratio(_tps(a), _tps(b)):.2f}" for a, b in zip(app, anchor, strict=False)) + "."
 
 
 def _cpu_footer(app: list[dict]) -> str:

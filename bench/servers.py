@@ -9,10 +9,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,40 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.fake_llm import FakeLLM
+from devtools.processes import (  # noqa: F401 (bench's API)
+    ROOT, SITE_CONFIG, RedisServer, Site, procfile_web_command, wait_for_port,
+)
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # As a TLS-terminating load balancer sends them (the site runs with DJANGO_BEHIND_TLS_PROXY=1).
 HEADERS = {"X-Forwarded-Proto": "https"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
-
-
-def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- /proc ------------------------------------------------------------------
@@ -162,18 +134,14 @@ class BenchDatabase:
 # --- Redis --------------------------------------------------------------------
 
 
-class RedisServer:
+class BenchRedis(RedisServer):
+    """devtools' redis-server, started at once, and the commands it has run."""
+
     def __init__(self, tmp: Path):
         if shutil.which("redis-server") is None:
             raise SystemExit("the benchmark needs redis-server (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(tmp)],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process, "redis-server")
+        super().__init__(tmp)
+        self.start()
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command since the start (INFO commandstats), the INFO calls themselves left out."""
@@ -185,19 +153,14 @@ class RedisServer:
             if name != "cmdstat_info"
         }
 
-    def stop(self) -> None:
-        stop(self.process)
-
 
 # --- The fake LLM ---------------------------------------------------------------
 
 
 class StandInLLM:
-    """conversations/tests/fake_llm.py, the OpenAI-compatible stand-in, with a settable delay."""
+    """devtools/fake_llm.py, the OpenAI-compatible stand-in, with a settable delay."""
 
     def __init__(self):
-        from conversations.tests.fake_llm import FakeLLM
-
         self.fake = FakeLLM().start()
         self.url = self.fake.url
 
@@ -217,61 +180,42 @@ class StandInLLM:
 # --- Web servers ------------------------------------------------------------------
 
 
-def procfile_web_command(tree: Path = ROOT) -> str:
-    web = next(line for line in (tree / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    # Same command, but reachable from this machine only.
-    return web.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")
+class WebServer(Site):
+    """The Procfile's web command (devtools.processes.Site), and what its processes cost.
 
-
-class WebServer:
-    """The Procfile's web command in a subprocess: gunicorn's master and its uvicorn workers."""
+    Unlike the tests' Site it runs the Procfile's own number of workers unless
+    `env` says WEB_CONCURRENCY, and it may serve another tree (an exported
+    revision, `--compare`) or use another uvicorn worker class.
+    """
 
     def __init__(self, name: str, env: dict[str, str], log: Path, app: str | None = None,
-                 cwd: Path = ROOT, worker_class: str | None = None):
-        self.name = name
-        self.log = log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = procfile_web_command(cwd)
-        if app:
-            command = command.replace("chatsite.asgi:application", app)
-        if worker_class:
-            command = re.sub(r"--worker-class \S+", f"--worker-class {worker_class}", command)
-        base = {k: v for k, v in os.environ.items() if k not in {"WEB_CONCURRENCY", "DATABASE_URL", "REDIS_URL"}}
-        # The site logs a line per request: to a file, as a platform would collect it.
-        with open(log, "a") as log_file:
-            self.process = subprocess.Popen(
-                ["bash", "-c", "exec " + command],
-                cwd=cwd,
-                env={**base, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                     "PORT": str(self.port), **env},
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port, self.process, name)
-        self._wait_for_workers()
+                 tree: Path = ROOT, worker_class: str | None = None):
+        self.tree, self.worker_class = tree, worker_class
+        super().__init__(env, log_path=log, app=app, name=name)
 
-    def _wait_for_workers(self) -> None:
-        # The master listens before its workers have imported the app.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log}")
-            try:
-                request = urllib.request.Request(self.url + "/api/chat", headers=HEADERS)
-                urllib.request.urlopen(request, timeout=5).close()
-                return
-            except urllib.error.HTTPError:
-                return  # 405 (site) or 404/405 (anchor): a worker answers
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer within 30 s")
+    def start(self) -> None:
+        web = next(line for line in (self.tree / "Procfile").read_text().splitlines() if line.startswith("web:"))
+        command = web.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")
+        if self.app:
+            command = command.replace("chatsite.asgi:application", self.app)
+        if self.worker_class:
+            command = re.sub(r"--worker-class \S+", f"--worker-class {self.worker_class}", command)
+        base = {k: v for k, v in os.environ.items() if k not in SITE_CONFIG}
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", "exec " + command], cwd=self.tree,
+                env={**base, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                     "PORT": str(self.port), **self.env},
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, self.process, self.name)
+        self._wait_for_a_worker()
 
     def workers(self) -> list[int]:
-        return children(self.process.pid)
+        return children(self.pid)
 
     def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(pid) for pid in [self.process.pid, *self.workers()])
+        return sum(cpu_seconds(pid) for pid in [self.pid, *self.workers()])
 
     def post(self, body: dict) -> tuple[int, dict]:
         request = urllib.request.Request(
@@ -283,6 +227,3 @@ class WebServer:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
-
-    def stop(self) -> None:
-        stop(self.process)

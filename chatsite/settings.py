@@ -6,6 +6,7 @@ every variable.
 """
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -32,7 +33,23 @@ def env_float(name: str, default: float) -> float:
     return float(value) if value.strip() else default
 
 
-DEBUG = env_bool("DJANGO_DEBUG", False)
+# A manage.py command typed in a shell with no production setting at all (no
+# DJANGO_SECRET_KEY, no DJANGO_DEBUG) is development: it gets the same defaults
+# as `make run`, so `.venv/bin/python manage.py createsuperuser` works as the
+# README shows it. The web process (gunicorn, chatsite.asgi) never guesses: it
+# refuses to start without a secret key unless DJANGO_DEBUG is on.
+DEVELOPMENT_SHELL = (
+    Path(sys.argv[0]).name == "manage.py"
+    and not os.environ.get("DJANGO_SECRET_KEY")
+    and not os.environ.get("DJANGO_DEBUG")
+)
+if DEVELOPMENT_SHELL:
+    print(
+        "chatsite: no DJANGO_SECRET_KEY or DJANGO_DEBUG set: development settings (DEBUG on); "
+        "set them for production.",
+        file=sys.stderr,
+    )
+DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT_SHELL)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -108,7 +125,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "db.sqlite3",
+            "NAME": str(BASE_DIR / "db.sqlite3"),
             # IMMEDIATE takes the write lock at BEGIN, so two writers wait for
             # each other (up to "timeout" seconds) instead of failing with
             # "database is locked" halfway through a transaction.
@@ -123,8 +140,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
-        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+        # A request that waits longer than this for a free connection is
+        # answered 503 database_unavailable: better than a turn that hangs.
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 3.0),
     }
+    # Nothing waits on the database for long: a statement running longer, or
+    # waiting longer for a lock (someone's long transaction, a migration), is
+    # cancelled, and the request is answered 503 database_unavailable with
+    # Retry-After (conversations/db.py) instead of stalling every turn behind it.
+    DATABASES["default"]["OPTIONS"]["options"] = (
+        f"-c statement_timeout={env_int('DATABASE_STATEMENT_TIMEOUT_MS', 5000)}"
+        f" -c lock_timeout={env_int('DATABASE_LOCK_TIMEOUT_MS', 1000)}"
+    )
 
 # Cache: Redis when REDIS_URL is set, else a per-process local-memory cache.
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -164,13 +191,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# `manage.py collectstatic` (run by make run, the platform's build and the
+# Dockerfile) writes every file here under a name with its content's hash
+# (chat.3f2a9c1e.js), with .gz and .br copies beside it; WhiteNoise serves the
+# hashed names with a ten-year `immutable` max-age, since a changed file gets
+# a new name, and picks the compressed copy the browser accepts. With DEBUG on
+# WhiteNoise serves the source folders as they are (no build step while editing).
+STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# Serve straight from the app and project static folders, so a deploy works
-# without a separate collectstatic step.
-WHITENOISE_USE_FINDERS = True
 # WhiteNoise hands Django a file iterator that is sync; under ASGI Django warns
 # about it once per static file served. Harmless for a few small files.
 warnings.filterwarnings("ignore", "StreamingHttpResponse must consume synchronous iterators")
@@ -205,8 +236,14 @@ SESSION_COOKIE_HTTPONLY = True
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # With DEBUG off the site is served over HTTPS only: redirect, HSTS, secure
-# cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a local run).
+# cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a
+# production-style run on localhost: README "A production-style run"). The
+# redirect is a 301, which browsers remember; HSTS is only ever sent on HTTPS.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# A load balancer checks each instance directly, over plain HTTP: a 301 would
+# read as unhealthy. (SecurityMiddleware matches these against the path
+# without its leading slash.)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
 # The preload directive has no effect until someone submits the domain to the
@@ -237,6 +274,12 @@ CHAT_HISTORY_CHARS = env_int("CHAT_HISTORY_CHARS", 16000)
 CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 4000)
 CHAT_KNOWLEDGE_FILE = Path(os.environ.get("CHAT_KNOWLEDGE_FILE", BASE_DIR / "knowledge" / "faq.md"))
 CHAT_SHOP_NAME = os.environ.get("CHAT_SHOP_NAME", "our shop")
+# How long the request answering a question holds it without renewing its
+# lease (it renews while it works): a worker killed mid-turn blocks its
+# conversation for at most this long (conversations/turns.py).
+CHAT_TURN_LEASE_SECONDS = env_float("CHAT_TURN_LEASE_SECONDS", 5.0)
+# /healthz answers 503 when the database has not answered within this long.
+CHAT_HEALTH_TIMEOUT = env_float("CHAT_HEALTH_TIMEOUT", 2.0)
 # Seconds between words when the offline responder streams its answer.
 CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 
@@ -248,10 +291,18 @@ CHAT_OVERLOADED_RETRY_AFTER = env_int("CHAT_OVERLOADED_RETRY_AFTER", 5)
 # Request bodies larger than this are refused before they are parsed.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
 
-# Abuse limits ("20/m", "10/h", "5/10s"; "0" turns one off), counted in Redis.
+# Abuse limits ("20/m", "10/h", "5/10s"; "0" turns one off), counted in Redis
+# in fixed windows. Customers share addresses (an office, a mobile carrier's
+# NAT, a developer trying the site), so the per-address limits are set to stop
+# one machine flooding the site, not one person: the per-session limit and the
+# daily token budgets below are what bound the cost. README "Choosing the limits".
+# A person cannot type 20 messages a minute into one conversation.
 CHAT_RATE_LIMIT_SESSION = os.environ.get("CHAT_RATE_LIMIT_SESSION", "20/m")
-CHAT_RATE_LIMIT_IP = os.environ.get("CHAT_RATE_LIMIT_IP", "60/m")
-CHAT_RATE_LIMIT_NEW_SESSIONS = os.environ.get("CHAT_RATE_LIMIT_NEW_SESSIONS", "20/h")
+# About 60 people chatting at once behind one address, a message each 30 s.
+CHAT_RATE_LIMIT_IP = os.environ.get("CHAT_RATE_LIMIT_IP", "120/m")
+# 180 new conversations an hour per address; a short window, so whoever meets
+# it waits minutes, not the rest of the hour.
+CHAT_RATE_LIMIT_NEW_SESSIONS = os.environ.get("CHAT_RATE_LIMIT_NEW_SESSIONS", "30/10m")
 # Addresses (or networks) of the proxies whose X-Forwarded-For is believed.
 CHAT_TRUSTED_PROXIES = [
     net.strip() for net in os.environ.get("CHAT_TRUSTED_PROXIES", "").split(",") if net.strip()
@@ -268,3 +319,14 @@ CHAT_SESSION_CACHE_SECONDS = env_int("CHAT_SESSION_CACHE_SECONDS", 24 * 3600)
 # default). Longer than the idle timeout, so support can still read a
 # conversation for a while after the customer can no longer continue it.
 CHAT_RETENTION_DAYS = env_int("CHAT_RETENTION_DAYS", 90)
+
+# --- Error reports ------------------------------------------------------------
+
+# Off unless SENTRY_DSN is set. chatsite/sentry.py scrubs every session id
+# (anything shaped like a UUID) out of each event and breadcrumb, and sends no
+# request bodies or personal data.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from chatsite import sentry
+
+    sentry.init(SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"))

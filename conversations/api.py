@@ -1,7 +1,8 @@
 """The JSON conventions of the API: errors and the decorator every API view wears.
 
 Every error is `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx
-status, never an HTML page.
+status, never an HTML page: a view raises an ApiError (errors.py) and
+`api_view` turns it into that answer, in this one place.
 
 Why the API needs no CSRF token: it authenticates by the session id that the
 page sends in the body or the X-Session-Id header, never by a cookie, so a
@@ -13,6 +14,7 @@ an HTML form cannot send. The admin keeps Django's CSRF protection.
 
 import functools
 import json
+import logging
 import uuid
 from urllib.parse import urlsplit
 
@@ -20,30 +22,10 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views import defaults
 
+from .errors import ApiError
 from .sessions import InvalidSessionId, parse_session_id
 
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        session_id: uuid.UUID | None = None,
-        retry_after: int | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.session_id = session_id
-        self.retry_after = retry_after
-
-    def response(self) -> JsonResponse:
-        return error_response(
-            self.status, self.code, self.message, session_id=self.session_id, retry_after=self.retry_after
-        )
+logger = logging.getLogger(__name__)
 
 
 def error_response(
@@ -75,7 +57,8 @@ def api_view(*methods: str):
                 _refuse_cross_site(request)
                 response = await view(request, *args, **kwargs)
             except ApiError as error:
-                response = error.response()
+                response = error_response(error.status, error.code, error.message,
+                                          session_id=error.session_id, retry_after=error.retry_after)
             if response.status_code == 405:
                 response["Allow"] = ", ".join(methods)
             # Answers hold a customer's conversation: no cache may keep them.

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from . import cache_guard
+from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +34,11 @@ RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([smhd])")
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class Limited(Exception):
+class Limited(ApiError):
     """Over a limit; `retry_after` is the number of seconds until it lifts."""
 
     def __init__(self, code: str, message: str, retry_after: int, status: int = 429):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-        self.status = status
+        super().__init__(status, code, message, retry_after=retry_after)
 
 
 @dataclass(frozen=True)

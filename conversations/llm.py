@@ -21,19 +21,20 @@ import openai
 from django.conf import settings
 
 from . import knowledge
+from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-faq"
 
 
-class AssistantUnavailable(Exception):
+class AssistantUnavailable(ApiError):
     """The LLM could not answer. `status` is the HTTP status to answer the browser with."""
 
+    code = "llm_unavailable"
+
     def __init__(self, message: str, status: int = 502, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+        super().__init__(status, message=message, retry_after=retry_after)
 
 
 # As many connections to the LLM as the client allows by default, all kept for reuse.

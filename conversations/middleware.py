@@ -33,6 +33,10 @@ class RequestLogMiddleware:
         try:
             response = await self.get_response(request)
             response["X-Request-Id"] = rid
+            if response.streaming and response.is_async:
+                # A streamed reply is written after this returns: carry the id into it.
+                # (Static files stream too, from a sync iterator: those are left alone.)
+                response.streaming_content = _with_request_id(rid, response.streaming_content)
             match = request.resolver_match
             logger.info(
                 "request",
@@ -64,3 +68,11 @@ class ApiSecurityMiddleware(SecurityMiddleware):
         if response is None:
             response = await self.get_response(request)
         return self.process_response(request, response)
+
+
+async def _with_request_id(rid: str, content):
+    # Set, not reset: the stream is sent from this request's own task, whose
+    # context ends with it; a reset from a later step could be in another context.
+    request_id.set(rid)
+    async for chunk in content:
+        yield chunk

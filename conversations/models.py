@@ -9,8 +9,6 @@ from django.db import models
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
-from . import sessions
-
 # What support staff may type to find a conversation: at least the 8-character
 # reference the page shows, or more of the id, with or without its hyphens.
 SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
@@ -125,6 +123,9 @@ class ConversationQuerySet(models.QuerySet):
         rows = list(self.values_list("pk", "session_id"))
         if not rows:
             return 0, 0
+        # sessions imports this module for its queries: imported here, not at the top.
+        from . import sessions
+
         _, deleted = Conversation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
         sessions.forget_many([session_id for _, session_id in rows])
         return deleted.get("conversations.Conversation", 0), deleted.get("conversations.Message", 0)
@@ -139,6 +140,12 @@ class Conversation(models.Model):
     failed_turns = models.PositiveIntegerField(
         default=0, help_text="Turns the assistant could not answer."
     )
+    # The clientMessageId of the conversation's first question, when the client
+    # chose a strong one: a client whose first turn was cut off before it ever
+    # received its sessionId retries with the same clientMessageId and no
+    # sessionId, and gets this conversation back instead of a second one.
+    opening_client_message_id = models.CharField(max_length=64, null=True, blank=True, unique=True,
+                                                 editable=False)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -194,6 +201,9 @@ class Message(models.Model):
         FAILED = "failed"
         # An assistant reply cut short by the user pressing Stop.
         STOPPED = "stopped"
+        # An assistant reply being written: its row holds the question's answer
+        # slot and the lease of the request answering it (see turns.py).
+        ANSWERING = "answering"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     # Position in the conversation: 0, 1, 2... Unique per conversation, which is
@@ -211,6 +221,11 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # While a reply is ANSWERING: the request that answers it, and until when
+    # it may (it renews this while it works). Kept once the reply is stored, so
+    # that a save retried after a lost connection recognises its own row.
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["conversation", "seq"]
@@ -240,6 +255,8 @@ class Message(models.Model):
             heading += f" ({', '.join(details)})"
         if self.status == self.Status.FAILED:
             heading += " [failed: not answered]"
+        elif self.status == self.Status.ANSWERING:
+            heading += " [being answered]"
         elif self.status == self.Status.STOPPED:
             heading += " [stopped by the customer]"
         return heading + ":"

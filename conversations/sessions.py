@@ -1,9 +1,15 @@
-"""Session ids: validating them and the cache of session:{id} -> conversation id.
+"""Session ids: validating them, and finding a session's conversation through the cache.
 
 This is the only module that knows the session cache keys. The database is the
-source of truth; the cache only saves the lookup. A cache that fails (Redis
-stopped, paused or unreachable) is logged and treated as a miss, and is then
-left alone for a few seconds (cache_guard).
+source of truth; the cache only saves the lookup, and is never trusted for who
+owns a conversation: every lookup is checked against the session id in the
+database. A cache that fails (Redis stopped, paused or unreachable) is logged
+and treated as a miss, and is then left alone for a few seconds (cache_guard).
+
+The keys hold a hash of the session id, never the id itself: a session id
+works like a password, and whoever can list Redis keys (monitoring, a backup,
+SCAN) must not be able to open conversations with them. The version in the
+key lets its format change without reading old entries.
 """
 
 import hashlib
@@ -15,6 +21,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from . import cache_guard
+from .models import Message, idle_cutoff
 
 
 class InvalidSessionId(ValueError):
@@ -44,7 +51,30 @@ def short_hash(session_id: uuid.UUID) -> str:
 
 
 def cache_key(session_id: uuid.UUID) -> str:
-    return f"session:{session_id}"
+    return f"session:v2:{hashlib.sha256(session_id.bytes).hexdigest()}"
+
+
+def recent_messages(session_id: uuid.UUID, limit: int) -> list[Message]:
+    """The latest `limit` messages of the session's active conversation, newest first, each
+    with its conversation loaded; [] if the session has none (unknown, deleted or expired).
+
+    One query either way: a cached conversation id narrows it to that conversation's
+    rows, and the session id is checked in the same query, so a stale or wrong
+    entry finds nothing rather than another conversation.
+    """
+    messages = Message.objects.select_related("conversation").filter(
+        conversation__session_id=session_id, conversation__last_activity_at__gte=idle_cutoff()
+    )
+    conversation_id = cached_conversation_id(session_id)
+    if conversation_id is not None:
+        messages = messages.filter(conversation_id=conversation_id)
+    recent = list(messages.order_by("-seq")[:limit])
+    if not recent and conversation_id is not None:
+        forget(session_id)  # deleted or expired: the cached entry is stale
+    elif recent and conversation_id is None:
+        conversation = recent[0].conversation
+        remember(session_id, conversation.pk, conversation.last_activity_at)
+    return recent
 
 
 def cached_conversation_id(session_id: uuid.UUID) -> int | None:

@@ -9,9 +9,12 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from . import knowledge, limits, llm, turns
-from .api import ApiError, api_view, json_body, session_id_from
+from .api import api_view, json_body, session_id_from
+from .db import in_db_thread
+from .errors import ApiError
 from .models import Conversation, Message
 
 logger = logging.getLogger(__name__)
@@ -42,93 +45,33 @@ async def chat(request):
     session_id = None if body.get("sessionId") is None else session_id_from(body["sessionId"])
     client_message_id = _client_message_id(body.get("clientMessageId"))
 
-    try:
-        turn = await _store_question(limits.client_ip(request), session_id, text, client_message_id)
-    except limits.Limited as limited:
-        raise ApiError(
-            limited.status, limited.code, limited.message, session_id=session_id,
-            retry_after=limited.retry_after,
-        ) from None
-    except turns.TurnInProgress:
-        raise ApiError(
-            409,
-            "turn_in_progress",
-            "The previous message in this conversation is still being answered.",
-            session_id=session_id,
-            retry_after=2,
-        ) from None
-    except turns.RetrySuperseded:
-        raise ApiError(
-            409,
-            "retry_superseded",
-            "Newer messages followed that one; send it again as a new message.",
-            session_id=session_id,
-        ) from None
-
+    turn = await turns.start(limits.client_ip(request), session_id, text, client_message_id)
     if "text/event-stream" in request.headers.get("Accept", ""):
         response = StreamingHttpResponse(_events(turn), content_type="text/event-stream")
         response["X-Accel-Buffering"] = "no"  # let proxies pass each event on at once
         return response
-
-    if turn.reply is None:
-        try:
-            async for _ in turns.reply_pieces(turn, streamed=False):
-                pass
-        except llm.AssistantUnavailable as error:
-            raise _unavailable(error, turn) from None
-        except turns.ConversationDeleted:
-            raise _deleted() from None
-        request.llm_ms = turn.reply.latency_ms  # for the request log
+    reply = await turns.complete(turn)
+    request.llm_ms = reply.latency_ms  # for the request log
     return JsonResponse(_reply_payload(turn))
 
 
-async def _store_question(*args) -> turns.Turn:
-    """Start the turn in a worker thread. If the client leaves meanwhile, the thread still
-    stores the question; it is then marked failed at once, so that it can be retried and
-    does not hold the conversation "in flight" until the LLM deadline passes."""
-    storing = asyncio.ensure_future(turns.in_db_thread(_start_turn, *args))
-    try:
-        return await asyncio.shield(storing)
-    except asyncio.CancelledError:
-        storing.add_done_callback(_abandon)
-        raise
-
-
-# References to the clean-ups under way, so that they are not garbage collected midway.
-_abandoned: set[asyncio.Future] = set()
-
-
-def _abandon(storing: asyncio.Future) -> None:
-    if storing.cancelled() or storing.exception() is not None:
-        return
-    cleanup = asyncio.ensure_future(turns.in_db_thread(turns.record_failure, storing.result(), count=False))
-    _abandoned.add(cleanup)
-    cleanup.add_done_callback(_abandoned.discard)
-
-
-def _start_turn(ip: str, session_id, text: str, client_message_id: str) -> turns.Turn:
-    limits.check_turn(ip, session_id)
-    limits.check_budget(session_id)
-    return turns.start_turn(
-        session_id, text, client_message_id, admit_new_session=lambda: limits.check_new_session(ip)
-    )
-
-
 async def _events(turn: turns.Turn) -> AsyncIterator[str]:
-    """The turn as server-sent events: session, delta..., then done or error."""
+    """The turn as server-sent events: session, delta..., then done or error. Always ends
+    with done or error: a stream cut off without either would leave the page guessing."""
     yield _event("session", {"sessionId": str(turn.session_id)})
-    if turn.reply is not None:  # a retry answered before: replay it
-        yield _event("delta", {"text": turn.reply.content})
-    else:
-        try:
-            async for piece in turns.reply_pieces(turn):
+    try:
+        if turn.reply is not None:  # answered before: replay it
+            yield _event("delta", {"text": turn.reply.content})
+        else:
+            async for piece in turns.answer(turn):
                 yield _event("delta", {"text": piece})
-        except llm.AssistantUnavailable as error:
-            yield _error_event(_unavailable(error, turn), turn)
-            return
-        except turns.ConversationDeleted:
-            yield _error_event(_deleted(), turn)
-            return
+    except ApiError as error:
+        yield _error_event(error, turn)
+        return
+    except Exception:  # noqa: BLE001 - a bug must still end the stream with an error event
+        logger.exception("streamed turn failed")
+        yield _error_event(ApiError(500, "server_error", "Something went wrong on our side."), turn)
+        return
     yield _event("done", _reply_payload(turn))
 
 
@@ -141,22 +84,9 @@ def _error_event(failure: ApiError, turn: turns.Turn) -> str:
                             "sessionId": str(turn.session_id)})
 
 
-def _unavailable(error: llm.AssistantUnavailable, turn: turns.Turn) -> ApiError:
-    return ApiError(
-        error.status,
-        "llm_unavailable",
-        f"{error} Your message is saved; try again in a moment.",
-        session_id=turn.session_id,
-        retry_after=error.retry_after,
-    )
-
-
-def _deleted() -> ApiError:
-    return ApiError(404, "session_not_found", "This conversation was deleted while it was being answered.")
-
-
 def _reply_payload(turn: turns.Turn) -> dict:
     reply = turn.reply
+    assert reply is not None
     return {
         "reply": reply.content,
         "sessionId": str(turn.session_id),
@@ -215,10 +145,10 @@ async def history(request):
     session_id = session_id_from(header)
     if request.method == "DELETE":
         return await _forget(session_id)
-    messages = await turns.in_db_thread(_history_messages, session_id)
-    if messages is None:
+    found = await in_db_thread(_history, session_id)
+    if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
-    return JsonResponse({"sessionId": str(session_id), "messages": messages})
+    return JsonResponse({"sessionId": str(session_id), **found})
 
 
 async def _forget(session_id):
@@ -227,7 +157,7 @@ async def _forget(session_id):
     An expired conversation is deleted too: whoever holds the id may always
     have its data removed, rather than wait for chat_purge.
     """
-    conversations, _ = await turns.in_db_thread(
+    conversations, _ = await in_db_thread(
         lambda: Conversation.objects.filter(session_id=session_id).forget()
     )
     if not conversations:
@@ -235,26 +165,45 @@ async def _forget(session_id):
     return HttpResponse(status=204)
 
 
-def _history_messages(session_id) -> list[dict] | None:
+def _history(session_id) -> dict | None:
+    """The conversation's messages, and whether its latest question is being answered now
+    (a reply being written is not shown until it is stored)."""
     conversation = Conversation.objects.active().filter(session_id=session_id).first()
     if conversation is None:
         return None
-    return [
-        {
-            "role": message.role,
-            "content": message.content,
-            "createdAt": message.created_at.isoformat(),
-            "status": message.status,
-            "clientMessageId": message.client_message_id or None,
-        }
-        for message in conversation.messages.all()
-    ]
+    messages = list(conversation.messages.all())
+    answering = bool(messages) and messages[-1].status == Message.Status.ANSWERING
+    return {
+        "messages": [
+            {
+                "role": message.role,
+                "content": message.content,
+                "createdAt": message.created_at.isoformat(),
+                "status": message.status,
+                "clientMessageId": message.client_message_id or None,
+            }
+            for message in messages
+            if message.status != Message.Status.ANSWERING
+        ],
+        "turnInProgress": answering and messages[-1].lease_until > timezone.now(),
+    }
 
 
 @api_view("GET")
 async def healthz(request):
-    """For the load balancer: 503 only when the database is down; Redis down is "degraded"."""
-    database, cache_state = await turns.in_db_thread(_dependency_states)
+    """For the load balancer: 503 only when the database is down; Redis down is "degraded".
+
+    A database that does not answer within CHAT_HEALTH_TIMEOUT (a pool exhausted
+    behind a held lock, a stalled server) counts as down: the check must answer
+    the load balancer in time, whatever the database is doing.
+    """
+    try:
+        database, cache_state = await asyncio.wait_for(
+            in_db_thread(_dependency_states), settings.CHAT_HEALTH_TIMEOUT
+        )
+    except TimeoutError:
+        logger.warning("health check: no answer within %ss", settings.CHAT_HEALTH_TIMEOUT)
+        database, cache_state = "down", "unknown"
     if database != "ok":
         status, code = "down", 503
     else:
@@ -270,10 +219,10 @@ def _dependency_states() -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
         database = "down"
-    if not settings.CACHES["default"]["BACKEND"].startswith("django_redis"):
+    if not str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis"):
         return database, "local"
     try:
-        cache.client.get_client().ping()
+        cache.client.get_client().ping()  # type: ignore[attr-defined]  # django-redis's cache
         return database, "ok"
     except Exception as error:  # noqa: BLE001
         logger.warning("health check: cache down: %r", error)

@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from conversations import sessions
 from conversations.models import Conversation, Message
+from devtools.sse import parse_events
 
-from .conftest import post_chat, read_stream
+from .helpers import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -207,14 +208,6 @@ def test_streaming_sends_session_first_then_deltas_then_done(client):
     assert done["reply"] == text and "PayPal" in text
     assert done["sessionId"] == events[0][1]["sessionId"]
     assert Message.objects.get(role="assistant").content == text
-
-
-def parse_events(raw: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in raw.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def test_delete_history_forgets_the_conversation_and_its_cache_entry(client):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import need
+from .helpers import need
 
 pytestmark = pytest.mark.browser
 
@@ -356,7 +356,7 @@ def test_the_markdown_renderer_builds_only_harmless_elements(page):
 
     allowed = {"p", "br", "strong", "em", "del", "code", "pre", "a", "ul", "ol", "li", "blockquote",
                "h3", "h4", "hr", "div", "table", "thead", "tbody", "tr", "th", "td"}
-    for text, nodes in zip(MARKDOWN_ATTACKS, built):
+    for text, nodes in zip(MARKDOWN_ATTACKS, built, strict=True):
         for tag, attributes in nodes:
             assert tag in allowed, (text, tag)
             if tag == "a":

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 
 from . import data
-from .conftest import need
+from .helpers import need
 
 pytestmark = pytest.mark.browser
 

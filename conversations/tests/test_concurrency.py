@@ -40,7 +40,7 @@ def test_parallel_turns_on_one_session_never_interleave(live_site, llm):
     for status, body, headers in results:
         if status == 409:
             assert body["error"]["code"] == "turn_in_progress"
-            assert headers["Retry-After"] == "2"
+            assert headers["Retry-After"] in {"1", "2"}
     answered = {body["reply"] for status, body, _ in results if status == 200}
 
     messages = list(Conversation.objects.get(session_id=first["sessionId"]).messages.all())

@@ -12,8 +12,9 @@ import pytest
 from django.db import connection, transaction
 
 from conversations.models import Conversation, Message
+from devtools.processes import Site
 
-from .conftest import Site, site_env
+from .helpers import site_env
 from .test_concurrency import post
 
 
@@ -70,7 +71,7 @@ def test_llm_faults_end_within_the_deadline_and_a_retry_gives_one_reply(quick_si
 
 def redis_command(port: int, *words: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        sock.sendall(("*%d\r\n" % len(words) + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
+        sock.sendall((f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
         return sock.recv(1024)
 
 
@@ -159,7 +160,8 @@ def test_a_client_leaving_a_stream_cancels_the_llm_call_and_keeps_the_partial_re
         time.sleep(0.05)
     assert llm.stats()["cancelled"] == 1
     reply = None
-    while time.monotonic() < deadline and reply is None:
+    while time.monotonic() < deadline and (reply is None or reply.status == "answering"):
+        # The reply's row exists from the start, as the question's answer slot (turns.py).
         reply = Message.objects.filter(conversation__session_id=session_id, role="assistant").first()
         time.sleep(0.05)
     assert reply is not None and reply.status == "stopped"

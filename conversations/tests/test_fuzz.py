@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from .conftest import read_stream
+from .helpers import read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,7 +50,7 @@ uuid_like = st.one_of(
     st.uuids().map(str),
     st.uuids().map(lambda u: str(u).upper()),
     st.uuids().map(lambda u: u.hex),
-    st.uuids().map(lambda u: "{%s}" % u),
+    st.uuids().map(lambda u: f"{{{u}}}"),
     st.uuids().map(lambda u: f" {u}"),
     st.just(str(uuid.UUID(int=0))),
 )
@@ -185,7 +185,7 @@ def assert_json_answer(response, record: bool = True) -> None:
     headers=headers_with(),
 )
 @example(body=b'{"message": "Hi", "sessionId": "\\ud800"}', content_type="application/json", headers={})
-@example(body='{"message": "a\\u0000b"}'.encode(), content_type="application/json", headers={})
+@example(body=b'{"message": "a\\u0000b"}', content_type="application/json", headers={})
 @example(body=b'{"message": "Hi"}', content_type="application/json", headers={"Accept": "text/event-stream"})
 def test_chat_answers_any_body_and_headers_with_json(body, content_type, headers):
     response = Client().generic("POST", "/api/chat", data=body, content_type=content_type, headers=headers)

@@ -1,5 +1,6 @@
 """GET /healthz: what a load balancer asks."""
 
+import http.client
 import json
 import time
 import urllib.error
@@ -7,7 +8,9 @@ import urllib.request
 
 import pytest
 
-from .conftest import Site, free_port, site_env
+from devtools.processes import Site, free_port
+
+from .helpers import site_env
 
 
 def get_health(url: str) -> tuple[int, dict]:
@@ -24,6 +27,15 @@ def test_health_is_ok_with_the_database_and_the_local_cache(client, settings):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "cache": "local"}
+
+
+@pytest.mark.django_db
+def test_health_is_not_redirected_to_https(client, settings):
+    """A load balancer checks each instance over plain HTTP: /healthz answers, the rest redirects."""
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/healthz").status_code == 200
+    redirect = client.get("/")
+    assert redirect.status_code == 301 and redirect["Location"] == "https://testserver/"
 
 
 def test_health_with_redis_up_then_down(live_site, fake_llm_server, own_redis):
@@ -48,5 +60,18 @@ def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
         assert status == 503
         assert body["status"] == "down" and body["database"] == "down"
         assert time.monotonic() - started < 10
+    finally:
+        site.stop()
+
+
+def test_a_load_balancer_gets_200_over_plain_http_where_the_page_redirects(live_site, fake_llm_server):
+    site = Site(site_env(fake_llm_server, DJANGO_SECURE_SSL_REDIRECT="1"))
+    try:
+        assert get_health(site.url)[0] == 200
+        page = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
+        page.request("GET", "/")
+        response = page.getresponse()
+        assert response.status == 301 and response.getheader("Location").startswith("https://")
+        page.close()
     finally:
         site.stop()

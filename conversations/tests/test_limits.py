@@ -8,7 +8,7 @@ from conversations import limits
 from conversations.limits import Rate, parse_rate
 from conversations.models import Conversation, Message
 
-from .conftest import post_chat
+from .helpers import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,9 +5,10 @@ import time
 import pytest
 
 from conversations.models import Conversation, Message
+from devtools.processes import free_port
+from devtools.sse import parse_events
 
-from .conftest import free_port, post_chat, read_stream
-from .test_api import parse_events
+from .helpers import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

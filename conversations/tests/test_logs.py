@@ -3,14 +3,17 @@
 import io
 import json
 import logging
+import urllib.request
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from conversations.logs import JsonFormatter
 from conversations.models import Conversation, Message
 
-from .conftest import post_chat
+from .helpers import post_chat
 from .test_concurrency import post
 
 
@@ -52,8 +55,10 @@ def test_a_session_id_never_reaches_the_logs_or_the_llm(client, llm, settings, c
     assert post_chat(client, message="malformed", sessionId=sid)[0] == 502
     llm.control("ok")
     Message.objects.create(conversation=conversation, seq=20, role="user", content="in flight")
+    Message.objects.create(conversation=conversation, seq=21, role="assistant", content="", status="answering",
+                           lease_owner=uuid.uuid4(), lease_until=timezone.now() + timedelta(seconds=5))
     assert post_chat(client, message="busy", sessionId=sid)[0] == 409
-    Message.objects.filter(seq=20).delete()
+    Message.objects.filter(seq__in=[20, 21]).delete()
     settings.CHAT_RATE_LIMIT_SESSION = "1/m"
     post_chat(client, message="one", sessionId=sid)
     assert post_chat(client, message="limited", sessionId=sid)[0] == 429
@@ -90,3 +95,16 @@ def test_the_deployed_site_logs_json_lines_without_session_ids(live_site, llm):
     assert mine and mine[0]["route"] == "api/chat" and mine[0]["status"] == 200
     assert isinstance(mine[0]["duration_ms"], int) and isinstance(mine[0]["llm_ms"], int)
     assert_no_trace_of(canary, log)
+
+
+def test_a_streamed_turn_logs_its_line_under_the_request_id(live_site, llm):
+    request = urllib.request.Request(
+        f"{live_site.url}/api/chat", data=json.dumps({"message": "Stream me"}).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Accept": "text/event-stream", "X-Request-Id": "stream-req-1234"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert "event: done" in response.read().decode()
+
+    turns = [json.loads(line) for line in live_site.log().splitlines()
+             if line.startswith("{") and '"message": "turn"' in line]
+    assert any(entry["request_id"] == "stream-req-1234" for entry in turns), turns[-3:]

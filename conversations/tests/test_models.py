@@ -12,7 +12,7 @@ from conversations import sessions
 from conversations.models import Conversation, Message, session_id_range
 
 from . import data
-from .conftest import post_chat
+from .helpers import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -146,7 +146,7 @@ def test_a_session_expires_once_idle_longer_than_the_timeout(client, clock, sett
     status, second = post_chat(client, message="Still there?", sessionId=first["sessionId"])
     assert status == 200 and second["sessionId"] == first["sessionId"]
 
-    clock(days=30, seconds=1)  # 30 days and a second after that last turn
+    clock(days=60, seconds=-59)  # 30 days and a second after that last turn
     assert list(Conversation.objects.active()) == [] and list(Conversation.objects.idle()) == [conversation]
     response = client.get("/api/history", headers={"X-Session-Id": first["sessionId"]})
     assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"

@@ -7,18 +7,20 @@ gives for their path, method, status and content type.
 
 import json
 import uuid
-from pathlib import Path
+from datetime import timedelta
 
 import jsonschema_rs
 import pytest
 import yaml
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from conversations.models import Conversation, Message
+from devtools.processes import ROOT
+from devtools.sse import parse_events
 
-from .conftest import read_stream
+from .helpers import read_stream
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
 HTTP_METHODS = ["get", "post", "put", "patch", "delete"]
 
@@ -179,14 +181,6 @@ def test_chat_replies_fit_the_document(client):
     assert explicit_null.status_code == 200
 
 
-def parse_events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
 def test_streamed_reply_fits_the_document(client):
     response = chat(client, {"message": "Hi"}, headers={"Accept": "text/event-stream"})
     assert response.status_code == 200
@@ -239,6 +233,8 @@ def test_chat_input_errors_fit_the_document(client, body, status, code):
 def test_turn_in_progress_fits_the_document(client):
     conversation = Conversation.objects.create()
     Message.objects.create(conversation=conversation, seq=0, role="user", content="still thinking")
+    Message.objects.create(conversation=conversation, seq=1, role="assistant", content="", status="answering",
+                           lease_owner=uuid.uuid4(), lease_until=timezone.now() + timedelta(seconds=3))
 
     response = chat(client, {"message": "Hello?", "sessionId": str(conversation.session_id)})
 
@@ -302,7 +298,7 @@ def own_counters(settings):
 
 
 def test_rate_limited_fits_the_document(client, settings, own_counters):
-    settings.CHAT_RATE_LIMIT_IP = "1/m"
+    settings.CHAT_RATE_LIMIT_IP = "1/d"  # a fixed window: "1/m" let the second through at a minute's turn
     assert chat(client, {"message": "Hi"}).status_code == 200
 
     limited = chat(client, {"message": "Hi"})

@@ -12,8 +12,9 @@ import pytest
 from django.conf import settings
 
 from conversations.models import Conversation
+from devtools.processes import Site
 
-from .conftest import Site, need
+from .helpers import need
 
 
 def post(site, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ROOT
+from devtools.processes import ROOT
 
 CHECKS = [
     "not_a_server_error",

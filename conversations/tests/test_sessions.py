@@ -10,7 +10,7 @@ from conversations import cache_guard, sessions
 from conversations.models import Conversation
 from conversations.sessions import InvalidSessionId, parse_session_id
 
-from .conftest import post_chat
+from .helpers import post_chat
 
 
 def test_parse_session_id_accepts_only_canonical_uuids():
@@ -32,18 +32,31 @@ def test_the_mapping_is_cached_in_redis_under_the_prefix(client, shared_redis):
     _, body = post_chat(client, message="Hi")
     conversation = Conversation.objects.get(session_id=body["sessionId"])
 
+    key = sessions.cache_key(uuid.UUID(body["sessionId"]))
     raw_keys = shared_redis.client.get_client().keys("*")
-    assert shared_redis.make_key(f"session:{body['sessionId']}").encode() in raw_keys
-    assert shared_redis.get(f"session:{body['sessionId']}") == conversation.pk
-    ttl = shared_redis.ttl(f"session:{body['sessionId']}")
+    assert shared_redis.make_key(key).encode() in raw_keys
+    assert shared_redis.get(key) == conversation.pk
+    ttl = shared_redis.ttl(key)
     assert 0 < ttl <= 24 * 3600
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_redis_key_holds_a_session_id(client, shared_redis):
+    """Whoever can list the keys (monitoring, a backup, SCAN) must not learn a session id from them."""
+    _, body = post_chat(client, message="Hi")
+    session_id = uuid.UUID(body["sessionId"])
+    raw_keys = b" ".join(shared_redis.client.get_client().keys("*"))
+    for form in (str(session_id), session_id.hex, str(session_id)[:8]):
+        assert form.encode() not in raw_keys
+    assert b":session:v2:" in raw_keys  # the format is versioned
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_cache_ttl_never_outlives_the_idle_timeout(client, shared_redis, settings):
     settings.CHAT_SESSION_CACHE_SECONDS = 10**9
     _, body = post_chat(client, message="Hi")
-    assert 0 < shared_redis.ttl(f"session:{body['sessionId']}") <= settings.CHAT_SESSION_IDLE_DAYS * 86400
+    ttl = shared_redis.ttl(sessions.cache_key(uuid.UUID(body["sessionId"])))
+    assert 0 < ttl <= settings.CHAT_SESSION_IDLE_DAYS * 86400
 
 
 @pytest.mark.django_db(transaction=True)
@@ -52,14 +65,15 @@ def test_a_stale_cache_entry_is_not_trusted(client, shared_redis):
     _, other = post_chat(client, message="Hi")
     other_conversation = Conversation.objects.get(session_id=other["sessionId"])
     # The cache says the first session's conversation is the other one's.
-    shared_redis.set(f"session:{first['sessionId']}", other_conversation.pk)
+    stale_key = sessions.cache_key(uuid.UUID(first["sessionId"]))
+    shared_redis.set(stale_key, other_conversation.pk)
 
     status, body = post_chat(client, message="Still me?", sessionId=first["sessionId"])
 
     assert status == 200
     assert body["sessionId"] != first["sessionId"]  # nothing went into the other conversation
     assert other_conversation.messages.count() == 2
-    assert shared_redis.get(f"session:{first['sessionId']}") is None
+    assert shared_redis.get(stale_key) is None
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,7 +1,17 @@
-"""A fake OpenAI-compatible chat completions server for tests and benchmarks.
+"""The stand-in LLM: an OpenAI-compatible chat completions server for development, tests and bench.
 
-The real ``openai`` client can be pointed at it (``base_url=fake.url``) and the
-server's behaviour switched at run time from another process:
+It answers "Echo: <the customer's last message>", word by word when streamed,
+and can be told to fail in every way a real LLM fails (errors, rate limits,
+hangs, dripping bytes, reset connections, broken JSON).
+
+By hand (``make fake-llm``, then ``make run`` pointed at it; see the README):
+
+    python -m devtools.fake_llm --port 8001
+    curl -d '{"mode": "status", "status": 500, "fail_times": 2}' http://127.0.0.1:8001/_control
+
+From Python (the tests and bench/ do this): the real ``openai`` client can be
+pointed at it (``base_url=fake.url``) and the server's behaviour switched at run
+time from another process:
 
     with FakeLLM() as fake:
         client = openai.AsyncOpenAI(api_key="test", base_url=fake.url)
@@ -9,8 +19,9 @@ server's behaviour switched at run time from another process:
         ...
         assert fake.stats()["cancelled"] == 1
 
-Command line: ``python -m conversations.tests.fake_llm --port 0`` prints
-``READY http://127.0.0.1:<port>`` once listening and serves until SIGTERM/SIGINT.
+Command line: ``python -m devtools.fake_llm [--host H] [--port P] [--quiet]`` prints
+``READY http://127.0.0.1:<port>`` once listening (and, unless --quiet, how to use
+it, on stderr) and serves until SIGTERM/SIGINT.
 
 HTTP API
   POST /v1/chat/completions   OpenAI chat completions (JSON or SSE when "stream": true)
@@ -377,12 +388,12 @@ class FakeLLMApp:
                 await asyncio.sleep(interval)
         elif mode == "malformed":
             if stream and "body" not in params:
-                default_type, default_body = SSE, 'data: {"id": "chatcmpl-broken", \n\n'
+                broken_type, broken_body = SSE, 'data: {"id": "chatcmpl-broken", \n\n'
             else:
-                default_type, default_body = JSON, '{"id": "chatcmpl-broken", "choices": [{"message": '
-            content_type = str(params["content_type"]).encode() if "content_type" in params else default_type
+                broken_type, broken_body = JSON, '{"id": "chatcmpl-broken", "choices": [{"message": '
+            content_type = str(params["content_type"]).encode() if "content_type" in params else broken_type
             await _start(send, 200, content_type)
-            await send({"type": "http.response.body", "body": str(params.get("body", default_body)).encode()})
+            await send({"type": "http.response.body", "body": str(params.get("body", broken_body)).encode()})
 
     async def _respond_ok(self, params: dict[str, Any], body: dict[str, Any], send: Send) -> None:
         reply = _Reply(body, params.get("reply"))
@@ -404,7 +415,7 @@ class FakeLLMApp:
 
     async def _reset_connection(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        transport = _TRANSPORTS.get(tuple(client)) if client else None  # type: ignore[arg-type]
+        transport = _TRANSPORTS.get(tuple(client)) if client else None
         if transport is None:
             await _send_json(send, 500, _error_body("fake_llm: no transport to reset", "server_error"))
             return
@@ -421,12 +432,38 @@ class FakeLLMApp:
 # Server entry point
 
 
+HINTS = """
+The stand-in LLM answers "Echo: <your message>" at {url}/v1
+Point the site at it, in another terminal:
+    OPENAI_API_KEY=fake OPENAI_BASE_URL={url}/v1 make run
+Then change how it answers every later request, and send a message on the page:
+    # slow streaming (try Stop)
+    curl -d '{{"mode": "ok", "chunk_delay": 0.3}}' {url}/_control
+    # fail twice (the site's call and its one retry), then answer: the page offers Retry
+    curl -d '{{"mode": "status", "status": 500, "fail_times": 2}}' {url}/_control
+    # rate limited by the provider
+    curl -d '{{"mode": "status", "status": 429, "retry_after": "30"}}' {url}/_control
+    # never answers: the site gives up after CHAT_LLM_DEADLINE seconds
+    curl -d '{{"mode": "hang"}}' {url}/_control
+    # a reply of your choosing (Markdown is rendered)
+    curl -d '{{"mode": "ok", "reply": "**Bold** and [a link](https://example.com)"}}' {url}/_control
+    # back to normal; what the site has sent (the prompts)
+    curl -X POST {url}/_reset
+    curl {url}/_requests
+All modes and their parameters: devtools/fake_llm.py. Ctrl-C stops it.
+"""
+
+
 class _Server(uvicorn.Server):
+    hints = True
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and sockets:
             host, port = sockets[0].getsockname()[:2]
             print(f"READY http://{host}:{port}", flush=True)
+            if self.hints:
+                print(HINTS.format(url=f"http://{host}:{port}"), file=sys.stderr, flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Drop open connections (hanging/dripping requests would otherwise hold
@@ -446,7 +483,7 @@ def _raise_fd_limit() -> None:
             pass
 
 
-def serve(host: str = "127.0.0.1", port: int = 0) -> None:
+def serve(host: str = "127.0.0.1", port: int = 0, hints: bool = True) -> None:
     _raise_fd_limit()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -465,6 +502,7 @@ def serve(host: str = "127.0.0.1", port: int = 0) -> None:
         timeout_graceful_shutdown=1,
     )
     server = _Server(config)
+    server.hints = hints
     try:
         asyncio.run(server.serve(sockets=[sock]))
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it captured
@@ -472,15 +510,18 @@ def serve(host: str = "127.0.0.1", port: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible chat completions server.")
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.fake_llm", description="The stand-in OpenAI-compatible LLM server."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--quiet", action="store_true", help="print only the READY line, no usage hints")
     args = parser.parse_args(argv)
-    serve(args.host, args.port)
+    serve(args.host, args.port, hints=not args.quiet)
 
 
 # ---------------------------------------------------------------------------
-# Test helper
+# For tests and bench: the server in a subprocess
 
 
 class FakeLLM:
@@ -499,9 +540,9 @@ class FakeLLM:
         self.url = ""
 
     def start(self) -> FakeLLM:
-        project_root = Path(__file__).resolve().parents[2]
+        project_root = Path(__file__).resolve().parents[1]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "conversations.tests.fake_llm"]
+            [sys.executable, "-m", "devtools.fake_llm", "--quiet"]
             + ["--host", self.host, "--port", str(self.port)],
             cwd=project_root,
             stdout=subprocess.PIPE,

@@ -1,0 +1,36 @@
+# The site as the Procfile runs it (gunicorn with uvicorn workers), for
+# docker-compose.yml or any container platform. Python 3.11: the version
+# requirements.txt was locked with (make lock).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# The locked packages first, so that a change to the code reuses this layer.
+# Every file is checked against its hash; psycopg's binary wheel brings libpq.
+COPY requirements.txt .
+RUN pip install --require-hashes -r requirements.txt
+
+COPY . .
+
+# Static files are built into the image: content-hashed names with .gz and .br
+# copies, which WhiteNoise serves (chatsite/settings.py, STATIC_ROOT). The key
+# is only for this build step; the container is given its own.
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0
+
+# Not root: the code and the static files are read-only to the site.
+RUN useradd --system --uid 10001 --user-group --no-create-home chatsite
+USER 10001
+
+ENV PORT=8000
+EXPOSE 8000
+
+# The Procfile's web command, read from the Procfile so that the two cannot
+# drift apart; `exec` makes gunicorn PID 1, so `docker stop` reaches it. The
+# release step (migrations) is the Procfile's release line: docker-compose.yml
+# runs it as a service of its own before the web process starts.
+CMD ["/bin/sh", "-c", "eval \"exec $(sed -n 's/^web: *//p' Procfile)\""]

@@ -1,0 +1,69 @@
+"""What the API answers instead of a result: one exception base, turned into JSON by `api.api_view`.
+
+Every error a client can cause, and every failure of a dependency that the
+API reports, is an ApiError (or a subclass naming a domain case): a status,
+a code the client can act on, a message a person can read, and optionally
+Retry-After and the session it concerns. Nothing else reaches the client.
+"""
+
+import uuid
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+    message = "The request could not be understood."
+    retry_after: int | None = None
+
+    def __init__(
+        self,
+        status: int | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        session_id: uuid.UUID | None = None,
+        retry_after: int | None = None,
+    ):
+        self.status = status or type(self).status
+        self.code = code or type(self).code
+        self.message = message or type(self).message
+        self.session_id = session_id
+        if retry_after is not None:
+            self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class TurnInProgress(ApiError):
+    """Another request is answering this conversation's latest question right now."""
+
+    status = 409
+    code = "turn_in_progress"
+    message = "The previous message in this conversation is still being answered."
+    retry_after = 2
+
+
+class RetrySuperseded(ApiError):
+    """A retry of a question that can no longer be answered: newer messages followed it.
+    No Retry-After: retrying it again will never work."""
+
+    status = 409
+    code = "retry_superseded"
+    message = "Newer messages followed that one; send it again as a new message."
+
+
+class ConversationDeleted(ApiError):
+    """The conversation was deleted (by its customer, or a purge) while its turn was answered."""
+
+    status = 404
+    code = "session_not_found"
+    message = "This conversation was deleted while it was being answered."
+
+
+class DatabaseUnavailable(ApiError):
+    """The database failed (connection lost, failover, a statement or lock timeout) and one
+    retry on a fresh connection failed too."""
+
+    status = 503
+    code = "database_unavailable"
+    message = "We could not reach our database just now; please try again in a moment."
+    retry_after = 2

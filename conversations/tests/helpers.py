@@ -1,0 +1,105 @@
+"""What tests import: requests to the site, what came back, and the rules for services.
+
+The fixtures that use these are in conftest.py; the processes (the deployed
+site, a redis-server of a test's own) and the stand-in LLM are in devtools/,
+shared with bench/.
+"""
+
+import json
+import os
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+
+from devtools.fake_llm import FakeLLM
+
+REQUIRE_SERVICES = os.environ.get("CHAT_TESTS_REQUIRE_SERVICES") == "1"
+
+
+def need(available: bool, what: str) -> None:
+    """Skip the test when `what` is missing; fail it instead under CHAT_TESTS_REQUIRE_SERVICES=1 (CI)."""
+    if available:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required here (CHAT_TESTS_REQUIRE_SERVICES=1) but is not available")
+    pytest.skip(f"needs {what}")
+
+
+def read_stream(response) -> str:
+    """The whole body of a streaming response from Django's test client."""
+
+    async def collect():
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(collect)().decode()
+
+
+def post_chat(client, headers=None, **body):
+    """POST /api/chat with a JSON body; returns (status, parsed JSON)."""
+    response = client.post(
+        "/api/chat", data=json.dumps(body), content_type="application/json", headers=headers or {}
+    )
+    return response.status_code, response.json()
+
+
+def database_url() -> str:
+    """The test database's URL, for a site in another process."""
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def site_env(fake_llm_server: FakeLLM, **overrides: str) -> dict[str, str]:
+    """The environment of a deployed site (devtools.processes.Site) on the test database and the fake LLM."""
+    from django.conf import settings
+
+    return {
+        "DJANGO_SECRET_KEY": "test-only-secret-key",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake_llm_server.url,
+        "OPENAI_MODEL": "fake-model",
+        "CHAT_LLM_DEADLINE": "5",
+        "CHAT_LLM_MAX_RETRIES": "0",
+        # All test traffic comes from one address; tests of the limits set their own.
+        "CHAT_RATE_LIMIT_SESSION": "0",
+        "CHAT_RATE_LIMIT_IP": "0",
+        "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+        "CHAT_DAILY_TOKENS_PER_SESSION": "0",
+        "CHAT_DAILY_TOKENS_SITE": "0",
+        **overrides,
+    }
+
+
+class QueryLog:
+    """SQL run by any thread (the views run theirs in worker threads).
+
+    The BEGIN that Django's SQLite backend runs as a statement (its transactions
+    are BEGIN IMMEDIATE) is left out: psycopg opens PostgreSQL's transactions
+    without one, and a count of queries must be the same on both.
+    """
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, execute, sql, params, many, context):
+        if not sql.startswith("BEGIN"):
+            with self._lock:
+                self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+    def install(self, sender, connection, **kwargs):
+        if self not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.statements.clear()
+
+    def __len__(self) -> int:
+        return len(self.statements)
