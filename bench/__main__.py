@@ -236,7 +236,7 @@ class Bench:
                 pool.wrk("warm-up", server.url, args.connections * per_connection, args.connections, 2)
             results["figure1"] = self.alternate("1", servers_, lambda label, s: pool.wrk(
                 label, s.url, args.connections * per_connection, args.connections, args.seconds,
-                cpu=self.cpu(s, s is site), settle=s.cpu_seconds))
+                cpu=self.cpu(s, True), settle=s.cpu_seconds))
             self.stop(started, servers_[1:])
 
         if "2" in args.only or "5" in args.only:
