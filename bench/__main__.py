@@ -18,7 +18,7 @@ from . import load, report, servers, wire
 
 ROOT = servers.ROOT
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
-FIGURES = ("1", "2", "3", "4", "5", "scale")
+FIGURES = ("1", "2", "3", "4", "5", "overload", "scale")
 
 
 def parse_args(argv):
@@ -30,12 +30,15 @@ def parse_args(argv):
     parser.add_argument("--connections", type=int, default=50, help="connections of figure 1")
     parser.add_argument("--held", type=int, default=1000, help="concurrent conversations of figure 2")
     parser.add_argument("--delay", type=float, default=2.0, help="LLM delay of figure 2, seconds")
-    parser.add_argument("--sessions", type=int, default=20000, help="existing sessions the load continues")
+    parser.add_argument("--sessions", type=int, default=40000, help="existing sessions the load continues")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"figures to run, of {','.join(FIGURES)}")
     parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
                         help="the bench's own database (created and dropped; its name must contain 'bench')")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                         help="document to write the results into ('-' for none)")
+    parser.add_argument("--compare", default="",
+                        help="also run these as the site in figures 1 and 2: git revisions (each exported "
+                             "and served with this venv), or h11 for the worker on asyncio + h11")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--render", metavar="RESULTS_JSON",
                         help="run nothing: write the figures of an earlier run (bench/results/*.json) again")
@@ -62,10 +65,12 @@ def main(argv=None) -> None:
     redis = llm = None
     started = []
     try:
+        redis = servers.BenchRedis(tmp)
         site_env = {
             "DJANGO_SECRET_KEY": "bench-only-secret-key",
             "DJANGO_DEBUG": "0",
             "DATABASE_URL": db.url,
+            "REDIS_URL": redis.url,
             # Served as behind a TLS-terminating load balancer (wrk sends X-Forwarded-Proto).
             "DJANGO_BEHIND_TLS_PROXY": "1",
             # All the load comes from one address and a few thousand sessions.
@@ -81,7 +86,6 @@ def main(argv=None) -> None:
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=ROOT, env={**os.environ, **site_env}, check=True)
         os.environ.update(site_env, DJANGO_SETTINGS_MODULE="chatsite.settings")
-        os.environ.pop("REDIS_URL", None)
         import django
 
         django.setup()
@@ -91,10 +95,8 @@ def main(argv=None) -> None:
         pool = load.Sessions(ids, tmp)
         print(f"bench: {len(ids)} sessions seeded", flush=True)
 
-        redis = servers.BenchRedis(tmp)
         llm = servers.StandInLLM()
         site_env.update({
-            "REDIS_URL": redis.url,
             "OPENAI_API_KEY": "bench-key",
             "OPENAI_BASE_URL": llm.url,
             "OPENAI_MODEL": "fake-model",
@@ -140,19 +142,57 @@ class Bench:
         self.args, self.db, self.redis, self.llm = args, db, redis, llm
         self.site_env, self.tmp, self.pool = site_env, tmp, pool
 
-    def site(self, started, **env) -> servers.WebServer:
-        server = servers.WebServer("site", {**self.site_env, **env}, self.tmp / "site.log")
+    def site(self, started, name="site", tree: Path = ROOT, worker_class=None, **env) -> servers.WebServer:
+        server = servers.WebServer(name, {**self.site_env, **env}, self.tmp / f"{name}.log".replace(" ", "-"),
+                                   tree=tree, worker_class=worker_class)
         started.append(server)
         return server
 
-    def anchor(self, started, delay: float, middleware: str = "") -> servers.WebServer:
-        env = {"DJANGO_SETTINGS_MODULE": "bench.anchor", "BENCH_ANCHOR_DELAY": str(delay),
-               "BENCH_ANCHOR_MIDDLEWARE": middleware}
-        if middleware:  # the site's settings: its secret key and proxy setting too
-            env.update({k: v for k, v in self.site_env.items() if k.startswith("DJANGO_")})
-        server = servers.WebServer("anchor", env, self.tmp / "anchor.log", app="bench.anchor:application")
+    def anchor(self, started, delay: float) -> servers.WebServer:
+        env = {"DJANGO_SETTINGS_MODULE": "bench.anchor", "BENCH_ANCHOR_DELAY": str(delay)}
+        server = servers.WebServer("bare", env, self.tmp / "bare.log", app="bench.anchor:application")
         started.append(server)
         return server
+
+    def minimal(self, started, llm: str) -> servers.WebServer:
+        env = {**{k: v for k, v in self.site_env.items() if not k.startswith("DJANGO_")},
+               "DJANGO_SETTINGS_MODULE": "bench.minimal", "BENCH_MINIMAL_LLM": llm}
+        name = "minimal" if llm == "openai" else f"minimal-{llm}"
+        server = servers.WebServer(name, env, self.tmp / f"{name}.log", app="bench.minimal:application")
+        started.append(server)
+        return server
+
+    def contenders(self, started, site, delay: float) -> list[tuple[str, object]]:
+        """The site, its variants (--compare), the minimal turn with each LLM client, and the bare view,
+        each as (name, a function that starts it); the site is running already."""
+        found = [("site", lambda: site)]
+        for name, tree, worker_class in self.variants():
+            found.append((name, lambda n=name, t=tree, w=worker_class: self.site(started, n, t, w)))
+        found += [("minimal", lambda: self.minimal(started, "openai")),
+                  ("minimal-httpx", lambda: self.minimal(started, "httpx")),
+                  ("bare", lambda: self.anchor(started, delay))]
+        return found
+
+    def variants(self) -> list[tuple[str, Path, str | None]]:
+        """--compare: "h11" is the site on asyncio + h11 (uvicorn's UvicornH11Worker); anything else a
+        git revision, exported to a scratch directory and served from there with this venv."""
+        found = []
+        for ref in filter(None, self.args.compare.split(",")):
+            if ref == "h11":
+                found.append(("site-h11", ROOT, "uvicorn_worker.UvicornH11Worker"))
+                continue
+            tree = self.tmp / f"tree-{ref}"
+            if not tree.exists():
+                tree.mkdir()
+                archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            found.append((f"site@{ref}", tree, None))
+        return found
+
+    def stop(self, started, servers_) -> None:
+        for _, server in servers_:
+            started.remove(server)
+            server.stop()
 
     def cpu(self, server: servers.WebServer, with_backends: bool) -> dict:
         readers = {"workers": server.cpu_seconds}
@@ -166,6 +206,7 @@ class Bench:
         probes = {
             "worker_rss_mib": lambda: max(servers.rss_kib(pid) for pid in server.workers()) / 1024,
             "workers": lambda: len(server.workers()),
+            "worker_threads": lambda: max(servers.threads(pid) for pid in server.workers()),
         }
         if with_db:
             probes["pg_connections"] = lambda: len(self.db.backends())
@@ -180,7 +221,8 @@ class Bench:
                 run = runner(f"{label} #{round_ + 1}", server)
                 print(f"bench: figure {name}: {run.label}: {run.turns_per_second:.0f} turns/s, "
                       f"p50 {run.latency_ms['p50']:.1f} ms, p99 {run.latency_ms['p99']:.1f} ms, "
-                      f"errors {run.errors}", flush=True)
+                      f"errors {run.errors}, worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} "
+                      f"ms/turn", flush=True)
                 runs.append(run)
         return runs
 
@@ -190,43 +232,45 @@ class Bench:
         site = self.site(started)
         if "1" in args.only:
             self.llm.set_delay(0)
-            anchor = self.anchor(started, 0)
-            stacked = self.anchor(started, 0, middleware="site")
-            servers_ = [("app", site), ("anchor", anchor), ("anchor+middleware", stacked)]
+            servers_ = [(name, start()) for name, start in self.contenders(started, site, 0)]
             for _, server in servers_:  # warm up: pools, imports, caches
                 pool.wrk("warm-up", server.url, args.connections * per_connection, args.connections, 2)
             results["figure1"] = self.alternate("1", servers_, lambda label, s: pool.wrk(
                 label, s.url, args.connections * per_connection, args.connections, args.seconds,
-                cpu=self.cpu(s, s is site), settle=s.cpu_seconds))
-            for server in (anchor, stacked):
-                started.remove(server)
-                server.stop()
+                cpu=self.cpu(s, True), settle=s.cpu_seconds))
+            self.stop(started, servers_[1:])
 
         if "2" in args.only or "5" in args.only:
             self.llm.set_delay(args.delay)
-            anchor = self.anchor(started, args.delay)
-            for server in (site, anchor):
-                pool.wrk("warm-up", server.url, args.held * 2, args.held, args.delay * 2, timeout=60)
 
-            def held(label, server):
+            def held(label, start):
+                # Each contender runs alone, started afresh: under held load every one of them
+                # fills its connection pools, and together they would pass PostgreSQL's
+                # max_connections.
+                server = start()
                 self.llm.set_delay(args.delay)  # which also empties the fake LLM's request log
+                pool.wrk("warm-up", server.url, args.held * 2, args.held, args.delay * 2, timeout=60)
                 # A turn slower than wrk's timeout would go unmeasured: 60 s is past any turn.
-                return pool.wrk(label, server.url, args.held * 2, args.held, args.held_seconds, timeout=60,
-                                cpu=self.cpu(server, server is site), probes=self.probes(server, server is site),
-                                settle=server.cpu_seconds)
+                run = pool.wrk(label, server.url, args.held * 2, args.held, args.held_seconds, timeout=60,
+                               cpu=self.cpu(server, server is site), probes=self.probes(server, server is site),
+                               settle=server.cpu_seconds)
+                if server is not site:
+                    self.stop(started, [(label, server)])
+                return run
 
-            results["figure2"] = self.alternate("2", [("app", site), ("anchor", anchor)], held)
+            results["figure2"] = self.alternate("2", self.contenders(started, site, args.delay), held)
             results["figure2_ideal"] = args.held / args.delay
             results["pool_bound"] = {"workers": len(site.workers()),
                                      "pool_max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10"))}
-            started.remove(anchor)
-            anchor.stop()
+
+        if "overload" in args.only:
+            results["overload"] = self.overload(started, site)
 
         if "3" in args.only:
             results["figure3"] = self.figure3(started)
 
         if "4" in args.only:
-            results["figure4"] = self.figure4(site)
+            results["figure4"] = self.figure4(started, site)
 
         if "scale" in args.only:
             results["scale"] = self.scale_out(started, site)
@@ -239,7 +283,7 @@ class Bench:
         self.llm.set_delay(0)
         proxy = wire.WireLog("127.0.0.1", int(self.db.url.rsplit(":", 1)[1].split("/")[0]))
         site = self.site(started, DATABASE_URL=self.db.url_via(proxy.port), WEB_CONCURRENCY="1")
-        ids = seed.conversations(40, 2, self.tmp / "figure3.txt")
+        ids = seed.conversations(40, 2, self.tmp / "figure3.txt", cached=False)
         for session in ids[:10]:  # warm up: the pool's connections are opened and set up here
             site.post({"message": "warm up", "sessionId": session})
 
@@ -277,27 +321,58 @@ class Bench:
         site.stop()
         return result
 
-    def figure4(self, site) -> dict:
-        """A turn on a conversation of 1 message against one of 1,000, one at a time, instant LLM."""
+    def figure4(self, started, site) -> dict:
+        """A turn one at a time (one connection, instant LLM): on 1 message of history and on 1,000,
+        and the minimal turn on 1 message."""
         from . import seed
 
         self.llm.set_delay(0)
+        minimal = self.minimal(started, "openai")
         seconds = 3 if self.args.quick else 5
         # Enough 1-message conversations that each is used once (a turn takes well over 2 ms here).
         fresh = 500 * seconds
-        short = load.Sessions(seed.conversations(fresh * self.args.rounds, 1, self.tmp / "short.txt"),
+        short = load.Sessions(seed.conversations(fresh * self.args.rounds * 2, 1, self.tmp / "short.txt"),
                               self.tmp)
         long_ = load.Sessions(seed.conversations(30, 1000, self.tmp / "long.txt"), self.tmp)
         long_.wrk("warm-up", site.url, 20, 1, 2, threads=1)
+        short.wrk("warm-up", minimal.url, 20, 1, 2, threads=1)
         runs = []
         for round_ in range(self.args.rounds):
-            for label, sessions, count in (("1 message", short, fresh), ("1,000 messages", long_, 20)):
-                run = sessions.wrk(f"{label} #{round_ + 1}", site.url, count, 1, seconds, threads=1,
-                                   settle=site.cpu_seconds)
+            for label, server, sessions, count in (("1 message", site, short, fresh),
+                                                    ("1,000 messages", site, long_, 20),
+                                                    ("minimal, 1 message", minimal, short, fresh)):
+                run = sessions.wrk(f"{label} #{round_ + 1}", server.url, count, 1, seconds, threads=1,
+                                   cpu={"workers": server.cpu_seconds}, settle=server.cpu_seconds)
                 print(f"bench: figure 4: {run.label}: mean {run.latency_ms['mean']:.2f} ms, "
                       f"p50 {run.latency_ms['p50']:.2f} ms, errors {run.errors}", flush=True)
                 runs.append(run)
+        started.remove(minimal)
+        minimal.stop()
         return {"runs": runs, "seconds": seconds}
+
+    def overload(self, started, site) -> dict:
+        """More conversations held than the machine can serve: the site and the minimal turn
+        at rising numbers of connections, LLM delay as figure 2. chat.lua honours Retry-After."""
+        args = self.args
+        self.llm.set_delay(args.delay)
+        minimal = self.minimal(started, "openai")
+        levels = [max(10, args.held * share // 10) for share in (1, 3, 10, 20)]
+        runs = []
+        for connections in levels:
+            for label, server in (("site", site), ("minimal", minimal)):
+                self.llm.set_delay(args.delay)
+                run = self.pool.wrk(f"{label} {connections}", server.url, connections * 2, connections,
+                                    args.held_seconds, timeout=60, cpu={"workers": server.cpu_seconds},
+                                    probes={"worker_threads": lambda s=server: max(
+                                        servers.threads(pid) for pid in s.workers())},
+                                    settle=server.cpu_seconds)
+                print(f"bench: overload: {run.label}: {run.turns_per_second:.0f} turns/s, "
+                      f"p50 {run.latency_ms['p50']:.0f} ms, p99 {run.latency_ms['p99']:.0f} ms, "
+                      f"statuses {run.statuses}, errors {run.errors}", flush=True)
+                runs.append(run)
+        started.remove(minimal)
+        minimal.stop()
+        return {"runs": runs, "levels": levels}
 
     def scale_out(self, started, site) -> dict:
         """Two instances of the site on one PostgreSQL and Redis against one; sessions cross between them."""

@@ -1,12 +1,8 @@
-"""The anchor: a bare Django view answering what /api/chat answers, with nothing behind it.
+"""The bare view (the floor): a bare Django view answering what /api/chat answers, with nothing behind it.
 
 No database, no cache, no LLM client and no middleware: what Django itself costs
 under the same gunicorn + uvicorn workers as the site. With BENCH_ANCHOR_DELAY
 set, it awaits that many seconds before answering, as the site awaits the LLM.
-
-With BENCH_ANCHOR_MIDDLEWARE=site it runs under the site's own settings and
-middleware instead (still no database, cache or LLM): the difference between
-the two is what the middleware stack costs, the rest is the chat turn's own.
 
 This module is the anchor's settings, URLconf and ASGI application at once;
 the application is made last, when the settings above it exist.
@@ -21,16 +17,13 @@ from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-if os.environ.get("BENCH_ANCHOR_MIDDLEWARE") == "site":
-    from chatsite.settings import *  # noqa: F403
-else:
-    SECRET_KEY = "bench-anchor-only"
-    DEBUG = False
-    ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-    INSTALLED_APPS: list[str] = []
-    MIDDLEWARE: list[str] = []
-    DATABASES: dict = {}
-    USE_TZ = True
+SECRET_KEY = "bench-anchor-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+DATABASES: dict = {}
+USE_TZ = True
 ROOT_URLCONF = __name__
 
 DELAY = float(os.environ.get("BENCH_ANCHOR_DELAY", "0") or 0)

@@ -6,6 +6,7 @@
 -- that are not in flight in a queue: a request takes the oldest free id, and a
 -- response gives its sessionId back. So a session never has two turns at once
 -- (the site would answer 409 turn_in_progress) and all of them are used in turn.
+-- A 503 or 429 delays that connection's next request by its Retry-After.
 -- STOP_AFTER > 0 stops each thread after that many responses. FREE_FILE gets
 -- the sessions no turn was in flight on when the run ended: a turn cut off by
 -- the end of a run leaves its question unanswered, and the site refuses new
@@ -26,6 +27,7 @@ statuses = {}
 lost, starved = 0, 0
 free_file = ""
 local responses, stop_after = 0, 0
+local backoff = 0
 local message = '"message":"What is your return policy?"'
 
 function init(args)
@@ -62,8 +64,19 @@ function request()
   return wrk.format(nil, nil, nil, body)
 end
 
+-- wrk calls delay() before a connection's next request, right after response()
+-- on that connection: a 503 or 429 with Retry-After is honoured, as a client should.
+function delay()
+  local ms = backoff
+  backoff = 0
+  return ms
+end
+
 function response(status, headers, body)
   local key = tostring(status)
+  if status == 503 or status == 429 then
+    backoff = 1000 * (tonumber(headers["Retry-After"] or headers["retry-after"] or "") or 0)
+  end
   statuses[key] = (statuses[key] or 0) + 1
   local session = string.match(body, '"sessionId": ?"([%x%-]+)"')
   if session then

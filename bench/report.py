@@ -46,60 +46,62 @@ def render(results: dict) -> str:
         f"Machine: {results['machine']}.",
         "",
         f"Command: `{results['command']}`; the site runs the Procfile's `{results['procfile']}` "
-        "with its default `WEB_CONCURRENCY`, and so does the anchor (`bench.anchor:application`).",
+        "with its default `WEB_CONCURRENCY`, and so do the minimal turn (`bench.minimal:application`) "
+        "and the bare view (`bench.anchor:application`).",
         "",
     ]
 
     if "figure1" in results:
         runs = results["figure1"]
-        app, anchor = _runs(runs, "app"), _runs(runs, "anchor")
-        ratio = _ratio(mean(map(_tps, app)), mean(map(_tps, anchor)))
         out += [
             f"### 1. Instant LLM, {results['args']['connections']} connections",
             "",
-            "| run (in order) | turns/s | p50 ms | p99 ms | errors | worker CPU ms/turn | machine busy cores |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *(f"| {_get(r, 'label')} | {_tps(r):.0f} | {_get(r, 'latency_ms')['p50']:.1f} | "
-              f"{_get(r, 'latency_ms')['p99']:.1f} | {_errors(r)} | {_cpu_ms_per_turn(r, 'workers'):.2f} | "
-              f"{_get(r, 'cpu_seconds')['machine']:.2f} |" for r in runs),
+            *_contender_table(runs, held=None),
             "",
-            f"**app / anchor = {ratio:.2f}** (target at least 0.5: {_check(ratio >= 0.5)}). "
-            + _per_pair(app, anchor),
-            "",
-            _cpu_footer(app),
+            *_summary(runs),
             "",
         ]
+        site, minimal = _by_name(runs).get("site", []), _by_name(runs).get("minimal", [])
+        if site and minimal:
+            tps, cpu = _ratio_of(site, minimal, _tps), _ratio_of(site, minimal, _cpu_workers)
+            out += [
+                f"**site / minimal turn: {tps:.2f} in turns/s** (target at least 0.9: {_check(tps >= 0.9)}); "
+                f"**{cpu:.2f} in worker CPU per turn** (target at most 1.15: {_check(cpu <= 1.15)}). "
+                + _per_pair(site, minimal),
+                "",
+                _cpu_footer(site),
+                "",
+            ]
 
     if "figure2" in results:
         runs = results["figure2"]
-        app, anchor = _runs(runs, "app"), _runs(runs, "anchor")
         ideal = results["figure2_ideal"]
-        ratio = _ratio(mean(map(_tps, app)), mean(map(_tps, anchor)))
-        app_errors = sum(map(_errors, app))
-        app_p99 = max(_get(r, "latency_ms")["p99"] for r in app)
         out += [
             f"### 2. {results['args']['held']:,} concurrent conversations, LLM delay "
             f"{results['args']['delay']:g} s (ideal {ideal:.0f} turns/s)",
             "",
-            "| run (in order) | completed turns/s | of ideal | errors | p50 ms | p99 ms | "
-            "mean s, all turns | worker CPU ms/turn | machine busy cores |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *(f"| {_get(r, 'label')} | {_tps(r):.0f} | {_tps(r) / ideal:.2f} | {_errors(r)} | "
-              f"{_get(r, 'latency_ms')['p50']:.0f} | {_get(r, 'latency_ms')['p99']:.0f} | "
-              f"{_ratio(results['args']['held'], _tps(r)):.1f} | "
-              f"{_cpu_ms_per_turn(r, 'workers'):.2f} | {_get(r, 'cpu_seconds')['machine']:.2f} |"
-              for r in runs),
+            *_contender_table(runs, held=results["args"]["held"]),
             "",
-            f"**app / anchor = {ratio:.2f}** (target at least 0.9: {_check(ratio >= 0.9)}); "
-            f"app errors {app_errors} (target 0: {_check(app_errors == 0)}); "
-            f"app p99 {app_p99:.0f} ms (target under 3,000: {_check(app_p99 < 3000)}). "
-            + _per_pair(app, anchor),
+            *_summary(runs),
             "",
-            _cpu_footer(app),
-            "",
+        ]
+        site, minimal = _by_name(runs).get("site", []), _by_name(runs).get("minimal", [])
+        if site and minimal:
+            tps = _ratio_of(site, minimal, _tps)
+            errors = sum(map(_errors, site))
+            line = (f"**site / minimal turn: {tps:.2f} in completed turns/s** (target at least 0.9: "
+                    f"{_check(tps >= 0.9)}); site errors {errors} (target 0: {_check(errors == 0)})")
+            instant = _by_name(results.get("figure1", [])).get("site", [])
+            if instant:
+                growth = _ratio(mean(map(_cpu_workers, site)), mean(map(_cpu_workers, instant)))
+                line += (f"; **site worker CPU per turn held / instant (figure 1): {growth:.2f}** "
+                         f"(target at most 1.3: {_check(growth <= 1.3)})")
+            out += [line + ". " + _per_pair(site, minimal), "", _cpu_footer(site), ""]
+        out += [
             "p50 and p99 are of the turns that completed within the run; a turn still waiting when it "
             "ended is not in them. \"Mean s, all turns\" is the mean time a turn takes counting those too "
-            "(Little's law: conversations held ÷ completed turns per second).",
+            "(Little's law: conversations held ÷ completed turns per second). Threads: the most a worker "
+            "had, sampled every 0.5 s.",
             "",
         ]
 
@@ -139,30 +141,33 @@ def render(results: dict) -> str:
 
     if "figure4" in results:
         runs = results["figure4"]["runs"]
-        short, long_ = _runs(runs, "1 message"), _runs(runs, "1,000")
-        short_mean = mean(_get(r, "latency_ms")["mean"] for r in short)
-        long_mean = mean(_get(r, "latency_ms")["mean"] for r in long_)
-        ratio = _ratio(long_mean, short_mean)
-        p50_ratio = _ratio(mean(_get(r, "latency_ms")["p50"] for r in long_), mean(_get(r, "latency_ms")["p50"] for r in short))
+        named = _by_name(runs)
+        short, long_, minimal = named.get("1 message", []), named.get("1,000 messages", []), \
+            named.get("minimal, 1 message", [])
+        p50 = lambda rs: mean(_get(r, "latency_ms")["p50"] for r in rs)  # noqa: E731
+        p50_ratio = _ratio(p50(long_), p50(short))
         out += [
-            "### 4. A turn on 1 message of history against one on 1,000",
+            "### 4. One turn at a time: 1 message of history against 1,000, and the minimal turn",
             "",
             f"One connection, instant LLM, {results['figure4']['seconds']} s per run; "
             "each 1-message conversation is used once, the 1,000-message ones in turn.",
             "",
-            "| run (in order) | mean ms | p50 ms | p99 ms | errors |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| run (in order) | mean ms | p50 ms | p99 ms | errors | worker CPU ms/turn |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
             *(f"| {_get(r, 'label')} | {_get(r, 'latency_ms')['mean']:.2f} | {_get(r, 'latency_ms')['p50']:.2f} | "
-              f"{_get(r, 'latency_ms')['p99']:.2f} | {_errors(r)} |" for r in runs),
+              f"{_get(r, 'latency_ms')['p99']:.2f} | {_errors(r)} | {_cpu_workers(r):.2f} |" for r in runs),
             "",
-            f"**1,000 / 1 = {p50_ratio:.2f} at the median** (target at most 1.1: {_check(p50_ratio <= 1.1)}); "
-            f"{ratio:.2f} in the mean, which one stall of the shared machine moves.",
-            "",
+            f"**1,000 / 1 = {p50_ratio:.2f} at the median** (target at most 1.1: {_check(p50_ratio <= 1.1)}).",
         ]
+        if minimal:
+            ratio = _ratio(p50(short), p50(minimal))
+            out.append(f"**site / minimal turn = {ratio:.2f} at the median** "
+                       f"(target at most 2: {_check(ratio <= 2)}).")
+        out.append("")
 
     if "figure2" in results:
         runs = results["figure2"]
-        app, anchor = _runs(runs, "app"), _runs(runs, "anchor")
+        app, anchor = _by_name(runs).get("site", []), _by_name(runs).get("bare", [])
         bound = results["pool_bound"]
         limit = bound["workers"] * bound["pool_max_size"]
         pg = max(_get(r, "peaks").get("pg_connections", 0) for r in app)
@@ -173,11 +178,31 @@ def render(results: dict) -> str:
             "| | peak RSS of a worker, MiB | PostgreSQL connections open (peak) | of them busy (peak) |",
             "| --- | ---: | ---: | ---: |",
             f"| app | {max(_get(r, 'peaks')['worker_rss_mib'] for r in app):.0f} | {pg:.0f} | {busy:.0f} |",
-            f"| anchor | {max(_get(r, 'peaks')['worker_rss_mib'] for r in anchor):.0f} | - | - |",
+            f"| bare view | {max(_get(r, 'peaks')['worker_rss_mib'] for r in anchor):.0f} | - | - |",
             "",
             f"Bound: {bound['workers']} workers × `DATABASE_POOL_MAX_SIZE` {bound['pool_max_size']} = {limit} "
             f"connections for {results['args']['held']:,} waiting conversations "
             f"(target bounded by a setting: {_check(pg <= limit)}). Sampled every 0.5 s.",
+            "",
+        ]
+
+    if "overload" in results:
+        runs = results["overload"]["runs"]
+        out += [
+            "### Offered more than the machine serves",
+            "",
+            f"Conversations held at once, LLM delay {results['args']['delay']:g} s, "
+            f"{results['args']['held_seconds']:g} s per run; a connection that gets 503 or 429 waits its "
+            "Retry-After before its next turn. Latency is of every answer, refusals included.",
+            "",
+            "| run (in order) | held | completed turns/s | refused (503) per s | other errors | p50 ms | p99 ms | "
+            "worker CPU ms/turn | threads in a worker (peak) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *(f"| {_get(r, 'label')} | {_get(r, 'label').split()[-1]} | {_tps(r):.0f} | "
+              f"{_get(r, 'statuses').get('503', 0) / _get(r, 'seconds'):.0f} | "
+              f"{_errors(r) - _get(r, 'statuses').get('503', 0)} | {_get(r, 'latency_ms')['p50']:.0f} | "
+              f"{_get(r, 'latency_ms')['p99']:.0f} | {_cpu_workers(r):.2f} | "
+              f"{_get(r, 'peaks').get('worker_threads', 0):.0f} |" for r in runs),
             "",
         ]
 
@@ -205,6 +230,55 @@ def render(results: dict) -> str:
             "",
         ]
     return "\n".join(out)
+
+
+def _name(run) -> str:
+    return _get(run, "label").rsplit(" #", 1)[0]
+
+
+def _by_name(runs) -> dict[str, list]:
+    named: dict[str, list] = {}
+    for run in runs:
+        named.setdefault(_name(run), []).append(run)
+    return named
+
+
+def _cpu_workers(run) -> float:
+    return _cpu_ms_per_turn(run, "workers")
+
+
+def _ratio_of(a: list, b: list, measure) -> float:
+    return _ratio(mean(map(measure, a)), mean(map(measure, b)))
+
+
+def _contender_table(runs, held: int | None) -> list[str]:
+    extra = " | mean s, all turns | threads in a worker" if held else ""
+    rows = [
+        f"| run (in order) | turns/s | p50 ms | p99 ms | errors | worker CPU ms/turn{extra} | machine busy cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if held else "") + " ---: |",
+    ]
+    for r in runs:
+        cells = [_get(r, "label"), f"{_tps(r):.0f}", f"{_get(r, 'latency_ms')['p50']:.1f}",
+                 f"{_get(r, 'latency_ms')['p99']:.1f}", str(_errors(r)), f"{_cpu_workers(r):.2f}"]
+        if held:
+            cells += [f"{_ratio(held, _tps(r)):.1f}", f"{_get(r, 'peaks').get('worker_threads', 0):.0f}"]
+        cells.append(f"{_get(r, 'cpu_seconds')['machine']:.2f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _summary(runs) -> list[str]:
+    """Each contender's mean turns/s and worker CPU per turn, and both as a ratio to the minimal turn."""
+    named = _by_name(runs)
+    minimal = named.get("minimal")
+    rows = ["| | turns/s | worker CPU ms/turn | turns/s ÷ minimal turn's | CPU ÷ minimal turn's |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for name, group in named.items():
+        tps, cpu = mean(map(_tps, group)), mean(map(_cpu_workers, group))
+        rows.append(f"| {name} | {tps:.0f} | {cpu:.2f} | "
+                    f"{_ratio_of(group, minimal, _tps) if minimal else float('nan'):.2f} | "
+                    f"{_ratio_of(group, minimal, _cpu_workers) if minimal else float('nan'):.2f} |")
+    return rows
 
 
 def _short_sql(sql: str) -> str:

@@ -20,7 +20,14 @@ import psycopg
 import redis
 
 from devtools.fake_llm import FakeLLM
-from devtools.processes import ROOT, RedisServer, Site, procfile_web_command  # noqa: F401 (bench's API)
+from devtools.processes import (  # noqa: F401 (bench's API)
+    ROOT,
+    SITE_CONFIG,
+    RedisServer,
+    Site,
+    procfile_web_command,
+    wait_for_port,
+)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # As a TLS-terminating load balancer sends them (the site runs with DJANGO_BEHIND_TLS_PROXY=1).
@@ -52,6 +59,13 @@ def rss_kib(pid: int) -> int:
     except OSError:
         return 0
     return int(match.group(1)) if match else 0
+
+
+def threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -172,10 +186,35 @@ class StandInLLM:
 
 
 class WebServer(Site):
-    """The Procfile's web command (devtools.processes.Site), and what its processes cost."""
+    """The Procfile's web command (devtools.processes.Site), and what its processes cost.
 
-    def __init__(self, name: str, env: dict[str, str], log: Path, app: str | None = None):
+    Unlike the tests' Site it runs the Procfile's own number of workers unless
+    `env` says WEB_CONCURRENCY, and it may serve another tree (an exported
+    revision, `--compare`) or use another uvicorn worker class.
+    """
+
+    def __init__(self, name: str, env: dict[str, str], log: Path, app: str | None = None,
+                 tree: Path = ROOT, worker_class: str | None = None):
+        self.tree, self.worker_class = tree, worker_class
         super().__init__(env, log_path=log, app=app, name=name)
+
+    def start(self) -> None:
+        web = next(line for line in (self.tree / "Procfile").read_text().splitlines() if line.startswith("web:"))
+        command = web.removeprefix("web:").strip().replace("0.0.0.0", "127.0.0.1")
+        if self.app:
+            command = command.replace("chatsite.asgi:application", self.app)
+        if self.worker_class:
+            command = re.sub(r"--worker-class \S+", f"--worker-class {self.worker_class}", command)
+        base = {k: v for k, v in os.environ.items() if k not in SITE_CONFIG}
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", "exec " + command], cwd=self.tree,
+                env={**base, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                     "PORT": str(self.port), **self.env},
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, self.process, self.name)
+        self._wait_for_a_worker()
 
     def workers(self) -> list[int]:
         return children(self.pid)

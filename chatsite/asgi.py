@@ -33,6 +33,17 @@ logger = logging.getLogger("chatsite.requests")
 
 
 class ApiHandler(ASGIHandler):
+    async def __call__(self, scope, receive, send):
+        # Django wraps each request in a ThreadSensitiveContext, which starts a
+        # thread for the request's first thread-sensitive sync call (here only
+        # Django's own request_started receivers and response.close()) and joins
+        # it at the end: with 1,000 turns waiting on the LLM, 1,000 threads in a
+        # worker, and their hand-offs were what a turn's CPU grew by under held
+        # load (docs/benchmarks.md). The API runs no sync code of its own there
+        # (its middleware is async, its database work runs in in_db_thread), so
+        # those few calls share asgiref's one thread instead.
+        await self.handle(scope, receive, send)
+
     def load_middleware(self, is_async=False):
         # Django builds the chain from settings.MIDDLEWARE; this handler's chain
         # is settings.API_MIDDLEWARE, swapped in only while it is built.
@@ -46,6 +57,10 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
+# Chat turns this worker is serving now (POST /api/chat, from the request to
+# the last byte of the reply, streamed or not).
+turns_in_flight = 0
+
 
 async def application(scope, receive, send):
     if scope["type"] != "http":
@@ -53,6 +68,12 @@ async def application(scope, receive, send):
     path = scope.get("path", "")
     is_api = path.startswith("/api/") or path == "/healthz"
     handler = api if is_api else site
+    if path == "/api/chat" and scope.get("method") == "POST":
+        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The assistant is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = _turn
     limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
         return await handler(scope, receive, send)
@@ -84,6 +105,24 @@ async def application(scope, receive, send):
     return await handler(scope, _replay(b"".join(chunks), receive), send)
 
 
+async def _turn(scope, receive, send):
+    """Serve a chat turn, counted against CHAT_MAX_TURNS_IN_FLIGHT.
+
+    Offered more turns than it can serve, a worker would take them all: each
+    would wait longer for the CPU while no more got served, until clients gave
+    up on turns the worker was still paying for. Past the cap it refuses a turn
+    at once, before reading it (503 "overloaded" with Retry-After, about what a
+    bare request costs), so the turns it took keep a bounded wait and a client
+    knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
+    """
+    global turns_in_flight
+    turns_in_flight += 1
+    try:
+        await api(scope, receive, send)
+    finally:
+        turns_in_flight -= 1
+
+
 def _declared_length(scope) -> int | None | str:
     """The Content-Length the client declared: None if none, "invalid" if it is not one number."""
     values = {value for name, value in scope.get("headers", []) if name.lower() == b"content-length"}
@@ -109,7 +148,8 @@ def _replay(body: bytes, receive):
     return replayed
 
 
-async def _refuse(send, scope, is_api: bool, status: int, code: str, message: str) -> None:
+async def _refuse(send, scope, is_api: bool, status: int, code: str, message: str,
+                  retry_after: int | None = None) -> None:
     """Answer without reading the body, and close the connection: the rest of the body is not read."""
     if is_api:
         content_type = b"application/json"
@@ -127,6 +167,7 @@ async def _refuse(send, scope, is_api: bool, status: int, code: str, message: st
             (b"connection", b"close"),
             (b"cache-control", b"no-store"),
             (b"x-content-type-options", b"nosniff"),
+            *([(b"retry-after", str(retry_after).encode())] if retry_after is not None else []),
         ],
     })
     await send({"type": "http.response.body", "body": body})

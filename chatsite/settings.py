@@ -96,7 +96,7 @@ MIDDLEWARE = [
 # with this list): the request log and the security headers, nothing sync-only.
 API_MIDDLEWARE = [
     "conversations.middleware.RequestLogMiddleware",
-    "django.middleware.security.SecurityMiddleware",
+    "conversations.middleware.ApiSecurityMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -311,6 +311,11 @@ CHAT_TURN_LEASE_SECONDS = env_float("CHAT_TURN_LEASE_SECONDS", 5.0)
 CHAT_HEALTH_TIMEOUT = env_float("CHAT_HEALTH_TIMEOUT", 2.0)
 # Seconds between words when the offline responder streams its answer.
 CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
+
+# Chat turns one worker process serves at once; past that a turn is refused at
+# once with 503 "overloaded" and Retry-After (chatsite/asgi.py). 0 turns the cap off.
+CHAT_MAX_TURNS_IN_FLIGHT = env_int("CHAT_MAX_TURNS_IN_FLIGHT", 1000)
+CHAT_OVERLOADED_RETRY_AFTER = env_int("CHAT_OVERLOADED_RETRY_AFTER", 5)
 
 # Request bodies larger than this are refused before they are parsed.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)

@@ -17,6 +17,7 @@ an API key set, and its reply opens with OFFLINE_NOTICE, so that the customer
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import weakref
@@ -53,6 +54,9 @@ class AssistantUnavailable(ApiError):
         self.outage = outage
 
 
+# As many connections to the LLM as the client allows by default, all kept for reuse.
+LLM_CONNECTIONS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+
 # One client per event loop: its connection pool belongs to the loop it was made on.
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
 
@@ -74,6 +78,10 @@ def _client() -> openai.AsyncOpenAI:
             # half an hour; our own deadline below bounds the whole call.
             timeout=httpx2.Timeout(settings.CHAT_LLM_DEADLINE, connect=settings.CHAT_LLM_CONNECT_TIMEOUT),
             max_retries=settings.CHAT_LLM_MAX_RETRIES,
+            # The client keeps only 100 idle connections by default: with more turns
+            # than that waiting on the LLM, most calls opened a new connection, the
+            # largest cost of a turn under held load (docs/benchmarks.md).
+            http_client=openai.DefaultAsyncHttpxClient(limits=LLM_CONNECTIONS),
         )
     return clients[config]
 
@@ -165,9 +173,9 @@ class ReplyStream:
             raise AssistantUnavailable(
                 "The assistant is busy right now.", status=503, retry_after=_retry_after(error)
             ) from error
-        except (openai.OpenAIError, ValueError, AttributeError, IndexError) as error:
+        except (openai.OpenAIError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
             # Refused connections, 4xx/5xx answers, and replies that do not parse
-            # (ValueError from JSON, AttributeError/IndexError from odd chunks).
+            # (ValueError from JSON, KeyError/TypeError/IndexError from odd shapes).
             logger.warning("LLM call failed: %r", error)
             refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError))
             raise AssistantUnavailable(
@@ -185,40 +193,59 @@ class ReplyStream:
             "max_tokens": settings.CHAT_MAX_OUTPUT_TOKENS,
         }
 
+    # Both calls go through the client's lower-level request (`post` with
+    # cast_to=httpx2.Response): its retries, timeouts, auth and errors, without
+    # its typed layer, which built each request from typed parameters and each
+    # reply into models at about 2 ms of CPU a turn (docs/benchmarks.md). The
+    # reply is read as the JSON the API documents; a reply that does not have
+    # its shape raises ValueError, KeyError, TypeError or IndexError.
+
     async def _openai_whole(self) -> str:
-        completion = await _client().chat.completions.create(**self._request())
-        self.model = completion.model or self.model
-        if completion.usage:
-            self.prompt_tokens = completion.usage.prompt_tokens
-            self.completion_tokens = completion.usage.completion_tokens
-        self.text = completion.choices[0].message.content or ""
+        response = await _client().post("/chat/completions", body=self._request(), cast_to=httpx2.Response)
+        completion = response.json()
+        self._note(completion)
+        self.text = completion["choices"][0]["message"]["content"] or ""
         return self.text
 
     async def _openai_streamed(self, deadline: float) -> AsyncIterator[str]:
         async with asyncio.timeout_at(deadline):
-            stream = await _client().chat.completions.create(
-                **self._request(), stream=True, stream_options={"include_usage": True}
+            response = await _client().post(
+                "/chat/completions",
+                body={**self._request(), "stream": True, "stream_options": {"include_usage": True}},
+                cast_to=httpx2.Response,
+                stream=True,
             )
         try:
-            chunks = aiter(stream)
+            lines = response.aiter_lines()
             while True:
                 # The client's timeout is per read: a server that drips a byte at a
                 # time would never trip it, so the deadline covers every chunk.
                 async with asyncio.timeout_at(deadline):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
+                    line = await anext(lines, None)
+                if line is None:
                     break
-                if chunk.model:
-                    self.model = chunk.model
-                if chunk.usage:
-                    self.prompt_tokens = chunk.usage.prompt_tokens
-                    self.completion_tokens = chunk.usage.completion_tokens
-                piece = chunk.choices[0].delta.content if chunk.choices else None
+                if not line.startswith("data:"):
+                    continue  # SSE comments, event names and blank separators
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise ValueError(f"error event in the stream: {chunk['error']!r}")
+                self._note(chunk)
+                piece = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
                 if piece:
                     self.text += piece
                     yield piece
         finally:
-            await stream.close()  # on Stop too: the upstream call ends now
+            await response.aclose()  # on Stop too: the upstream call ends now
+
+    def _note(self, reply: dict) -> None:
+        """The model and the token counts of a reply, or of a chunk of one, when it has them."""
+        self.model = reply.get("model") or self.model
+        if usage := reply.get("usage"):
+            self.prompt_tokens = usage["prompt_tokens"]
+            self.completion_tokens = usage["completion_tokens"]
 
 
 def _retry_after(error: openai.APIStatusError) -> int | None:

@@ -4,6 +4,7 @@ import time
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.middleware.security import SecurityMiddleware
 
 from .logs import request_id
 
@@ -53,6 +54,20 @@ class RequestLogMiddleware:
             return response
         finally:
             request_id.reset(token)
+
+
+class ApiSecurityMiddleware(SecurityMiddleware):
+    """Django's SecurityMiddleware for the API, run inline on the event loop.
+
+    Its two steps only read settings and headers; run as an old-style
+    middleware, each would be a thread hand-off (MiddlewareMixin.__acall__).
+    """
+
+    async def __acall__(self, request):
+        response = self.process_request(request)  # the HTTPS redirect, if any
+        if response is None:
+            response = await self.get_response(request)
+        return self.process_response(request, response)
 
 
 async def _with_request_id(rid: str, content):

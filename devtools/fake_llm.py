@@ -487,6 +487,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, hints: bool = True) -> None:
     _raise_fd_limit()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.set_inheritable(False)
     config = uvicorn.Config(
