@@ -531,6 +531,25 @@ def test_a_message_sent_while_another_tab_is_answered_waits_its_turn(live_site, 
     assert len(history(live_site, stored_id(first))[1]) == 4
 
 
+def test_a_server_too_busy_for_a_turn_is_waited_out(live_site, page):
+    refused = []
+
+    def busy_once(route):
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="application/json",
+                      body='{"error": {"code": "overloaded", "message": "The assistant is busy right now."}}')
+
+    page.route("**/api/chat", busy_once)
+    send(page, "Are you busy?")
+
+    assert len(refused) == 1
+    assert messages(page) == [["user", "Are you busy?"], ["assistant", "Echo: Are you busy?"]]
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+
 def test_phone_width_and_dark_mode(browsing):
     page = browsing.page(viewport={"width": 360, "height": 720}, color_scheme="dark", is_mobile=True)
 

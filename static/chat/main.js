@@ -10,7 +10,7 @@ import { forgetSessionId, isSessionId, KEY, newClientMessageId, readSessionId, s
 import { startUpdates } from "./updates.js";
 import * as view from "./view.js";
 
-// How often a "turn_in_progress" (another tab's turn) is waited out before giving up.
+// How often "turn_in_progress" (another tab's turn) or "overloaded" is waited out before giving up.
 const BUSY_RETRIES = 3;
 
 const state = {
@@ -360,7 +360,9 @@ async function runTurn(turn, signal, generation) {
       if (signal.aborted) return { stopped: true };
       if (!(error instanceof api.ApiError)) throw error;
       if (generation === state.generation && error.sessionId) adopt(error.sessionId, turn);
-      if (error.code === "turn_in_progress" && attempt < BUSY_RETRIES) {
+      // Another tab's turn, or a server too busy to take one more (refused before anything
+      // is stored): waited out a few times, while the typing dots show.
+      if (["turn_in_progress", "overloaded"].includes(error.code) && attempt < BUSY_RETRIES) {
         if (await sleep(Math.min(error.retryAfter || 2, 5) * 1000, signal)) continue;
         return { stopped: true };
       }
