@@ -213,11 +213,12 @@ def test_waiting_pages_hold_no_database_connection_or_thread(client, postgres, s
         await asyncio.gather(*polls, return_exceptions=True)
         return waiting, threads, connections, [p for p in done if not p.cancelled()]
 
-    before = threading.active_count()
+    before, connections_before = threading.active_count(), open_connections()
     waiting, threads, connections, answered = async_to_sync(scenario)()
 
     assert waiting == 100
     # A few for the pool and the worker threads that come and go, not one per page.
     assert threads - before < 20
-    assert connections <= 12
+    # At most the pool's connections more (other tests' deployed site may hold some of its own).
+    assert connections - connections_before <= connection.settings_dict["OPTIONS"]["pool"]["max_size"]
     assert len(answered) == 1 and answered[0].result().json()["messages"][0]["role"] == "staff"
