@@ -21,7 +21,12 @@ import redis
 
 from devtools.fake_llm import FakeLLM
 from devtools.processes import (  # noqa: F401 (bench's API)
-    ROOT, SITE_CONFIG, RedisServer, Site, procfile_web_command, wait_for_port,
+    ROOT,
+    SITE_CONFIG,
+    RedisServer,
+    Site,
+    procfile_web_command,
+    wait_for_port,
 )
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

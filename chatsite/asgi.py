@@ -8,8 +8,11 @@ them, a chat turn does not, and under load those hand-offs were a large part
 of a turn's CPU (docs/benchmarks.md).
 """
 
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
@@ -20,19 +23,10 @@ site = get_asgi_application()
 
 from conversations.api import error_response  # noqa: E402 - once the apps are loaded
 
+logger = logging.getLogger(__name__)
+
 
 class ApiHandler(ASGIHandler):
-    async def __call__(self, scope, receive, send):
-        # Django wraps each request in a ThreadSensitiveContext, which starts a
-        # thread for the request's first thread-sensitive sync call (here only
-        # Django's own request_started receivers and response.close()) and joins
-        # it at the end: with 1,000 turns waiting on the LLM, 1,000 threads in a
-        # worker, and their hand-offs were what a turn's CPU grew by under held
-        # load (docs/benchmarks.md). The API runs no sync code of its own there
-        # (its middleware is async, its database work runs in in_db_thread), so
-        # those few calls share asgiref's one thread instead.
-        await self.handle(scope, receive, send)
-
     def load_middleware(self, is_async=False):
         # Django builds the chain from settings.MIDDLEWARE; this handler's chain
         # is settings.API_MIDDLEWARE, swapped in only while it is built.
@@ -46,6 +40,22 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
+# Django wraps each request in a ThreadSensitiveContext of its own, which starts
+# a thread for the request's first thread-sensitive sync call (Django's own
+# request_started receivers and response.close()) and joins it at the end: with
+# 1,000 turns waiting on the LLM, 1,000 threads in a worker, and their hand-offs
+# were what a turn's CPU grew by under held load (docs/benchmarks.md). The API
+# runs no sync code of its own there (its middleware is async, its database work
+# runs in conversations/db.py's threads), so all its requests share this one
+# thread; Django's context, inside ours, then makes none.
+api_sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-sync")
+
+
+async def _api(scope, receive, send):
+    async with ThreadSensitiveContext(executor=api_sync_thread):
+        await api(scope, receive, send)
+
+
 # Chat turns this worker is serving now (POST /api/chat, from the request to
 # the last byte of the reply, streamed or not).
 turns_in_flight = 0
@@ -56,7 +66,7 @@ async def application(scope, receive, send):
     if scope["type"] == "http" and (path.startswith("/api/") or path == "/healthz"):
         if path == "/api/chat" and scope["method"] == "POST":
             return await _turn(scope, receive, send)
-        return await api(scope, receive, send)
+        return await _api(scope, receive, send)
     return await site(scope, receive, send)
 
 
@@ -72,6 +82,7 @@ async def _turn(scope, receive, send):
     """
     global turns_in_flight
     if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+        logger.warning("turn refused: %d turns in flight in this worker", turns_in_flight)
         response = error_response(
             503, "overloaded", "The assistant is busy right now; try again in a few seconds.",
             retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER,
@@ -80,6 +91,6 @@ async def _turn(scope, receive, send):
         return
     turns_in_flight += 1
     try:
-        await api(scope, receive, send)
+        await _api(scope, receive, send)
     finally:
         turns_in_flight -= 1
