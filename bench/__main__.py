@@ -81,6 +81,7 @@ def main(argv=None) -> None:
             # too large to run out during a run.
             "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12),
             "CHAT_DAILY_TOKENS_SITE": str(10**15),
+            "CHAT_DAILY_TOKENS_PER_ADDRESS": str(10**15),
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=ROOT, env={**os.environ, **site_env}, check=True)

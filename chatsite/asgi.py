@@ -6,8 +6,18 @@ of a sync-only middleware (all of the stock ones: sessions, auth, messages,
 CSRF, WhiteNoise...) through a thread hand-off; the page and the admin need
 them, a chat turn does not, and under load those hand-offs were a large part
 of a turn's CPU (docs/benchmarks.md).
+
+Request bodies are capped here, below Django, because Django's ASGIHandler
+reads the whole body (into a file on disk past 2.5 MB) before any middleware or
+view runs: a 300 MB body would be spooled in full before a view could refuse
+it. So a body declared larger than the cap (Content-Length) is answered 413 at
+once, without reading a byte of it, and the connection is closed; a body sent
+without a length (chunked) is read only up to the cap, then answered 413. The
+cap is CHAT_MAX_BODY_BYTES on the API (a JSON error body_too_large) and Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) on the page and the admin.
 """
 
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +31,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 site = get_asgi_application()
 
-from conversations.api import error_response  # noqa: E402 - once the apps are loaded
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("chatsite.requests")
 
 
 class ApiHandler(ASGIHandler):
@@ -55,23 +63,56 @@ async def _api(scope, receive, send):
     async with ThreadSensitiveContext(executor=api_sync_thread):
         await api(scope, receive, send)
 
-
 # Chat turns this worker is serving now (POST /api/chat, from the request to
 # the last byte of the reply, streamed or not).
 turns_in_flight = 0
 
 
 async def application(scope, receive, send):
+    if scope["type"] != "http":
+        return await site(scope, receive, send)
     path = scope.get("path", "")
-    if scope["type"] == "http" and (path.startswith("/api/") or path == "/healthz"):
-        if path == "/api/chat" and scope["method"] == "POST":
-            return await _turn(scope, receive, send)
-        return await _api(scope, receive, send)
-    return await site(scope, receive, send)
+    is_api = path.startswith("/api/") or path == "/healthz"
+    handler = _api if is_api else site
+    if path == "/api/chat" and scope.get("method") == "POST":
+        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The assistant is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = _turn
+    limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return await handler(scope, receive, send)
+
+    declared = _declared_length(scope)
+    if declared == "invalid":
+        return await _refuse(send, scope, is_api, 400, "bad_request", "The Content-Length header is not valid.")
+    if declared is not None:
+        if declared > limit:
+            return await _refuse(send, scope, is_api, 413, "body_too_large",
+                                 f"The request body must be at most {limit} bytes.")
+        # The server delivers no more than the declared length.
+        return await handler(scope, receive, send)
+
+    # No declared length: read the body here, up to the cap, and hand Django what was read.
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return await _refuse(send, scope, is_api, 413, "body_too_large",
+                                 f"The request body must be at most {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return await handler(scope, _replay(b"".join(chunks), receive), send)
 
 
 async def _turn(scope, receive, send):
-    """Serve a chat turn, unless this worker has CHAT_MAX_TURNS_IN_FLIGHT already.
+    """Serve a chat turn, counted against CHAT_MAX_TURNS_IN_FLIGHT.
 
     Offered more turns than it can serve, a worker would take them all: each
     would wait longer for the CPU while no more got served, until clients gave
@@ -81,16 +122,58 @@ async def _turn(scope, receive, send):
     knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
     """
     global turns_in_flight
-    if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
-        logger.warning("turn refused: %d turns in flight in this worker", turns_in_flight)
-        response = error_response(
-            503, "overloaded", "The assistant is busy right now; try again in a few seconds.",
-            retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER,
-        )
-        await api.send_response(response, send)
-        return
     turns_in_flight += 1
     try:
         await _api(scope, receive, send)
     finally:
         turns_in_flight -= 1
+
+
+def _declared_length(scope) -> int | None | str:
+    """The Content-Length the client declared: None if none, "invalid" if it is not one number."""
+    values = {value for name, value in scope.get("headers", []) if name.lower() == b"content-length"}
+    if not values:
+        return None
+    if len(values) > 1:
+        return "invalid"
+    value = values.pop().strip()
+    if not value.isdigit() or len(value) > 18:
+        return "invalid"
+    return int(value)
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that gives the body already read, then whatever the server says next (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed():
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
+
+
+async def _refuse(send, scope, is_api: bool, status: int, code: str, message: str,
+                  retry_after: int | None = None) -> None:
+    """Answer without reading the body, and close the connection: the rest of the body is not read."""
+    if is_api:
+        content_type = b"application/json"
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    else:
+        content_type, body = b"text/plain; charset=utf-8", message.encode()
+    logger.warning("request refused before it was read",
+                   extra={"method": scope.get("method"), "path": scope.get("path"), "status": status})
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            (b"cache-control", b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+            *([(b"retry-after", str(retry_after).encode())] if retry_after is not None else []),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})

@@ -8,6 +8,7 @@ every variable.
 import os
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "conversations",
 ]
 
@@ -85,6 +87,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "conversations.middleware.admin_content_security_policy",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # What the JSON API goes through (chatsite/asgi.py serves /api/ and /healthz
@@ -166,6 +171,9 @@ if REDIS_URL:
                 # cost a request a fraction of a second, never a hang.
                 "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.25),
                 "SOCKET_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.25),
+                # Plain data only: pickle (the default) would run code that anyone
+                # who can write to Redis put there (conversations/cache_guard.py).
+                "SERIALIZER": "conversations.cache_guard.JSONSerializer",
             },
         }
     }
@@ -222,6 +230,8 @@ LOGGING = {
         # The openai client's HTTP library logs every call at INFO; the turn's own line says more.
         "httpx2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        # django-axes says hello at every start (every manage.py command); its lockouts are WARNINGs.
+        "axes.apps": {"level": "WARNING"},
     },
 }
 
@@ -251,6 +261,25 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# Staff logins (django-axes): after AXES_FAILURE_LIMIT failed logins in a row
+# for one username, or from one client address (an IPv6 /64 counts as one, the
+# address as limits.py sees it behind CHAT_TRUSTED_PROXIES), logins for it are
+# refused with a lockout page for the cool-off time, counted from the latest
+# attempt. `python manage.py axes_reset_username NAME` (or axes_reset_ip, or
+# axes_reset for everything) unlocks at once. A lock per username lets anyone
+# lock a staff account for a while, which is the price of stopping a password
+# guesser who changes addresses; the README says how to unlock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "conversations.limits.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+
 CSRF_TRUSTED_ORIGINS = [
     origin.strip() for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if origin.strip()
 ]
@@ -310,6 +339,15 @@ CHAT_TRUSTED_PROXIES = [
 # LLM tokens a day (UTC); 0 turns a budget off.
 CHAT_DAILY_TOKENS_PER_SESSION = env_int("CHAT_DAILY_TOKENS_PER_SESSION", 50_000)
 CHAT_DAILY_TOKENS_SITE = env_int("CHAT_DAILY_TOKENS_SITE", 2_000_000)
+# Per client address (an IPv6 /64 counts as one): a tenth of the site's day, so
+# one address cannot leave everyone else without the LLM, yet about 400 turns
+# for the customers who share an address (an office, a mobile carrier's NAT).
+# Past it they still get answers: the offline responder's, marked.
+CHAT_DAILY_TOKENS_PER_ADDRESS = env_int("CHAT_DAILY_TOKENS_PER_ADDRESS", 200_000)
+# After this many failed LLM calls in a row (in one worker, each within a minute
+# of the one before) the LLM counts as down and customers get the offline
+# responder, marked, until a probe succeeds (conversations/limits.py). 0: never.
+CHAT_LLM_DOWN_AFTER_FAILURES = env_int("CHAT_LLM_DOWN_AFTER_FAILURES", 5)
 
 # A session idle longer than this is forgotten: its id is treated as unknown.
 CHAT_SESSION_IDLE_DAYS = env_int("CHAT_SESSION_IDLE_DAYS", 30)

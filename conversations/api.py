@@ -19,6 +19,7 @@ import uuid
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import JsonResponse
 from django.views import defaults
 
@@ -52,6 +53,7 @@ def api_view(*methods: str):
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             try:
+                _refuse_unknown_host(request)
                 if request.method not in methods:
                     raise ApiError(405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint.")
                 _refuse_cross_site(request)
@@ -71,11 +73,30 @@ def api_view(*methods: str):
     return decorator
 
 
+def _refuse_unknown_host(request) -> None:
+    # The API's middleware list (chatsite/asgi.py) has no CommonMiddleware, which
+    # is what checks the Host for the page; a DisallowedHost is also what Django
+    # raises for a Host that is not even a host name.
+    try:
+        request.get_host()
+    except DisallowedHost:
+        raise ApiError(400, "bad_request", "This site does not answer to that Host.") from None
+
+
 def _refuse_cross_site(request) -> None:
     origin = request.headers.get("Origin")
-    foreign_origin = origin is not None and (origin == "null" or urlsplit(origin).netloc != request.get_host())
+    foreign_origin = origin is not None and not _same_origin(origin, request)
     if request.headers.get("Sec-Fetch-Site") == "cross-site" or foreign_origin:
         raise ApiError(403, "cross_site_request", "Requests from other sites are not accepted.")
+
+
+def _same_origin(origin: str, request) -> bool:
+    if origin == "null":
+        return False
+    try:
+        return urlsplit(origin).netloc == request.get_host()
+    except ValueError:  # "http://[", a port that is not a number...: not an origin, so not ours
+        return False
 
 
 def json_body(request) -> dict:
@@ -116,8 +137,8 @@ def session_id_from(value: object) -> uuid.UUID:
 
 
 def server_error(request):
-    """Django's 500 handler: JSON under /api/, the plain page elsewhere."""
-    if request.path.startswith("/api/"):
+    """Django's 500 handler: JSON for the API and /healthz, the plain page elsewhere."""
+    if request.path.startswith("/api/") or request.path == "/healthz":
         return error_response(500, "server_error", "Something went wrong on our side.")
     return defaults.server_error(request)
 

@@ -1,4 +1,4 @@
-"""Abuse and cost limits: request rates and daily token budgets, counted in Redis.
+"""Abuse and cost limits: request rates, daily token budgets, and whether the LLM is up.
 
 Rates are fixed windows (`20/m`: at most 20 in each clock minute), counted in
 Redis so that every worker shares them. The decision for when Redis is down (or
@@ -7,12 +7,31 @@ limit on its own, so a client may get up to WEB_CONCURRENCY times the limit for
 as long as Redis is away, but nobody is blocked for nothing and nothing goes
 unlimited.
 
-Budgets count LLM tokens per session and for the whole site per UTC day. They
-are checked before the LLM is called and spent after it answered; the offline
-responder costs nothing and is not counted.
+A client address is counted by the network a customer controls: an IPv4
+address as it is, an IPv6 address by its /64 (one home or one server gets a
+whole /64, so counting single IPv6 addresses would give one client 2**64 of
+them). Redis sees no address and no session id: keys carry a keyed hash of them
+(`salted_hmac`, keyed by the SECRET_KEY).
+
+Budgets count LLM tokens per UTC day for the whole site, per client address and
+per session. They are checked before the LLM is called and spent after it
+answered. A spent budget is no error for the customer: `check_budget` says the
+LLM may not be used, and the turn is answered by the offline responder from the
+FAQ, marked as such (llm.ReplyStream(offline=True)). The offline responder costs
+nothing and is not counted. So one address can no longer spend the site's whole
+day, and when the site's day is spent every customer still gets an answer.
+
+The LLM counts as down, and customers get the offline responder too, after
+CHAT_LLM_DOWN_AFTER_FAILURES (5) failed calls in a row in one worker, each within
+LLM_FAILURE_WINDOW seconds of the one before (one slow hour of sporadic
+failures is not an outage). The worker then sets a shared `llm:down` flag that
+every worker reads with the budget counters (no extra round trip). While it is
+set, one turn every LLM_PROBE_SECONDS, site-wide, still tries the LLM: its
+success clears the flag at once, its failure renews the flag. The flag lapses
+on its own after LLM_DOWN_SECONDS, so a lost "back up" costs at most that.
 """
 
-import hashlib
+import functools
 import ipaddress
 import logging
 import re
@@ -21,17 +40,26 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.crypto import salted_hmac
 
 from . import cache_guard
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
+# The cache, as django-redis's (it has .client) whenever _uses_redis().
+redis_cache: Any = cache
+
 RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([smhd])")
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+LLM_FAILURE_WINDOW = 60
+LLM_PROBE_SECONDS = 30
+LLM_DOWN_SECONDS = 600
 
 
 class Limited(ApiError):
@@ -61,28 +89,73 @@ def parse_rate(value: str) -> Rate | None:
     return Rate(int(limit), int(count or 1) * PERIOD_SECONDS[unit])
 
 
+# --- Client addresses -----------------------------------------------------------
+
 def client_ip(request) -> str:
-    """REMOTE_ADDR, unless it is a trusted proxy: then the nearest untrusted X-Forwarded-For address."""
+    """REMOTE_ADDR, unless it is a trusted proxy: then the nearest untrusted X-Forwarded-For address.
+
+    An entry the proxies wrote that is not an address (a misconfigured proxy)
+    is not believed: REMOTE_ADDR counts then.
+    """
     remote = request.META.get("REMOTE_ADDR", "")
     if not _trusted_proxy(remote):
         return remote
     forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
     for address in reversed(forwarded):
         if not _trusted_proxy(address):
-            return address
+            return str(_parse_address(address) or remote)
     return remote
 
 
-def _trusted_proxy(address: str) -> bool:
+def address_group(address: str) -> str:
+    """What per-address limits count by: an IPv4 address as it is, an IPv6 address as the
+    first address of its /64 (still an address, so that django-axes can store it)."""
+    ip = _parse_address(address)
+    if ip is None:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)).network_address)
+    return str(ip)
+
+
+def client_address(request) -> str | None:
+    """The client's address group (see address_group): django-axes counts staff logins by it
+    (AXES_CLIENT_IP_CALLABLE), so a spoofed X-Forwarded-For or a fresh IPv6 address escapes no
+    lock. None when there is no address (a Unix socket), which axes stores as unknown."""
+    return address_group(client_ip(request)) or None
+
+
+def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address, also as some proxies write it with a port: "203.0.113.5:4711", "[2001:db8::1]:443"."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
     try:
-        ip = ipaddress.ip_address(address)
+        return ipaddress.ip_address(text)
     except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _networks(trusted: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(net, strict=False) for net in trusted)
+
+
+def _trusted_proxy(address: str) -> bool:
+    ip = _parse_address(address)
+    if ip is None:
         return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.CHAT_TRUSTED_PROXIES)
+    return any(ip in net for net in _networks(tuple(settings.CHAT_TRUSTED_PROXIES)))
 
 
-def _hashed(session_id: uuid.UUID) -> str:
-    return hashlib.sha256(session_id.bytes).hexdigest()[:16]
+def _hashed(value: object) -> str:
+    """A keyed hash: Redis keys name no address and no session id, and an IPv4 address cannot
+    be found again by hashing all 2**32 of them without the SECRET_KEY."""
+    return salted_hmac("chatsite.limits", str(value)).hexdigest()[:20]
 
 
 # --- Counting -------------------------------------------------------------------
@@ -92,17 +165,24 @@ _local_lock = threading.Lock()
 
 
 def _uses_redis() -> bool:
-    return settings.CACHES["default"]["BACKEND"].startswith("django_redis")
+    return str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
+
+
+def _redis():
+    """The Redis client, or None when there is no Redis or it is being skipped after a failure."""
+    if _uses_redis() and cache_guard.available():
+        return redis_cache.client.get_client(write=True)
+    return None
 
 
 def _add(keys: list[str], amount: int, ttl: int) -> list[int]:
     """Add `amount` to each counter in `keys` (created with `ttl` seconds to live), in one
     round trip; their new totals."""
-    if _uses_redis() and cache_guard.available():
+    if (client := _redis()) is not None:
         try:
-            pipe = cache.client.get_client(write=True).pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for key in keys:
-                full_key = cache.client.make_key(key)
+                full_key = redis_cache.client.make_key(key)
                 pipe.incrby(full_key, amount)
                 pipe.expire(full_key, ttl, nx=True)
             return [int(total) for total in pipe.execute()[::2]]
@@ -125,10 +205,9 @@ def _add_locally(key: str, amount: int, ttl: int) -> int:
 
 
 def _get(keys: list[str]) -> list[int]:
-    if _uses_redis() and cache_guard.available():
+    if (client := _redis()) is not None:
         try:
-            client = cache.client.get_client(write=False)
-            return [int(v or 0) for v in client.mget([cache.client.make_key(k) for k in keys])]
+            return [_int(v) for v in client.mget([redis_cache.client.make_key(k) for k in keys])]
         except Exception as error:  # noqa: BLE001
             cache_guard.failed("counter read", error)
     now = time.monotonic()
@@ -137,34 +216,69 @@ def _get(keys: list[str]) -> list[int]:
                 for count, expires in (_local_counts.get(k, (0, now)) for k in keys)]
 
 
+def _int(value: bytes | None) -> int:
+    """A counter as Redis holds it; anything else there (written by someone else) counts as 0."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        logger.warning("a counter in Redis is not a number; counted as 0")
+        return 0
+
+
+def _set_flag(key: str, ttl: int, only_if_absent: bool = False) -> bool:
+    """Set `key` for `ttl` seconds; with `only_if_absent`, whether this call was the one that set it."""
+    if (client := _redis()) is not None:
+        try:
+            return bool(client.set(redis_cache.client.make_key(key), 1, ex=ttl, nx=only_if_absent))
+        except Exception as error:  # noqa: BLE001
+            cache_guard.failed("flag", error)
+    now = time.monotonic()
+    with _local_lock:
+        if only_if_absent and _local_counts.get(key, (0, now))[1] > now:
+            return False
+        _local_counts[key] = (1, now + ttl)
+        return True
+
+
+def _delete(key: str) -> None:
+    if (client := _redis()) is not None:
+        try:
+            client.delete(redis_cache.client.make_key(key))
+        except Exception as error:  # noqa: BLE001
+            cache_guard.failed("flag delete", error)
+    with _local_lock:
+        _local_counts.pop(key, None)
+
+
 def reset_local_counts() -> None:
     with _local_lock:
         _local_counts.clear()
+    _llm_health.update(failures=0, last_failure=0.0, down_seen=False)
 
 
 # --- Rates ----------------------------------------------------------------------
 
-def _hit(kind: str, identity: str, setting: str) -> None:
+def _hit(kind: str, identity: object, setting: str) -> None:
     rate = parse_rate(getattr(settings, setting))
     if rate is None:
         return
     now = time.time()
     window = int(now // rate.seconds)
-    [count] = _add([f"rate:{kind}:{identity}:{window}"], 1, rate.seconds)
+    [count] = _add([f"rate:{kind}:{_hashed(identity)}:{window}"], 1, rate.seconds)
     if count > rate.limit:
         retry_after = int((window + 1) * rate.seconds - now) + 1
         raise Limited("rate_limited", f"Too many requests; try again in {retry_after} s.", retry_after)
 
 
 def check_turn(ip: str, session_id: uuid.UUID | None) -> None:
-    """Count a turn against the client address and, when it names one, the session."""
-    _hit("ip", ip, "CHAT_RATE_LIMIT_IP")
+    """Count a turn against the client address (its /64 for IPv6) and, when it names one, the session."""
+    _hit("ip", address_group(ip), "CHAT_RATE_LIMIT_IP")
     if session_id is not None:
-        _hit("session", _hashed(session_id), "CHAT_RATE_LIMIT_SESSION")
+        _hit("session", session_id, "CHAT_RATE_LIMIT_SESSION")
 
 
 def check_new_session(ip: str) -> None:
-    _hit("new-session", ip, "CHAT_RATE_LIMIT_NEW_SESSIONS")
+    _hit("new-session", address_group(ip), "CHAT_RATE_LIMIT_NEW_SESSIONS")
 
 
 # --- Budgets --------------------------------------------------------------------
@@ -173,31 +287,84 @@ def _day() -> str:
     return datetime.now(UTC).strftime("%Y%m%d")
 
 
-def _budget_keys(session_id: uuid.UUID) -> list[str]:
+def _budget_keys(session_id: uuid.UUID | None, ip: str) -> list[str]:
     day = _day()
-    return [f"tokens:session:{_hashed(session_id)}:{day}", f"tokens:site:{day}"]
+    return [
+        f"tokens:session:{_hashed(session_id or uuid.UUID(int=0))}:{day}",
+        f"tokens:address:{_hashed(address_group(ip))}:{day}",
+        f"tokens:site:{day}",
+    ]
 
 
-def _seconds_to_midnight() -> int:
-    now = time.time()
-    return int(86400 - now % 86400) + 1
+def check_budget(ip: str, session_id: uuid.UUID | None) -> bool:
+    """Whether this turn may call the LLM. False (answer it offline) once today's tokens of the
+    site, of this client address or of this session are spent, or while the LLM is down."""
+    if not settings.OPENAI_API_KEY:
+        return True  # the offline responder answers anyway
+    *spent, down = _get([*_budget_keys(session_id, ip), "llm:down"])
+    budgets = [settings.CHAT_DAILY_TOKENS_PER_SESSION if session_id is not None else 0,
+               settings.CHAT_DAILY_TOKENS_PER_ADDRESS, settings.CHAT_DAILY_TOKENS_SITE]
+    for name, budget, used in zip(("session", "address", "site"), budgets, spent, strict=True):
+        if budget and used >= budget:
+            logger.info("budget spent, answering offline", extra={"budget": name})
+            return False
+    down = down and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
+    _llm_health["down_seen"] = bool(down)
+    if down:
+        if _set_flag("llm:probe", LLM_PROBE_SECONDS, only_if_absent=True):
+            logger.info("the LLM is down; this turn probes it")
+            return True
+        return False
+    return True
 
 
-def check_budget(session_id: uuid.UUID | None) -> None:
-    """Refuse a turn once the session's or the site's tokens for today are spent."""
-    per_session, per_site = settings.CHAT_DAILY_TOKENS_PER_SESSION, settings.CHAT_DAILY_TOKENS_SITE
-    if not (per_session or per_site) or not settings.OPENAI_API_KEY:
-        return
-    spent_session, spent_site = _get(_budget_keys(session_id or uuid.UUID(int=0)))
-    if per_site and spent_site >= per_site:
-        raise Limited("budget_exhausted", "The assistant has answered all it can for today; "
-                      "please try again tomorrow.", _seconds_to_midnight(), status=503)
-    if per_session and session_id is not None and spent_session >= per_session:
-        raise Limited("budget_exhausted", "This conversation has used today's allowance; "
-                      "please try again tomorrow.", _seconds_to_midnight())
-
-
-def spend(session_id: uuid.UUID, tokens: int) -> None:
+def spend(session_id: uuid.UUID, tokens: int, ip: str = "") -> None:
+    """Count `tokens` against the session's, the client address's and the site's budgets."""
     if tokens <= 0:
         return
-    _add(_budget_keys(session_id), tokens, 2 * 86400)
+    _add(_budget_keys(session_id, ip), tokens, 2 * 86400)
+
+
+# --- Whether the LLM is up ------------------------------------------------------
+
+_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False}
+_llm_lock = threading.Lock()
+
+
+def llm_failed() -> None:
+    """A call to the LLM failed. Called by llm.py; see the module docstring.
+
+    It talks to the cache only when it marks the LLM down (rare), and is called
+    on the event loop: one short Redis command, bounded by the socket timeout.
+    """
+    threshold = settings.CHAT_LLM_DOWN_AFTER_FAILURES
+    if threshold <= 0:
+        return
+    now = time.monotonic()
+    with _llm_lock:
+        if now - _llm_health["last_failure"] > LLM_FAILURE_WINDOW:
+            _llm_health["failures"] = 0
+        _llm_health["failures"] += 1
+        _llm_health["last_failure"] = now
+        mark = _llm_health["failures"] >= threshold or _llm_health["down_seen"]
+        newly = mark and not _llm_health["down_seen"]
+        _llm_health["down_seen"] = _llm_health["down_seen"] or mark
+    if mark:
+        if newly:
+            logger.warning("the LLM failed %s times in a row: customers get the offline responder "
+                           "until a probe succeeds", threshold)
+        _set_flag("llm:down", LLM_DOWN_SECONDS)
+        _set_flag("llm:probe", LLM_PROBE_SECONDS)  # the next probe in LLM_PROBE_SECONDS, not now
+
+
+def llm_succeeded() -> None:
+    """A call to the LLM answered. Clears the shared flag only when this process saw it set,
+    so that a healthy LLM costs no Redis command per turn."""
+    with _llm_lock:
+        _llm_health["failures"] = 0
+        was_down, _llm_health["down_seen"] = _llm_health["down_seen"], False
+    if was_down:
+        logger.warning("the LLM answered again: customers get it again")
+        _delete("llm:down")
+        _delete("llm:probe")
+

@@ -6,35 +6,52 @@ knowledge file, so a fresh clone works with nothing configured.
 
 Every failure of the LLM (timeout, refused connection, 429, 5xx, a reply that
 does not parse) becomes AssistantUnavailable, and the whole call, retries
-included, ends within settings.CHAT_LLM_DEADLINE seconds.
+included, ends within settings.CHAT_LLM_DEADLINE seconds. Every outcome is told
+to limits.py, which decides when the LLM counts as down.
+
+`ReplyStream(history, offline=True)` is the fallback when a budget is spent or
+the LLM is down (limits.check_budget): the offline responder answers even with
+an API key set, and its reply opens with OFFLINE_NOTICE, so that the customer
+(and support staff reading the transcript) can tell it is not the assistant.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx2
 import openai
 from django.conf import settings
 
-from . import knowledge
+from . import knowledge, limits
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-faq"
+OFFLINE_NOTICE = (
+    "*Our assistant is not available right now, so this answer comes straight from our FAQ.*\n\n"
+)
 
 
 class AssistantUnavailable(ApiError):
-    """The LLM could not answer. `status` is the HTTP status to answer the browser with."""
+    """The LLM could not answer. `status` is the HTTP status to answer the browser with.
+
+    `outage` is False for a failure that this request's content caused (the
+    server refused it as a bad request, or wrote nothing, as content filters
+    do): a customer who sends such messages must not be able to switch the LLM
+    off for everyone (limits.llm_failed).
+    """
 
     code = "llm_unavailable"
 
-    def __init__(self, message: str, status: int = 502, retry_after: int | None = None):
+    def __init__(self, message: str, status: int = 502, retry_after: int | None = None, outage: bool = True):
         super().__init__(status, message=message, retry_after=retry_after)
+        self.outage = outage
 
 
 # As many connections to the LLM as the client allows by default, all kept for reuse.
@@ -80,12 +97,16 @@ class ReplyStream:
     that do not show the words as they come.
     """
 
-    def __init__(self, history: list[dict[str, str]], streamed: bool = True):
+    def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False):
         self.history = history
         self.streamed = streamed
         self.text = ""
-        self.responder = "openai" if settings.OPENAI_API_KEY else "offline"
-        self.model = settings.OPENAI_MODEL if settings.OPENAI_API_KEY else OFFLINE_MODEL
+        online = bool(settings.OPENAI_API_KEY) and not offline
+        # A fallback (the LLM is configured but may not be used) says so; a site
+        # that runs on the offline responder by design does not.
+        self.notice = OFFLINE_NOTICE if offline and settings.OPENAI_API_KEY else ""
+        self.responder = "openai" if online else "offline"
+        self.model = settings.OPENAI_MODEL if online else OFFLINE_MODEL
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self._started = time.monotonic()
@@ -110,7 +131,7 @@ class ReplyStream:
 
     async def _offline(self) -> AsyncIterator[str]:
         question = next(m["content"] for m in reversed(self.history) if m["role"] == "user")
-        words = knowledge.offline_answer(question).split(" ")
+        words = (self.notice + knowledge.offline_answer(question)).split(" ")
         for index, word in enumerate(words):
             piece = word if index == 0 else " " + word
             self.text += piece
@@ -119,6 +140,18 @@ class ReplyStream:
                 await asyncio.sleep(settings.CHAT_OFFLINE_WORD_DELAY)
 
     async def _openai(self) -> AsyncIterator[str]:
+        try:
+            # aclosing: on Stop, the upstream call is closed now, not when garbage collected.
+            async with contextlib.aclosing(self._openai_checked()) as pieces:
+                async for piece in pieces:
+                    yield piece
+        except AssistantUnavailable as error:
+            if error.outage:
+                limits.llm_failed()
+            raise
+        limits.llm_succeeded()
+
+    async def _openai_checked(self) -> AsyncGenerator[str, None]:
         deadline = asyncio.get_running_loop().time() + settings.CHAT_LLM_DEADLINE
         try:
             if self.streamed:
@@ -144,10 +177,13 @@ class ReplyStream:
             # Refused connections, 4xx/5xx answers, and replies that do not parse
             # (ValueError from JSON, KeyError/TypeError/IndexError from odd shapes).
             logger.warning("LLM call failed: %r", error)
-            raise AssistantUnavailable("The assistant is unavailable right now.", status=502) from error
+            refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError))
+            raise AssistantUnavailable(
+                "The assistant is unavailable right now.", status=502, outage=not refused
+            ) from error
         if not self.text:
             logger.warning("LLM returned an empty reply")
-            raise AssistantUnavailable("The assistant returned an empty reply.", status=502)
+            raise AssistantUnavailable("The assistant returned an empty reply.", status=502, outage=False)
 
 
     def _request(self) -> dict:

@@ -18,6 +18,23 @@ SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
 # split a conversation's line in two. They only ever occur inside strings.
 LINE_BREAKS_ESCAPED = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
+# What must not reach a support engineer's terminal raw from a customer's text:
+# C0 and C1 controls (ESC starts sequences that clear the screen, retitle the
+# window, plant links; CR rewrites a line), DEL, Unicode line separators, and
+# the bidirectional overrides and isolates that make text read differently
+# from what it is. Newlines stay line breaks.
+CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with every control character escaped visibly: "\\x1b", "\\u202e"."""
+    return CONTROLS.sub(_escaped, text.replace("\r\n", "\n"))
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 def idle_cutoff(days: int | None = None):
     """The oldest last activity a conversation may have and still be continued
@@ -175,7 +192,9 @@ class Conversation(models.Model):
         for message in messages:
             lines.append("")
             lines.append(f"[{timezone.localtime(message.created_at):%Y-%m-%d %H:%M:%S}] {message.heading()}")
-            lines.extend("    " + line for line in message.content.splitlines() or [""])
+            # Escaped first, so that only a newline can start a line: a customer
+            # cannot write a line of the transcript that looks like ours.
+            lines.extend("    " + line for line in visible(message.content).split("\n"))
         return "\n".join(lines) + "\n"
 
     def export_record(self) -> dict:
@@ -238,14 +257,14 @@ class Message(models.Model):
             ),
         ]
 
-    def __str__(self):
-        return f"{self.role}: {self.content[:60]}"
+    def __str__(self):  # shown by the shell's repr() too: escaped like the transcript
+        return f"{self.role}: {visible(self.content[:60])}"
 
     def heading(self) -> str:
         """Who wrote it and, for a reply, how: "Assistant (gpt-4o-mini, 812 ms, 120+45 tokens)"."""
         details = []
         if self.model:
-            details.append(self.model)
+            details.append(visible(self.model))  # named by the LLM server
         if self.latency_ms is not None:
             details.append(f"{self.latency_ms} ms")
         if self.prompt_tokens is not None or self.completion_tokens is not None:

@@ -95,6 +95,9 @@ class Turn:
     new_session: bool = False
     # Set once the reply is stored (or found, for a question answered before).
     reply: Message | None = None
+    # Budgets and LLM health (limits.check_budget): who spends, and whether to answer offline.
+    address: str = ""
+    offline: bool = False
 
 
 async def start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str) -> Turn:
@@ -136,7 +139,7 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
     the caller goes away (Stop, a closed tab), the upstream call is closed and
     what was written so far is kept as a stopped reply.
     """
-    stream = llm.ReplyStream(turn.history, streamed=streamed)
+    stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline)
     pieces = cast(AsyncGenerator[str, None], aiter(stream))
     lease = asyncio.ensure_future(_hold_lease(turn))
     try:
@@ -164,8 +167,11 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
 
 def _start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str, owner: uuid.UUID) -> Turn:
     limits.check_turn(ip, session_id)
-    limits.check_budget(session_id)
-    return db.retry_once(_store_question, ip, session_id, text, client_message_id, owner)
+    use_llm = limits.check_budget(ip, session_id)
+    turn = db.retry_once(_store_question, ip, session_id, text, client_message_id, owner)
+    # A spent budget or an LLM that is down: the offline responder answers, marked as such.
+    turn.address, turn.offline = ip, not use_llm
+    return turn
 
 
 def _store_question(
@@ -398,7 +404,7 @@ def _store_reply(turn: Turn, stream: llm.ReplyStream, status: str) -> Message:
         logger.warning("turn lost its lease before the reply was stored")
         raise TurnInProgress(session_id=turn.session_id)
     if stream.responder != "offline":
-        limits.spend(turn.session_id, stream.tokens_used)
+        limits.spend(turn.session_id, stream.tokens_used, turn.address)
     logger.info(
         "turn",
         extra={

@@ -1,0 +1,145 @@
+"""The site as served (the Procfile's gunicorn and uvicorn worker), over raw sockets:
+oversized bodies are refused before they are read, and idle connections are kept
+open longer than a load balancer keeps its own (docs/deploy.md).
+
+The in-process tests call chatsite.asgi's application directly, to see what it read.
+"""
+
+import json
+import select
+import socket
+import time
+
+import pytest
+
+from .test_headers import RECEIVED, _handlers_with_this_tests_settings, asgi_request  # noqa: F401 - the fixture applies here too
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response: (status, headers, body)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    chunked = headers.get("transfer-encoding") == "chunked"
+    while (not body.endswith(b"0\r\n\r\n") if chunked else len(body) < int(headers.get("content-length", 0))):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    if chunked:
+        body = _dechunked(body)
+    return int(status_line.split()[1]), headers, body
+
+
+def _dechunked(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        if int(size, 16) == 0:
+            return body
+        body, data = body + data[:int(size, 16)], data[int(size, 16) + 2:]
+
+
+def connect(site) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", site.port), timeout=10)
+
+
+# --- bodies -------------------------------------------------------------------
+
+
+def test_a_declared_length_over_the_cap_is_refused_at_once(live_site):
+    with connect(live_site) as sock:
+        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000000\r\n\r\n{\"message\": \"")
+        started = time.monotonic()
+        status, headers, body = read_response(sock, timeout=5)
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "body_too_large"
+    assert time.monotonic() - started < 5
+
+
+def test_a_chunked_body_is_read_only_up_to_the_cap(live_site):
+    """A body without a length is answered 413 once it passes the cap (64 KiB), long before
+    its end; the server closes the connection rather than read the rest."""
+    chunk = b"x" * 65536
+    sent = 0
+    with connect(live_site) as sock:
+        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while sent < 50 * 2**20:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed by the server: what it has answered is waiting to be read
+        status, _, body = read_response(sock, timeout=5)
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "body_too_large"
+    assert sent < 50 * 2**20  # it did not wait for the end of a body that has none
+
+
+def test_the_page_and_admin_refuse_bodies_over_djangos_cap_too(live_site):
+    with connect(live_site) as sock:
+        sock.sendall(b"POST /admin/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 300000000\r\n\r\n")
+        status, headers, _ = read_response(sock, timeout=5)
+    assert status == 413
+    assert headers["content-type"].startswith("text/plain")
+
+
+def test_a_declared_length_over_the_cap_is_not_read(settings):
+    status, _, content = asgi_request("POST", "/api/chat", {"content-type": "application/json",
+                                                            "content-length": "1000000000"}, b"{}")
+    assert (status, json.loads(content)["error"]["code"]) == (413, "body_too_large")
+    assert RECEIVED == []
+
+
+def test_an_undeclared_body_is_read_only_up_to_the_cap(settings):
+    settings.CHAT_MAX_BODY_BYTES = 1000
+    chunks = [b"x" * 300] * 100
+    status, _, content = asgi_request("POST", "/api/chat", {"content-type": "application/json"}, chunks=chunks)
+    assert (status, json.loads(content)["error"]["code"]) == (413, "body_too_large")
+    assert len(RECEIVED) == 4  # 1,200 bytes: over the cap, and no more
+
+
+def test_an_undeclared_body_under_the_cap_is_answered(settings):
+    body = json.dumps({"message": "Hi"}).encode()
+    status, _, content = asgi_request("POST", "/api/chat", {"content-type": "application/json"},
+                                      chunks=[body[:5], body[5:], b""])
+    assert status == 200, content
+    assert json.loads(content)["reply"]
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"1e3", b"99999999999999999999999"])
+def test_a_content_length_that_is_not_a_number_gets_a_json_400(length):
+    status, headers, content = asgi_request("POST", "/api/chat", {"content-type": "application/json",
+                                                                  "content-length": length}, b"{}")
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert json.loads(content)["error"]["code"] == "bad_request"
+
+
+# --- connections --------------------------------------------------------------
+
+
+def test_an_idle_connection_is_kept_longer_than_a_load_balancer_keeps_its_own(live_site):
+    """gunicorn's default keep-alive (2 s) closed connections a proxy reused a moment later.
+    The Procfile keeps them 75 s, above common balancers' idle timeouts (AWS ALB: 60 s)."""
+    with connect(live_site) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            status, _, _ = read_response(sock)
+            assert status == 200
+            time.sleep(3)
