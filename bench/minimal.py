@@ -27,6 +27,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
@@ -64,7 +65,7 @@ SYSTEM_PROMPT = knowledge.system_prompt()
 # Made at the lifespan's startup, on the worker's event loop.
 pool: AsyncConnectionPool
 cache: redis.asyncio.Redis
-llm: openai.AsyncOpenAI | httpx2.AsyncClient
+llm: Any  # openai.AsyncOpenAI, or httpx2.AsyncClient with BENCH_MINIMAL_LLM=httpx
 
 SELECT = (
     "SELECT seq, role, content FROM conversations_message WHERE conversation_id = %s "
@@ -100,7 +101,7 @@ async def start() -> None:
         llm = openai.AsyncOpenAI(base_url=os.environ["OPENAI_BASE_URL"], timeout=timeout, max_retries=1)
 
 
-async def ask(messages: list[dict]) -> tuple[str, str, int, int]:
+async def ask(messages: list[Any]) -> tuple[str, str, int, int]:
     """The reply's text, model and token counts."""
     if LLM == "httpx":
         response = await llm.post("/chat/completions", json={

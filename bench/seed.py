@@ -45,7 +45,7 @@ def conversations(count: int, history: int, path: Path, cached: bool = True) -> 
     )
     if cached:
         cache.set_many({sessions.cache_key(c.session_id): c.pk for c in created}, timeout=24 * 3600)
-        with redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]) as client:
+        with redis.Redis.from_url(settings.REDIS_URL) as client:
             # bench/minimal.py's key: its own, with no expiry to keep a GET a GET.
             client.mset({f"minimal:session:{c.session_id}": c.pk for c in created})
     ids = [str(conversation.session_id) for conversation in created]

@@ -20,7 +20,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) on the page and the admin.
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
@@ -33,17 +35,6 @@ logger = logging.getLogger("chatsite.requests")
 
 
 class ApiHandler(ASGIHandler):
-    async def __call__(self, scope, receive, send):
-        # Django wraps each request in a ThreadSensitiveContext, which starts a
-        # thread for the request's first thread-sensitive sync call (here only
-        # Django's own request_started receivers and response.close()) and joins
-        # it at the end: with 1,000 turns waiting on the LLM, 1,000 threads in a
-        # worker, and their hand-offs were what a turn's CPU grew by under held
-        # load (docs/benchmarks.md). The API runs no sync code of its own there
-        # (its middleware is async, its database work runs in in_db_thread), so
-        # those few calls share asgiref's one thread instead.
-        await self.handle(scope, receive, send)
-
     def load_middleware(self, is_async=False):
         # Django builds the chain from settings.MIDDLEWARE; this handler's chain
         # is settings.API_MIDDLEWARE, swapped in only while it is built.
@@ -57,6 +48,21 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
+# Django wraps each request in a ThreadSensitiveContext of its own, which starts
+# a thread for the request's first thread-sensitive sync call (Django's own
+# request_started receivers and response.close()) and joins it at the end: with
+# 1,000 turns waiting on the LLM, 1,000 threads in a worker, and their hand-offs
+# were what a turn's CPU grew by under held load (docs/benchmarks.md). The API
+# runs no sync code of its own there (its middleware is async, its database work
+# runs in conversations/db.py's threads), so all its requests share this one
+# thread; Django's context, inside ours, then makes none.
+api_sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-sync")
+
+
+async def _api(scope, receive, send):
+    async with ThreadSensitiveContext(executor=api_sync_thread):
+        await api(scope, receive, send)
+
 # Chat turns this worker is serving now (POST /api/chat, from the request to
 # the last byte of the reply, streamed or not).
 turns_in_flight = 0
@@ -67,7 +73,7 @@ async def application(scope, receive, send):
         return await site(scope, receive, send)
     path = scope.get("path", "")
     is_api = path.startswith("/api/") or path == "/healthz"
-    handler = api if is_api else site
+    handler = _api if is_api else site
     if path == "/api/chat" and scope.get("method") == "POST":
         if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
             return await _refuse(send, scope, True, 503, "overloaded",
@@ -118,7 +124,7 @@ async def _turn(scope, receive, send):
     global turns_in_flight
     turns_in_flight += 1
     try:
-        await api(scope, receive, send)
+        await _api(scope, receive, send)
     finally:
         turns_in_flight -= 1
 

@@ -13,6 +13,7 @@ key lets its format change without reading old entries.
 """
 
 import hashlib
+import logging
 import uuid
 from datetime import datetime, timedelta
 
@@ -22,6 +23,8 @@ from django.utils import timezone
 
 from . import cache_guard
 from .models import Message, idle_cutoff
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidSessionId(ValueError):
@@ -82,10 +85,16 @@ def cached_conversation_id(session_id: uuid.UUID) -> int | None:
     if not cache_guard.available():
         return None
     try:
-        return cache.get(cache_key(session_id))
+        value = cache.get(cache_key(session_id))
     except Exception as error:  # noqa: BLE001 - any cache failure is a miss
         cache_guard.failed("get", error)
         return None
+    if value is not None and (type(value) is not int):
+        # Not what remember() writes: someone else wrote the key. A miss, and gone.
+        logger.warning("session cache entry of the wrong type, dropped: %s", type(value).__name__)
+        forget(session_id)
+        return None
+    return value
 
 
 def remember(session_id: uuid.UUID, conversation_id: int, last_activity_at: datetime) -> None:

@@ -82,7 +82,8 @@ def own_redis(settings, tmp_path):
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": server.url,
             "KEY_PREFIX": "chatsite",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25,
+                        "SERIALIZER": "conversations.cache_guard.JSONSerializer"},
         }
     }
     yield server

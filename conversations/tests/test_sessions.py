@@ -140,3 +140,17 @@ def test_a_failing_cache_is_left_alone_for_a_while(own_redis):
     for _ in range(20):
         assert sessions.cached_conversation_id(session_id) is None
     assert time.monotonic() - started < 0.1  # skipped, not timed out 20 times
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("planted", ["12", [1], {"id": 1}, True, 1.5])
+def test_a_cache_entry_of_the_wrong_type_is_a_miss_and_is_dropped(client, shared_redis, planted):
+    _, first = post_chat(client, message="Hi")
+    key = sessions.cache_key(uuid.UUID(first["sessionId"]))
+    shared_redis.set(key, planted)  # plain JSON, as anyone who can write to Redis could
+
+    status, body = post_chat(client, message="Still me?", sessionId=first["sessionId"])
+
+    assert status == 200 and body["sessionId"] == first["sessionId"]
+    # Dropped, then written again as remember() writes it: the conversation's id.
+    assert shared_redis.get(key) == Conversation.objects.get(session_id=first["sessionId"]).pk
