@@ -4,7 +4,9 @@ import os
 
 import pytest
 from django.conf import settings as django_settings
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from conversations import knowledge
 
