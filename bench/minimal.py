@@ -73,8 +73,8 @@ SELECT = (
 )
 INSERT = (
     "INSERT INTO conversations_message (conversation_id, seq, role, content, created_at, status, "
-    "client_message_id, model, prompt_tokens, completion_tokens, latency_ms) "
-    "VALUES (%s, %s, %s, %s, %s, 'complete', '', %s, %s, %s, %s)"
+    "client_message_id, author, model, prompt_tokens, completion_tokens, latency_ms) "
+    "VALUES (%s, %s, %s, %s, %s, 'complete', '', '', %s, %s, %s, %s)"
 )
 
 
