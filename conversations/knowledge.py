@@ -311,8 +311,8 @@ def offline_answer(question: str) -> str:
     if wants_person(question):  # the site hands over before asking; this is for when it does not
         details = contact_details()
         return (
-            "To talk to a person, press **Talk to a person** below and someone from our team will "
-            "answer here." + (f" You can also reach us directly:\n\n{details}" if details else "")
+            "To talk to a person, press **Talk to a person** at the top of the chat and someone from our "
+            "team will answer here." + (f" You can also reach us directly:\n\n{details}" if details else "")
         )
     if words & THANKS and words <= THANKS_TOO | STOPWORDS:
         return "You're welcome! Is there anything else I can help with?"
@@ -327,7 +327,7 @@ def offline_answer(question: str) -> str:
     details = contact_details()
     return (
         "I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team can help: "
-        "press **Talk to a person** below to ask for a person here"
+        "press **Talk to a person** at the top of the chat to ask for a person here"
         + (f", or contact us directly:\n\n{details}" if details else ".")
     )
 
