@@ -177,7 +177,9 @@ def _start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: 
     turn = db.retry_once(_store_question, ip, session_id, text, client_message_id, owner)
     # A spent budget or an LLM that is down: the offline responder answers, marked as such.
     turn.address, turn.offline = ip, not use_llm
-    updates.changed(turn.conversation_id)
+    # No version bump for waiting pages here: a question for staff was announced when
+    # it was stored (handoff._append), and an assistant's turn is announced with its
+    # outcome (_store_reply, _release), one Redis write a turn instead of two.
     return turn
 
 
