@@ -321,6 +321,11 @@ class Message(models.Model):
     def __str__(self):  # shown by the shell's repr() too: escaped like the transcript
         return f"{self.role}: {visible(self.content[:60])}"
 
+    def being_answered(self) -> bool:
+        """Whether this is an answer slot whose owner's lease still holds (turns.py)."""
+        return (self.status == self.Status.ANSWERING and self.lease_until is not None
+                and self.lease_until > timezone.now())
+
     def heading(self) -> str:
         """Who wrote it and, for a reply, how: "Assistant (gpt-4o-mini, 812 ms, 120+45 tokens)"."""
         details = []

@@ -244,7 +244,7 @@ def _continue(recent: list[Message], text: str, client_message_id: str, owner: u
     if newest.status == Message.Status.ANSWERING:
         if newest.lease_owner == owner:  # stored by our own attempt, whose acknowledgement was lost
             return _turn(recent[1:], owner, slot=newest)
-        if _lease_left(newest) > 0:
+        if newest.being_answered():
             raise TurnInProgress(session_id=conversation.session_id, retry_after=_retry_after(newest))
         if not _take_abandoned_slot(newest, owner, delete=True):
             raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
@@ -278,7 +278,7 @@ def _retry(recent: list[Message], sent_before: dict[str, Message], owner: uuid.U
     if slot is not None:
         if slot.lease_owner == owner:
             return _turn(from_question, owner, slot=slot)
-        if _lease_left(slot) > 0:
+        if slot.being_answered():
             raise TurnInProgress(session_id=conversation.session_id, retry_after=_retry_after(slot))
         if not _take_abandoned_slot(slot, owner):
             return _after_conflict(conversation, slot.client_message_id, owner)

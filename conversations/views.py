@@ -9,7 +9,6 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 
 from . import handoff, knowledge, limits, llm, sessions, turns, updates
 from .api import api_view, json_body, session_id_from
@@ -145,10 +144,7 @@ async def api_not_found(request):
 
 @api_view("GET", "DELETE")
 async def history(request):
-    header = request.headers.get("X-Session-Id")
-    if header is None:
-        raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
-    session_id = session_id_from(header)
+    session_id = _session_id_header(request)
     if request.method == "DELETE":
         return await _forget(session_id)
     found = await in_db_thread(_history, session_id)
@@ -171,6 +167,14 @@ async def _forget(session_id):
     return HttpResponse(status=204)
 
 
+def _session_id_header(request):
+    """The session id in the X-Session-Id header, which the endpoints that read a conversation take."""
+    header = request.headers.get("X-Session-Id")
+    if header is None:
+        raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
+    return session_id_from(header)
+
+
 def _history(session_id) -> dict | None:
     """The conversation's messages, and whether its latest question is being answered now
     (a reply being written is not shown until it is stored)."""
@@ -178,14 +182,13 @@ def _history(session_id) -> dict | None:
     if conversation is None:
         return None
     messages = list(conversation.messages.all())
-    answering = bool(messages) and messages[-1].status == Message.Status.ANSWERING
     return {
         "messages": [
             updates.message_payload(message)  # with the seq and author (GET /api/updates has the same)
             for message in messages
             if message.status != Message.Status.ANSWERING
         ],
-        "turnInProgress": answering and messages[-1].lease_until > timezone.now(),
+        "turnInProgress": bool(messages) and messages[-1].being_answered(),
         "handoff": conversation.handoff,
     }
 
@@ -266,10 +269,7 @@ def _request_person(ip: str, session_id) -> tuple[Conversation, Message | None, 
 @api_view("GET")
 async def updates_poll(request):
     """Long poll: what is new in the conversation after message `after` (see updates.py)."""
-    header = request.headers.get("X-Session-Id")
-    if header is None:
-        raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
-    session_id = session_id_from(header)
+    session_id = _session_id_header(request)
     after = _after(request.GET.get("after"))
     state = request.GET.get("state")
     if state is not None and state not in Handoff.values:
