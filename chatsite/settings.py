@@ -7,6 +7,7 @@ every variable.
 
 import os
 import sys
+import tempfile
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -134,7 +135,17 @@ else:
             # IMMEDIATE takes the write lock at BEGIN, so two writers wait for
             # each other (up to "timeout" seconds) instead of failing with
             # "database is locked" halfway through a transaction.
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            # WAL lets pages read while a turn writes.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # Tests get a file too, not Django's shared-cache in-memory
+            # database: there a read in one thread makes a write in another
+            # fail at once with "database table is locked" instead of waiting
+            # out the timeout, as a file does. One file per test process.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"chatsite-test-{os.getpid()}.sqlite3")},
         }
     }
 
