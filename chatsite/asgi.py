@@ -48,6 +48,8 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
+from conversations import loop_io  # noqa: E402 - needs the apps loaded above
+
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
 # request_started receivers and response.close()) and joins it at the end: with
@@ -69,6 +71,8 @@ turns_in_flight = 0
 
 
 async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
     if scope["type"] != "http":
         return await site(scope, receive, send)
     path = scope.get("path", "")
@@ -109,6 +113,23 @@ async def application(scope, receive, send):
         if not message.get("more_body", False):
             break
     return await handler(scope, _replay(b"".join(chunks), receive), send)
+
+
+async def _lifespan(receive, send):
+    """A worker's start and stop (the ASGI lifespan, which Django does not speak): the event
+    loop's database pool and Redis client for the common turn (conversations/loop_io.py)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await loop_io.open_clients()
+            except Exception:  # noqa: BLE001 - every turn can take the ORM path instead
+                logger.exception("quick turns off: the event loop's clients could not be opened")
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await loop_io.close_clients()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _turn(scope, receive, send):

@@ -171,6 +171,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 # Cache: Redis when REDIS_URL is set, else a per-process local-memory cache.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 0.25)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -180,8 +181,8 @@ if REDIS_URL:
             "OPTIONS": {
                 # Redis only speeds things up: a dead or stalled Redis must
                 # cost a request a fraction of a second, never a hang.
-                "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.25),
-                "SOCKET_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.25),
+                "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+                "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
                 # Plain data only: pickle (the default) would run code that anyone
                 # who can write to Redis put there (conversations/cache_guard.py).
                 "SERIALIZER": "conversations.cache_guard.JSONSerializer",

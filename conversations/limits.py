@@ -175,20 +175,20 @@ def _redis():
     return None
 
 
-def _add(keys: list[str], amount: int, ttl: int) -> list[int]:
-    """Add `amount` to each counter in `keys` (created with `ttl` seconds to live), in one
+def _add(keys: list[str], amount: int, ttls: list[int]) -> list[int]:
+    """Add `amount` to each counter in `keys` (created with its `ttls` seconds to live), in one
     round trip; their new totals."""
     if (client := _redis()) is not None:
         try:
             pipe = client.pipeline(transaction=False)
-            for key in keys:
+            for key, ttl in zip(keys, ttls, strict=True):
                 full_key = redis_cache.client.make_key(key)
                 pipe.incrby(full_key, amount)
                 pipe.expire(full_key, ttl, nx=True)
             return [int(total) for total in pipe.execute()[::2]]
         except Exception as error:  # noqa: BLE001 - any Redis failure: count locally
             cache_guard.failed("counter", error)
-    return [_add_locally(key, amount, ttl) for key in keys]
+    return [_add_locally(key, amount, ttl) for key, ttl in zip(keys, ttls, strict=True)]
 
 
 def _add_locally(key: str, amount: int, ttl: int) -> int:
@@ -207,7 +207,7 @@ def _add_locally(key: str, amount: int, ttl: int) -> int:
 def _get(keys: list[str]) -> list[int]:
     if (client := _redis()) is not None:
         try:
-            return [_int(v) for v in client.mget([redis_cache.client.make_key(k) for k in keys])]
+            return [counter(v) for v in client.mget([redis_cache.client.make_key(k) for k in keys])]
         except Exception as error:  # noqa: BLE001
             cache_guard.failed("counter read", error)
     now = time.monotonic()
@@ -216,7 +216,7 @@ def _get(keys: list[str]) -> list[int]:
                 for count, expires in (_local_counts.get(k, (0, now)) for k in keys)]
 
 
-def _int(value: bytes | None) -> int:
+def counter(value: bytes | None) -> int:
     """A counter as Redis holds it; anything else there (written by someone else) counts as 0."""
     try:
         return int(value or 0)
@@ -258,23 +258,51 @@ def reset_local_counts() -> None:
 
 # --- Rates ----------------------------------------------------------------------
 
-def _hit(kind: str, identity: object, setting: str) -> None:
+@dataclass(frozen=True)
+class Window:
+    """The current window of one rate: its counter's key, and when it ends."""
+
+    key: str
+    rate: Rate
+    retry_after: int
+
+    def check(self, count: int) -> None:
+        """Raise Limited if `count` hits in this window are over the rate."""
+        if count > self.rate.limit:
+            raise Limited("rate_limited", f"Too many requests; try again in {self.retry_after} s.",
+                          self.retry_after)
+
+
+def _window(kind: str, identity: object, setting: str) -> Window | None:
     rate = parse_rate(getattr(settings, setting))
     if rate is None:
-        return
+        return None
     now = time.time()
     window = int(now // rate.seconds)
-    [count] = _add([f"rate:{kind}:{_hashed(identity)}:{window}"], 1, rate.seconds)
-    if count > rate.limit:
-        retry_after = int((window + 1) * rate.seconds - now) + 1
-        raise Limited("rate_limited", f"Too many requests; try again in {retry_after} s.", retry_after)
+    return Window(f"rate:{kind}:{_hashed(identity)}:{window}", rate, int((window + 1) * rate.seconds - now) + 1)
+
+
+def _hit(kind: str, identity: object, setting: str) -> None:
+    if (window := _window(kind, identity, setting)) is not None:
+        [count] = _add([window.key], 1, [window.rate.seconds])
+        window.check(count)
+
+
+def turn_windows(ip: str, session_id: uuid.UUID | None) -> list[Window]:
+    """The rate windows a turn counts against: the client address (its /64 for IPv6) and,
+    when it names one, the session."""
+    windows = [_window("ip", address_group(ip), "CHAT_RATE_LIMIT_IP")]
+    if session_id is not None:
+        windows.append(_window("session", session_id, "CHAT_RATE_LIMIT_SESSION"))
+    return [window for window in windows if window is not None]
 
 
 def check_turn(ip: str, session_id: uuid.UUID | None) -> None:
-    """Count a turn against the client address (its /64 for IPv6) and, when it names one, the session."""
-    _hit("ip", address_group(ip), "CHAT_RATE_LIMIT_IP")
-    if session_id is not None:
-        _hit("session", session_id, "CHAT_RATE_LIMIT_SESSION")
+    """Count a turn against its rate windows (turn_windows)."""
+    windows = turn_windows(ip, session_id)
+    counts = _add([w.key for w in windows], 1, [w.rate.seconds for w in windows])
+    for window, count in zip(windows, counts, strict=True):
+        window.check(count)
 
 
 def check_new_session(ip: str) -> None:
@@ -283,11 +311,15 @@ def check_new_session(ip: str) -> None:
 
 # --- Budgets --------------------------------------------------------------------
 
+# Budget counters outlive their day by one, whatever the time zone of whoever reads them.
+BUDGET_SECONDS = 2 * 86400
+
+
 def _day() -> str:
     return datetime.now(UTC).strftime("%Y%m%d")
 
 
-def _budget_keys(session_id: uuid.UUID | None, ip: str) -> list[str]:
+def budget_keys(session_id: uuid.UUID | None, ip: str) -> list[str]:
     day = _day()
     return [
         f"tokens:session:{_hashed(session_id or uuid.UUID(int=0))}:{day}",
@@ -296,21 +328,33 @@ def _budget_keys(session_id: uuid.UUID | None, ip: str) -> list[str]:
     ]
 
 
-def check_budget(ip: str, session_id: uuid.UUID | None) -> bool:
-    """Whether this turn may call the LLM. False (answer it offline) once today's tokens of the
-    site, of this client address or of this session are spent, or while the LLM is down."""
-    if not settings.OPENAI_API_KEY:
-        return True  # the offline responder answers anyway
-    *spent, down = _get([*_budget_keys(session_id, ip), "llm:down"])
+def budgets_left(session_id: uuid.UUID | None, spent: list[int]) -> bool:
+    """Whether none of the budgets (budget_keys, in their order) is spent, given what they used today."""
     budgets = [settings.CHAT_DAILY_TOKENS_PER_SESSION if session_id is not None else 0,
                settings.CHAT_DAILY_TOKENS_PER_ADDRESS, settings.CHAT_DAILY_TOKENS_SITE]
     for name, budget, used in zip(("session", "address", "site"), budgets, spent, strict=True):
         if budget and used >= budget:
             logger.info("budget spent, answering offline", extra={"budget": name})
             return False
-    down = down and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
-    _llm_health["down_seen"] = bool(down)
-    if down:
+    return True
+
+
+def llm_down(flag: int) -> bool:
+    """Whether the shared `llm:down` flag, as read, says the LLM is down (and remember what was seen)."""
+    down = bool(flag) and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
+    _llm_health["down_seen"] = down
+    return down
+
+
+def check_budget(ip: str, session_id: uuid.UUID | None) -> bool:
+    """Whether this turn may call the LLM. False (answer it offline) once today's tokens of the
+    site, of this client address or of this session are spent, or while the LLM is down."""
+    if not settings.OPENAI_API_KEY:
+        return True  # the offline responder answers anyway
+    *spent, down = _get([*budget_keys(session_id, ip), "llm:down"])
+    if not budgets_left(session_id, spent):
+        return False
+    if llm_down(down):
         if _set_flag("llm:probe", LLM_PROBE_SECONDS, only_if_absent=True):
             logger.info("the LLM is down; this turn probes it")
             return True
@@ -322,7 +366,7 @@ def spend(session_id: uuid.UUID, tokens: int, ip: str = "") -> None:
     """Count `tokens` against the session's, the client address's and the site's budgets."""
     if tokens <= 0:
         return
-    _add(_budget_keys(session_id, ip), tokens, 2 * 86400)
+    _add(budget_keys(session_id, ip), tokens, [BUDGET_SECONDS] * 3)
 
 
 # --- Whether the LLM is up ------------------------------------------------------

@@ -89,12 +89,20 @@ def cached_conversation_id(session_id: uuid.UUID) -> int | None:
     except Exception as error:  # noqa: BLE001 - any cache failure is a miss
         cache_guard.failed("get", error)
         return None
-    if value is not None and (type(value) is not int):
+    if value is not None and type(value) is not int:
         # Not what remember() writes: someone else wrote the key. A miss, and gone.
         logger.warning("session cache entry of the wrong type, dropped: %s", type(value).__name__)
         forget(session_id)
         return None
     return value
+
+
+def conversation_id_from(value: bytes | None) -> int | None:
+    """A conversation id as redis.asyncio reads remember()'s entry (django-redis stores an int as
+    its digits); None for a miss, or for anything remember() does not write."""
+    if value is None or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 def remember(session_id: uuid.UUID, conversation_id: int, last_activity_at: datetime) -> None:

@@ -62,7 +62,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import db, handoff, knowledge, limits, llm, sessions, updates
+from . import db, handoff, knowledge, limits, llm, loop_io, sessions, updates
 from .errors import ApiError, ConversationDeleted, DatabaseUnavailable, RetrySuperseded, TurnInProgress
 from .models import Conversation, Handoff, Message, idle_cutoff
 
@@ -104,6 +104,8 @@ class Turn:
     for_staff: bool = False
     handoff: str = Handoff.ASSISTANT
     notice: str | None = None
+    # Taken on the quick path (below): its reply is stored on the event loop too.
+    quick: bool = False
 
 
 async def start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str) -> Turn:
@@ -117,7 +119,7 @@ async def start(ip: str, session_id: uuid.UUID | None, text: str, client_message
     kept, marked failed, and its slot freed at once.
     """
     owner = uuid.uuid4()
-    storing = asyncio.ensure_future(db.in_db_thread(_start, ip, session_id, text, client_message_id, owner))
+    storing = asyncio.ensure_future(_store(ip, session_id, text, client_message_id, owner))
     try:
         return await asyncio.shield(storing)
     except asyncio.CancelledError:
@@ -160,7 +162,10 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
             await pieces.aclose()  # closes the upstream call now, not when garbage collected
             await _keep_stopped(turn, stream)
             raise
-        turn.reply = await db.in_db_thread(_store_reply, turn, stream, Message.Status.COMPLETE, retry=True)
+        if turn.quick:
+            turn.reply = await _store_reply_quickly(turn, stream)
+        else:
+            turn.reply = await db.in_db_thread(_store_reply, turn, stream, Message.Status.COMPLETE, retry=True)
     except ApiError as error:
         error.session_id = error.session_id or turn.session_id
         raise
@@ -171,8 +176,20 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
 # --- Storing the question ---------------------------------------------------------
 
 
-def _start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str, owner: uuid.UUID) -> Turn:
-    limits.check_turn(ip, session_id)
+async def _store(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str,
+                 owner: uuid.UUID) -> Turn:
+    counted = False
+    if session_id is not None and loop_io.ready():
+        turn, counted = await _quick_start(ip, session_id, text, client_message_id, owner)
+        if turn is not None:
+            return turn
+    return await db.in_db_thread(_start, ip, session_id, text, client_message_id, owner, counted)
+
+
+def _start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str, owner: uuid.UUID,
+           counted: bool = False) -> Turn:
+    if not counted:  # else counted by _quick_start already
+        limits.check_turn(ip, session_id)
     use_llm = limits.check_budget(ip, session_id)
     turn = db.retry_once(_store_question, ip, session_id, text, client_message_id, owner)
     # A spent budget or an LLM that is down: the offline responder answers, marked as such.
@@ -312,6 +329,73 @@ def _after_conflict(conversation: Conversation, client_message_id: str, owner: u
     raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
 
 
+# --- The quick path ---------------------------------------------------------------
+#
+# Most turns are the common case: a returning customer's next question, the
+# conversation the assistant's, its newest message settled. _quick_start takes
+# that case on the event loop (loop_io: one Redis round trip, one SELECT, one
+# INSERT; the reply is one UPDATE and one Redis round trip), without the thread
+# hand-offs, the ORM or django-redis that the path above pays for (they were most
+# of a turn's CPU above its own I/O: docs/benchmarks.md). It decides nothing the
+# path above does not: anything but the common case (no cached conversation, a
+# clientMessageId seen before, a slot being answered, a person on the
+# conversation or asked for, a conflict on the INSERT, the LLM flagged down)
+# goes to the path above, which reads again and decides from what is stored.
+
+
+async def _quick_start(ip: str, session_id: uuid.UUID, text: str, client_message_id: str,
+                       owner: uuid.UUID) -> tuple[Turn | None, bool]:
+    """The turn, or None for anything but the common case; and whether the turn's rates were counted."""
+    windows = limits.turn_windows(ip, session_id)
+    found = await loop_io.redis_round_trip(
+        [(window.key, 1, window.rate.seconds) for window in windows], [],
+        [sessions.cache_key(session_id), *limits.budget_keys(session_id, ip), "llm:down"],
+    )
+    if found is None:  # Redis failed: the path above counts, locally while Redis is skipped
+        return None, False
+    for window, count in zip(windows, found, strict=False):
+        window.check(count)
+    cached, *spent, down = found[len(windows):]
+    conversation_id = sessions.conversation_id_from(cached)
+    if conversation_id is None or (settings.OPENAI_API_KEY and limits.llm_down(limits.counter(down))):
+        return None, True  # who probes a down LLM is decided by check_budget, above
+    use_llm = not settings.OPENAI_API_KEY or limits.budgets_left(session_id, [limits.counter(v) for v in spent])
+    recent = await loop_io.recent_messages(session_id, conversation_id, idle_cutoff(),
+                                           settings.CHAT_HISTORY_MESSAGES)
+    if not recent:
+        return None, True
+    conversation, newest = recent[0].conversation, recent[0]
+    if (conversation.handoff != Handoff.ASSISTANT or newest.status == Message.Status.ANSWERING
+            or (client_message_id and any(m.client_message_id == client_message_id for m in recent))
+            or knowledge.wants_person(text)):
+        return None, True
+    question, slot = _question_and_slot(conversation, newest.seq + 1, text, client_message_id, owner)
+    due = conversation.last_activity_at < question.created_at - ACTIVITY_RESOLUTION
+    if not await loop_io.insert_question(question, slot, question.created_at if due else None):
+        return None, True
+    turn = _turn([question, *recent], owner, slot=slot)
+    turn.address, turn.offline, turn.quick = ip, not use_llm, True
+    return turn, True
+
+
+async def _store_reply_quickly(turn: Turn, stream: llm.ReplyStream) -> Message:
+    """_store_reply on the event loop; when this request no longer owns the slot, _store_reply decides why."""
+    assert turn.answer is not None
+    slot = _filled(turn.answer, stream, Message.Status.COMPLETE)
+    if not await loop_io.store_reply(slot, turn.owner):
+        return await db.in_db_thread(_store_reply, turn, stream, Message.Status.COMPLETE, retry=True)
+    spend = stream.responder != "offline" and stream.tokens_used > 0
+    stored = await loop_io.redis_round_trip(
+        [(key, stream.tokens_used, limits.BUDGET_SECONDS) for key in limits.budget_keys(turn.session_id, turn.address)]
+        if spend else [],
+        [(updates.version_key(turn.conversation_id), updates.new_version(), updates.VERSION_SECONDS)], [],
+    )
+    if stored is None and spend:  # Redis failed and is skipped now: counted in this process
+        limits.spend(turn.session_id, stream.tokens_used, turn.address)
+    _log_stored(turn, stream, slot.status)
+    return slot
+
+
 def _for_staff(conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str,
                owner: uuid.UUID) -> Turn:
     opening = client_message_id if len(client_message_id) >= STRONG_CLIENT_MESSAGE_ID else None
@@ -406,10 +490,7 @@ def _retry_after(slot: Message) -> int:
 def _store_reply(turn: Turn, stream: llm.ReplyStream, status: str) -> Message:
     """The owner's last write: the reply into its slot (and a failed question completed)."""
     assert turn.answer is not None
-    slot = turn.answer
-    slot.content, slot.status, slot.created_at = stream.text, status, timezone.now()
-    slot.model, slot.latency_ms = stream.model, stream.latency_ms
-    slot.prompt_tokens, slot.completion_tokens = stream.prompt_tokens, stream.completion_tokens
+    slot = _filled(turn.answer, stream, status)
     revive = turn.question.status == Message.Status.FAILED  # a retry that worked
     with transaction.atomic() if revive else contextlib.nullcontext():
         stored = Message.objects.filter(pk=slot.pk, lease_owner=turn.owner).update(
@@ -429,6 +510,19 @@ def _store_reply(turn: Turn, stream: llm.ReplyStream, status: str) -> Message:
     updates.changed(turn.conversation_id)
     if stream.responder != "offline":
         limits.spend(turn.session_id, stream.tokens_used, turn.address)
+    _log_stored(turn, stream, status)
+    return slot
+
+
+def _filled(slot: Message, stream: llm.ReplyStream, status: str) -> Message:
+    """The answer slot with the reply (so far) set on it, not yet stored."""
+    slot.content, slot.status, slot.created_at = stream.text, status, timezone.now()
+    slot.model, slot.latency_ms = stream.model, stream.latency_ms
+    slot.prompt_tokens, slot.completion_tokens = stream.prompt_tokens, stream.completion_tokens
+    return slot
+
+
+def _log_stored(turn: Turn, stream: llm.ReplyStream, status: str) -> None:
     logger.info(
         "turn",
         extra={
@@ -440,7 +534,6 @@ def _store_reply(turn: Turn, stream: llm.ReplyStream, status: str) -> Message:
             "completion_tokens": stream.completion_tokens,
         },
     )
-    return slot
 
 
 def _release(turn: Turn, count: bool = True) -> None:

@@ -56,6 +56,12 @@ def shared_cache() -> bool:
     return str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
 
 
+def new_version() -> int:
+    """A conversation's next version: random, so that two workers never write the same one.
+    An int, which django-redis stores as it is (turns.py's quick path writes it with redis.asyncio)."""
+    return int.from_bytes(os.urandom(6), "big")
+
+
 def changed(conversation_id: int) -> None:
     """Tell the pages waiting on this conversation to look again. Call it after the change is committed."""
     changed_many([conversation_id])
@@ -65,14 +71,12 @@ def changed_many(conversation_ids: list[int]) -> None:
     if not conversation_ids or not shared_cache() or not cache_guard.available():
         return
     try:
-        cache.set_many(
-            {version_key(pk): os.urandom(6).hex() for pk in conversation_ids}, VERSION_SECONDS
-        )
+        cache.set_many({version_key(pk): new_version() for pk in conversation_ids}, VERSION_SECONDS)
     except Exception as error:  # noqa: BLE001 - see the module docstring
         cache_guard.failed("set", error)
 
 
-def _version(conversation_id: int) -> str | None:
+def _version(conversation_id: int) -> int | None:
     if not shared_cache() or not cache_guard.available():
         return None
     try:
@@ -145,7 +149,7 @@ def snapshot(session_id, after: int) -> Snapshot | None:
     return found
 
 
-def _look(session_id, after: int) -> tuple[str | None, Snapshot | None]:
+def _look(session_id, after: int) -> tuple[int | None, Snapshot | None]:
     """The version, then the snapshot: a change committed after the version was
     read moves the version, so the watcher cannot miss it."""
     conversation_id = sessions.cached_conversation_id(session_id)
@@ -188,7 +192,7 @@ async def wait(session_id, after: int, state: str | None, timeout: float) -> Sna
 @dataclass(eq=False)
 class Waiter:
     conversation_id: int
-    version: str | None
+    version: int | None
     signature: tuple
     woken: asyncio.Event = field(default_factory=asyncio.Event)
 

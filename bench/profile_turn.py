@@ -1,0 +1,79 @@
+"""python -m bench.profile_turn: py-spy on one site worker under figure 1's load (a development aid).
+
+Starts what `python -m bench` starts (its own database, Redis and stand-in
+LLM), the site with WEB_CONCURRENCY=1, warms it up, then runs wrk for
+--seconds while `py-spy record` samples the worker. Needs py-spy on PATH (a
+tool for this work, not a dependency of the site).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import load, servers
+from .__main__ import DEFAULT_DATABASE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_turn", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--out", default="profile.txt", help="py-spy's output (--format raw: collapsed stacks)")
+    parser.add_argument("--app", default=None, help="another ASGI app to profile, e.g. bench.minimal:application")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="chatsite-profile-"))
+    db = servers.BenchDatabase(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE))
+    db.create()
+    redis = llm = site = None
+    try:
+        redis = servers.BenchRedis(tmp)
+        env = {
+            "DJANGO_SECRET_KEY": "bench-only-secret-key", "DJANGO_DEBUG": "0", "DATABASE_URL": db.url,
+            "REDIS_URL": redis.url, "DJANGO_BEHIND_TLS_PROXY": "1", "CHAT_RATE_LIMIT_SESSION": "0",
+            "CHAT_RATE_LIMIT_IP": "0", "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+            "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12), "CHAT_DAILY_TOKENS_SITE": str(10**15),
+            "CHAT_DAILY_TOKENS_PER_ADDRESS": str(10**15), "WEB_CONCURRENCY": "1",
+        }
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                       cwd=servers.ROOT, env={**os.environ, **env}, check=True)
+        os.environ.update(env, DJANGO_SETTINGS_MODULE="chatsite.settings")
+        import django
+
+        django.setup()
+        from . import seed
+
+        pool = load.Sessions(seed.conversations(6000, 2, tmp / "sessions.txt"), tmp)
+        llm = servers.StandInLLM()
+        llm.set_delay(args.delay)
+        env.update(OPENAI_API_KEY="bench-key", OPENAI_BASE_URL=llm.url, OPENAI_MODEL="fake-model")
+        if args.app:
+            env = {**{k: v for k, v in env.items() if not k.startswith("DJANGO_")},
+                   "DJANGO_SETTINGS_MODULE": args.app.split(":")[0], "BENCH_MINIMAL_LLM": "openai"}
+        site = servers.WebServer("profiled", env, tmp / "site.log", app=args.app)
+        sessions = args.connections * 10
+        pool.wrk("warm-up", site.url, sessions, args.connections, 3)
+        [worker] = site.workers()
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
+                                "--gil", "--format", "raw", "--output", args.out,
+                                "--duration", str(int(args.seconds))])
+        run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
+                       cpu={"workers": site.cpu_seconds})
+        spy.wait()
+        print(f"{run.turns_per_second:.0f} turns/s, errors {run.errors}, "
+              f"worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} ms/turn; {args.out}")
+    finally:
+        for server in (site, llm, redis):
+            if server:
+                server.stop()
+        from django.db import connections
+
+        connections.close_all()
+        db.drop()
+
+
+if __name__ == "__main__":
+    main()
