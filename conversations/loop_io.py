@@ -60,6 +60,8 @@ async def open_clients() -> None:
     params.pop("cursor_factory", None)
     params.pop("context", None)
     params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
+    # Named in pg_stat_activity unless PGAPPNAME names every connection of the site.
+    params.setdefault("fallback_application_name", "chatsite quick turns")
     options = database.settings_dict["OPTIONS"].get("pool") or {}
     _pool = AsyncConnectionPool(
         kwargs={**params, "autocommit": True},
