@@ -17,12 +17,14 @@ no Redis, Django's test clients, a management command, another event loop)
 the quick path does and more.
 
 The pool is configured like Django's own (settings.DATABASES: the same
-database, statement and lock timeouts, DATABASE_POOL_MAX_SIZE connections at
-most, DATABASE_POOL_TIMEOUT to wait for one), so a worker holds at most twice
-DATABASE_POOL_MAX_SIZE connections: this pool's and Django's.
+database, statement and lock timeouts, DATABASE_POOL_TIMEOUT to wait for a
+connection) and shares DATABASE_POOL_MAX_SIZE with it: half of it here
+(CHAT_QUICK_POOL_MAX_SIZE), the rest Django's, so that a worker still holds at
+most DATABASE_POOL_MAX_SIZE connections (at least 2: one in each pool).
 """
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,7 +36,7 @@ import redis.asyncio
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import cache_guard
 from .errors import DatabaseUnavailable
@@ -62,12 +64,11 @@ async def open_clients() -> None:
     params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
     # Named in pg_stat_activity unless PGAPPNAME names every connection of the site.
     params.setdefault("fallback_application_name", "chatsite quick turns")
-    options = database.settings_dict["OPTIONS"].get("pool") or {}
     _pool = AsyncConnectionPool(
         kwargs={**params, "autocommit": True},
         min_size=1,
-        max_size=options.get("max_size", 10),
-        timeout=options.get("timeout", 3.0),
+        max_size=settings.CHAT_QUICK_POOL_MAX_SIZE,
+        timeout=settings.DATABASE_POOL_TIMEOUT,
         name="quick-turn",
         open=False,
     )
@@ -140,41 +141,61 @@ _REPLY = (
 )
 
 # The database errors a fresh connection may cure (psycopg's: a connection killed,
-# a statement or lock timeout, no connection free in the pool).
+# a statement or lock timeout).
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-async def _run(statement: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-    """Run `statement` on a pooled connection; on a database failure, once more on a fresh one."""
+async def run(block: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    """Run `block` (its statements must be safe to run twice) on a pooled connection; on a database
+    failure, once more on a fresh one. DatabaseUnavailable if that fails too, or if no connection
+    can be had (see _connection)."""
     try:
-        async with pool().connection() as conn:
-            return await statement(conn)
+        async with _connection() as conn:
+            return await block(conn)
+    except PoolTimeout as error:
+        logger.warning("database unavailable: %r", error)
+        raise DatabaseUnavailable from error
     except FAILURES as error:
         logger.warning("database failed, retrying once on a fresh connection: %r", error)
         # The pool's idle connections may have died with this one (a restart,
         # pg_terminate_backend): test them all before taking one again.
         await pool().check()
     try:
-        async with pool().connection() as conn:
-            return await statement(conn)
-    except FAILURES as error:
+        async with _connection() as conn:
+            return await block(conn)
+    except FAILURES as error:  # PoolTimeout is one
         logger.warning("database unavailable: %r", error)
         raise DatabaseUnavailable from error
 
 
-async def recent_messages(session_id: uuid.UUID, conversation_id: int | None, active_since: datetime,
-                          limit: int) -> list[Message]:
+@contextlib.asynccontextmanager
+async def _connection():
+    """A connection from the pool. Waited for DATABASE_POOL_TIMEOUT, and then, if the pool has
+    connections and all are busy with other turns (a burst: the wait is a queue, not a failure),
+    up to DATABASE_POOL_QUEUE_TIMEOUT in all; if it has none (the database cannot be reached), no longer."""
+    the_pool = pool()
+    try:
+        conn = await the_pool.getconn(timeout=settings.DATABASE_POOL_TIMEOUT)
+    except PoolTimeout:
+        if not the_pool.get_stats().get("pool_size"):
+            raise
+        conn = await the_pool.getconn(
+            timeout=max(0.0, settings.DATABASE_POOL_QUEUE_TIMEOUT - settings.DATABASE_POOL_TIMEOUT))
+    try:
+        yield conn
+    finally:
+        await the_pool.putconn(conn)
+
+
+async def recent_messages(conn: psycopg.AsyncConnection, session_id: uuid.UUID, conversation_id: int | None,
+                          active_since: datetime, limit: int) -> list[Message]:
     """sessions.recent_messages, on the event loop: the latest `limit` messages of the session's
     conversation, newest first, each with its conversation; [] if it has none."""
     sql, params = _RECENT, [session_id, active_since]
     if conversation_id is not None:
         sql, params = sql + f" AND {_M}.conversation_id = %s", [*params, conversation_id]
     sql, params = sql + f" ORDER BY {_M}.seq DESC LIMIT %s", [*params, limit]
-
-    async def select(conn):
-        return await (await conn.execute(sql, params)).fetchall()
-
-    rows = await _run(select)
+    rows = await (await conn.execute(sql, params)).fetchall()
     if not rows:
         return []
     split = len(_MESSAGE_FIELDS)
@@ -187,7 +208,8 @@ async def recent_messages(session_id: uuid.UUID, conversation_id: int | None, ac
     return messages
 
 
-async def insert_question(question: Message, slot: Message, activity_at: datetime | None) -> bool:
+async def insert_question(conn: psycopg.AsyncConnection, question: Message, slot: Message,
+                          activity_at: datetime | None) -> bool:
     """INSERT the question and its answer slot in one statement (and, with `activity_at`, move the
     conversation's last activity in the same one), setting their ids. False on a conflict: a
     position or a clientMessageId taken, the conversation gone."""
@@ -197,12 +219,8 @@ async def insert_question(question: Message, slot: Message, activity_at: datetim
         sql = (f"WITH inserted AS ({_INSERT}), moved AS (UPDATE {_C} SET last_activity_at = %s WHERE id = %s) "
                f"SELECT id, seq FROM inserted")
         params += [activity_at, question.conversation_id]
-
-    async def insert(conn):
-        return await (await conn.execute(sql, params)).fetchall()
-
     try:
-        rows = dict((seq, pk) for pk, seq in await _run(insert))
+        rows = dict((seq, pk) for pk, seq in await (await conn.execute(sql, params)).fetchall())
     except psycopg.IntegrityError:
         return False
     question.pk, slot.pk = rows[question.seq], rows[slot.seq]
@@ -218,7 +236,7 @@ async def store_reply(slot: Message, owner: uuid.UUID) -> bool:
     async def update(conn):
         return (await conn.execute(_REPLY, params)).rowcount
 
-    return await _run(update) == 1
+    return await run(update) == 1
 
 
 # --- Redis ------------------------------------------------------------------------

@@ -163,7 +163,8 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
             await _keep_stopped(turn, stream)
             raise
         if turn.quick:
-            turn.reply = await _store_reply_quickly(turn, stream)
+            # Finished even if the client leaves meanwhile, as the ORM path's thread would.
+            turn.reply = await asyncio.shield(_in_background(_store_reply_quickly(turn, stream)))
         else:
             turn.reply = await db.in_db_thread(_store_reply, turn, stream, Message.Status.COMPLETE, retry=True)
     except ApiError as error:
@@ -360,21 +361,28 @@ async def _quick_start(ip: str, session_id: uuid.UUID, text: str, client_message
     if conversation_id is None or (settings.OPENAI_API_KEY and limits.llm_down(limits.counter(down))):
         return None, True  # who probes a down LLM is decided by check_budget, above
     use_llm = not settings.OPENAI_API_KEY or limits.budgets_left(session_id, [limits.counter(v) for v in spent])
-    recent = await loop_io.recent_messages(session_id, conversation_id, idle_cutoff(),
-                                           settings.CHAT_HISTORY_MESSAGES)
-    if not recent:
-        return None, True
-    conversation, newest = recent[0].conversation, recent[0]
-    if (conversation.handoff != Handoff.ASSISTANT or newest.status == Message.Status.ANSWERING
-            or (client_message_id and any(m.client_message_id == client_message_id for m in recent))
-            or knowledge.wants_person(text)):
-        return None, True
-    question, slot = _question_and_slot(conversation, newest.seq + 1, text, client_message_id, owner)
-    due = conversation.last_activity_at < question.created_at - ACTIVITY_RESOLUTION
-    if not await loop_io.insert_question(question, slot, question.created_at if due else None):
-        return None, True
-    turn = _turn([question, *recent], owner, slot=slot)
-    turn.address, turn.offline, turn.quick = ip, not use_llm, True
+
+    async def take(conn) -> Turn | None:  # on one connection: it is held for two statements, not two waits
+        recent = await loop_io.recent_messages(conn, session_id, conversation_id, idle_cutoff(),
+                                               settings.CHAT_HISTORY_MESSAGES)
+        if not recent:
+            return None
+        conversation, newest = recent[0].conversation, recent[0]
+        if (conversation.handoff != Handoff.ASSISTANT or newest.status == Message.Status.ANSWERING
+                or (client_message_id and any(m.client_message_id == client_message_id for m in recent))
+                or knowledge.wants_person(text)):
+            return None
+        question, slot = _question_and_slot(conversation, newest.seq + 1, text, client_message_id, owner)
+        due = conversation.last_activity_at < question.created_at - ACTIVITY_RESOLUTION
+        if not await loop_io.insert_question(conn, question, slot, question.created_at if due else None):
+            return None
+        return _turn([question, *recent], owner, slot=slot)
+
+    # Run twice after a failure: a question the first run stored is found as our own slot
+    # (ANSWERING), which the path above recognises by its owner.
+    turn = await loop_io.run(take)
+    if turn is not None:
+        turn.address, turn.offline, turn.quick = ip, not use_llm, True
     return turn, True
 
 
@@ -590,8 +598,22 @@ def _renew_lease(turn: Turn) -> None:
     )
 
 
-# References to the clean-ups under way, so that they are not garbage collected midway.
+# References to the work under way that no request waits for, so that it is not garbage collected midway.
 _abandoned: set[asyncio.Future] = set()
+
+
+def _in_background(work) -> asyncio.Future:
+    """`work` as a task that runs to its end whoever waits for it (referenced until then)."""
+    task = asyncio.ensure_future(work)
+    _abandoned.add(task)
+    task.add_done_callback(_done_in_background)
+    return task
+
+
+def _done_in_background(task: asyncio.Future) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # retrieved: whoever waited has it, if anyone
+        logger.info("background work of a turn ended: %r", task.exception())
 
 
 def _abandon(storing: asyncio.Future) -> None:
@@ -601,6 +623,4 @@ def _abandon(storing: asyncio.Future) -> None:
     turn = storing.result()
     if turn.answer is None:
         return
-    cleanup = asyncio.ensure_future(_release_quietly(turn, count=False))
-    _abandoned.add(cleanup)
-    cleanup.add_done_callback(_abandoned.discard)
+    _in_background(_release_quietly(turn, count=False))
