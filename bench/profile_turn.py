@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--out", default="profile.txt", help="py-spy's output (--format raw: collapsed stacks)")
+    parser.add_argument("--no-spy", action="store_true", help="measure only, without py-spy")
     parser.add_argument("--app", default=None, help="another ASGI app to profile, e.g. bench.minimal:application")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chatsite-profile-"))
@@ -55,14 +56,15 @@ def main() -> None:
                    "DJANGO_SETTINGS_MODULE": args.app.split(":")[0], "BENCH_MINIMAL_LLM": "openai"}
         site = servers.WebServer("profiled", env, tmp / "site.log", app=args.app)
         sessions = args.connections * 10
-        pool.wrk("warm-up", site.url, sessions, args.connections, 3)
+        pool.wrk("warm-up", site.url, sessions, args.connections, 3 + 2 * args.delay, timeout=60)
         [worker] = site.workers()
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
+        spy = None if args.no_spy else subprocess.Popen(["py-spy", "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
                                 "--gil", "--format", "raw", "--output", args.out,
                                 "--duration", str(int(args.seconds))])
         run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
-                       cpu={"workers": site.cpu_seconds})
-        spy.wait()
+                       cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds)
+        if spy:
+            spy.wait()
         print(f"{run.turns_per_second:.0f} turns/s, errors {run.errors}, "
               f"worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} ms/turn; {args.out}")
     finally:

@@ -48,7 +48,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import loop_io  # noqa: E402 - needs the apps loaded above
+from conversations import llm, loop_io  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -116,11 +116,13 @@ async def application(scope, receive, send):
 
 
 async def _lifespan(receive, send):
-    """A worker's start and stop (the ASGI lifespan, which Django does not speak): the event
-    loop's database pool and Redis client for the common turn (conversations/loop_io.py)."""
+    """A worker's start and stop (the ASGI lifespan, which Django does not speak): its client of
+    the LLM (conversations/llm.py), and the event loop's database pool and Redis client for the
+    common turn (conversations/loop_io.py)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            await llm.open_client()
             try:
                 await loop_io.open_clients()
             except Exception:  # noqa: BLE001 - every turn can take the ORM path instead
@@ -128,6 +130,7 @@ async def _lifespan(receive, send):
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await loop_io.close_clients()
+            await llm.close_client()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -20,9 +20,9 @@ import contextlib
 import json
 import logging
 import time
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -57,33 +57,69 @@ class AssistantUnavailable(ApiError):
 # As many connections to the LLM as the client allows by default, all kept for reuse.
 LLM_CONNECTIONS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
 
-# One client per event loop: its connection pool belongs to the loop it was made on.
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+
+def _timed_out(error: openai.APITimeoutError) -> bool:
+    """Whether the client timed out. The aiohttp transport reports a connection the server
+    dropped or refused as a connect timeout too (its ClientConnectionError); the cause tells."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
+            return False
+        cause = cause.__cause__
+    return True
+
+# The worker's client, made when the worker starts (the ASGI lifespan, chatsite/asgi.py)
+# and kept while it serves: its connections to the LLM are reused turn after turn.
+_worker: dict = {}
 
 
-def _client() -> openai.AsyncOpenAI:
-    config = (
-        settings.OPENAI_API_KEY,
-        settings.OPENAI_BASE_URL,
-        settings.CHAT_LLM_DEADLINE,
-        settings.CHAT_LLM_CONNECT_TIMEOUT,
-        settings.CHAT_LLM_MAX_RETRIES,
+def _config() -> tuple:
+    return (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.CHAT_LLM_DEADLINE,
+            settings.CHAT_LLM_CONNECT_TIMEOUT, settings.CHAT_LLM_MAX_RETRIES)
+
+
+def _new_client() -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key=settings.OPENAI_API_KEY,
+        base_url=settings.OPENAI_BASE_URL,
+        # The client's defaults (600 s, 2 retries) would let a turn hang for
+        # half an hour; our own deadline below bounds the whole call.
+        timeout=httpx2.Timeout(settings.CHAT_LLM_DEADLINE, connect=settings.CHAT_LLM_CONNECT_TIMEOUT),
+        max_retries=settings.CHAT_LLM_MAX_RETRIES,
+        # On aiohttp, the client's documented transport for many requests at once:
+        # httpx's connection pool walks every connection, and probes each idle
+        # one's socket, twice per request, which was the largest cost of a turn
+        # with hundreds of turns waiting on the LLM in a worker (docs/benchmarks.md).
+        # All its connections are kept for reuse (the default keeps 100).
+        http_client=openai.DefaultAioHttpClient(limits=LLM_CONNECTIONS),
     )
-    clients = _clients.setdefault(asyncio.get_running_loop(), {})
-    if config not in clients:
-        clients[config] = openai.AsyncOpenAI(
-            api_key=settings.OPENAI_API_KEY,
-            base_url=settings.OPENAI_BASE_URL,
-            # The client's defaults (600 s, 2 retries) would let a turn hang for
-            # half an hour; our own deadline below bounds the whole call.
-            timeout=httpx2.Timeout(settings.CHAT_LLM_DEADLINE, connect=settings.CHAT_LLM_CONNECT_TIMEOUT),
-            max_retries=settings.CHAT_LLM_MAX_RETRIES,
-            # The client keeps only 100 idle connections by default: with more turns
-            # than that waiting on the LLM, most calls opened a new connection, the
-            # largest cost of a turn under held load (docs/benchmarks.md).
-            http_client=openai.DefaultAsyncHttpxClient(limits=LLM_CONNECTIONS),
-        )
-    return clients[config]
+
+
+async def open_client() -> None:
+    """Make the worker's client, on the loop it will serve from."""
+    _worker.update(loop=asyncio.get_running_loop(), config=_config(), client=_new_client())
+
+
+async def close_client() -> None:
+    client = _worker.get("client")
+    _worker.clear()
+    if client is not None:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _client() -> AsyncIterator[openai.AsyncOpenAI]:
+    """The worker's client; anywhere else (Django's test clients, a management command, a
+    setting changed since) a client for this call only, closed after it: an aiohttp session
+    belongs to one event loop and must be closed on it."""
+    if _worker.get("loop") is asyncio.get_running_loop() and _worker.get("config") == _config():
+        yield _worker["client"]
+        return
+    client = _new_client()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 class ReplyStream:
@@ -166,6 +202,9 @@ class ReplyStream:
             logger.warning("LLM deadline of %ss passed", settings.CHAT_LLM_DEADLINE)
             raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
         except openai.APITimeoutError as error:
+            if not _timed_out(error):
+                logger.warning("LLM connection failed: %r", error)
+                raise AssistantUnavailable("The assistant is unavailable right now.", status=502) from error
             logger.warning("LLM timed out: %r", error)
             raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
         except openai.RateLimitError as error:
@@ -201,44 +240,46 @@ class ReplyStream:
     # its shape raises ValueError, KeyError, TypeError or IndexError.
 
     async def _openai_whole(self) -> str:
-        response = await _client().post("/chat/completions", body=self._request(), cast_to=httpx2.Response)
+        async with _client() as client:
+            response = await client.post("/chat/completions", body=self._request(), cast_to=httpx2.Response)
         completion = response.json()
         self._note(completion)
         self.text = completion["choices"][0]["message"]["content"] or ""
         return self.text
 
     async def _openai_streamed(self, deadline: float) -> AsyncIterator[str]:
-        async with asyncio.timeout_at(deadline):
-            response = await _client().post(
-                "/chat/completions",
-                body={**self._request(), "stream": True, "stream_options": {"include_usage": True}},
-                cast_to=httpx2.Response,
-                stream=True,
-            )
-        try:
-            lines = response.aiter_lines()
-            while True:
-                # The client's timeout is per read: a server that drips a byte at a
-                # time would never trip it, so the deadline covers every chunk.
-                async with asyncio.timeout_at(deadline):
-                    line = await anext(lines, None)
-                if line is None:
-                    break
-                if not line.startswith("data:"):
-                    continue  # SSE comments, event names and blank separators
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    raise ValueError(f"error event in the stream: {chunk['error']!r}")
-                self._note(chunk)
-                piece = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
-                if piece:
-                    self.text += piece
-                    yield piece
-        finally:
-            await response.aclose()  # on Stop too: the upstream call ends now
+        async with _client() as client:
+            async with asyncio.timeout_at(deadline):
+                response = await client.post(
+                    "/chat/completions",
+                    body={**self._request(), "stream": True, "stream_options": {"include_usage": True}},
+                    cast_to=httpx2.Response,
+                    stream=True,
+                )
+            try:
+                lines = response.aiter_lines()
+                while True:
+                    # The client's timeout is per read: a server that drips a byte at a
+                    # time would never trip it, so the deadline covers every chunk.
+                    async with asyncio.timeout_at(deadline):
+                        line = await anext(lines, None)
+                    if line is None:
+                        break
+                    if not line.startswith("data:"):
+                        continue  # SSE comments, event names and blank separators
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise ValueError(f"error event in the stream: {chunk['error']!r}")
+                    self._note(chunk)
+                    piece = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+                    if piece:
+                        self.text += piece
+                        yield piece
+            finally:
+                await response.aclose()  # on Stop too: the upstream call ends now
 
     def _note(self, reply: dict) -> None:
         """The model and the token counts of a reply, or of a chunk of one, when it has them."""

@@ -47,11 +47,12 @@ logger = logging.getLogger(__name__)
 _pool: AsyncConnectionPool | None = None
 _redis: redis.asyncio.Redis | None = None
 _loop: asyncio.AbstractEventLoop | None = None
+_make_key: Callable[[str], Any] = str
 
 
 async def open_clients() -> None:
     """Open the pool and the client on the running loop, if the site runs on PostgreSQL and Redis."""
-    global _pool, _redis, _loop
+    global _pool, _redis, _loop, _make_key
     database = connections["default"]
     if database.vendor != "postgresql" or not settings.REDIS_URL:
         return
@@ -80,6 +81,7 @@ async def open_clients() -> None:
         socket_timeout=timeout, socket_connect_timeout=timeout,
     ))
     _loop = asyncio.get_running_loop()
+    _make_key = cache.make_key  # the cache's own, looked up once (`cache` is a per-context proxy)
     logger.info("quick turns on: psycopg async pool (%s connections at most) and redis.asyncio",
                 _pool.max_size)
 
@@ -139,6 +141,8 @@ _REPLY = (
     f"UPDATE {_M} SET content = %s, status = %s, created_at = %s, model = %s, latency_ms = %s, "
     f"prompt_tokens = %s, completion_tokens = %s WHERE id = %s AND lease_owner = %s"
 )
+
+_RENEW = f"UPDATE {_M} SET lease_until = %s WHERE id = %s AND lease_owner = %s AND status = %s"
 
 # The database errors a fresh connection may cure (psycopg's: a connection killed,
 # a statement or lock timeout).
@@ -228,6 +232,15 @@ async def insert_question(conn: psycopg.AsyncConnection, question: Message, slot
     return True
 
 
+async def renew_lease(slot: Message, owner: uuid.UUID, until: datetime) -> None:
+    """turns._renew_lease on the event loop."""
+
+    async def update(conn):
+        await conn.execute(_RENEW, [until, slot.pk, owner, Message.Status.ANSWERING])
+
+    await run(update)
+
+
 async def store_reply(slot: Message, owner: uuid.UUID) -> bool:
     """The owner's UPDATE of its answer slot with the reply set on `slot`; False if it no longer owns it."""
     params = [slot.content, slot.status, slot.created_at, slot.model, slot.latency_ms, slot.prompt_tokens,
@@ -243,7 +256,7 @@ async def store_reply(slot: Message, owner: uuid.UUID) -> bool:
 
 
 def _key(key: str) -> str:
-    return str(cache.make_key(key))  # django-redis's key for it: the same entries
+    return str(_make_key(key))  # django-redis's key for it: the same entries
 
 
 async def redis_round_trip(counters: list[tuple[str, int, int]], sets: list[tuple[str, Any, int]],

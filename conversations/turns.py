@@ -586,7 +586,11 @@ async def _hold_lease(turn: Turn) -> None:
     while True:
         await asyncio.sleep(every)
         try:
-            await db.in_db_thread(_renew_lease, turn)
+            if loop_io.ready():  # an UPDATE on the event loop; a thread and the ORM cost more
+                assert turn.answer is not None
+                await loop_io.renew_lease(turn.answer, turn.owner, _lease_end())
+            else:
+                await db.in_db_thread(_renew_lease, turn)
         except DatabaseUnavailable:
             pass  # logged; try again at the next renewal
 
