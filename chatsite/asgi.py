@@ -122,7 +122,10 @@ async def _lifespan(receive, send):
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            await llm.open_client()
+            try:
+                await llm.open_client()
+            except Exception:  # noqa: BLE001 - each call then makes a client of its own
+                logger.exception("the worker's LLM client could not be made")
             try:
                 await loop_io.open_clients()
             except Exception:  # noqa: BLE001 - every turn can take the ORM path instead

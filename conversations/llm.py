@@ -96,7 +96,9 @@ def _new_client() -> openai.AsyncOpenAI:
 
 
 async def open_client() -> None:
-    """Make the worker's client, on the loop it will serve from."""
+    """Make the worker's client, on the loop it will serve from (none for the offline responder)."""
+    if not settings.OPENAI_API_KEY:
+        return
     _worker.update(loop=asyncio.get_running_loop(), config=_config(), client=_new_client())
 
 
