@@ -142,7 +142,10 @@ _REPLY = (
     f"prompt_tokens = %s, completion_tokens = %s WHERE id = %s AND lease_owner = %s"
 )
 
-_RENEW = f"UPDATE {_M} SET lease_until = %s WHERE id = %s AND lease_owner = %s AND status = %s"
+_RENEW = (
+    f"UPDATE {_M} SET lease_until = %s WHERE status = %s "
+    f"AND (id, lease_owner) IN (SELECT * FROM unnest(%s::bigint[], %s::uuid[]))"
+)
 
 # The database errors a fresh connection may cure (psycopg's: a connection killed,
 # a statement or lock timeout).
@@ -232,11 +235,11 @@ async def insert_question(conn: psycopg.AsyncConnection, question: Message, slot
     return True
 
 
-async def renew_lease(slot: Message, owner: uuid.UUID, until: datetime) -> None:
-    """turns._renew_lease on the event loop."""
+async def renew_leases(leases: dict[int, uuid.UUID], until: datetime) -> None:
+    """Move the lease of each answer slot (id -> owner) still answered by its owner to `until`."""
 
     async def update(conn):
-        await conn.execute(_RENEW, [until, slot.pk, owner, Message.Status.ANSWERING])
+        await conn.execute(_RENEW, [until, Message.Status.ANSWERING, list(leases), list(leases.values())])
 
     await run(update)
 

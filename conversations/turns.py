@@ -582,15 +582,39 @@ async def _keep_stopped(turn: Turn, stream: llm.ReplyStream) -> None:
 
 async def _hold_lease(turn: Turn) -> None:
     """Renew the lease while the turn is answered, so that only a dead worker loses it."""
+    assert turn.answer is not None
+    if loop_io.ready():  # renewed with every other lease of this worker (_keep_leases)
+        _leases[turn.answer.pk] = turn.owner
+        global _keeper
+        if _keeper is None or _keeper.done():
+            _keeper = asyncio.ensure_future(_keep_leases())
+        try:
+            await asyncio.get_running_loop().create_future()  # held until the turn ends (cancelled)
+        finally:
+            _leases.pop(turn.answer.pk, None)
+    else:
+        every = settings.CHAT_TURN_LEASE_SECONDS * 0.6
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await db.in_db_thread(_renew_lease, turn)
+            except DatabaseUnavailable:
+                pass  # logged; try again at the next renewal
+
+
+# The leases this worker holds on the event loop (answer slot id -> owner), renewed together:
+# one UPDATE every 0.6 x CHAT_TURN_LEASE_SECONDS for all of them, however many turns wait on
+# the LLM, instead of one per turn (a turn waiting 10 s would renew three times).
+_leases: dict[int, uuid.UUID] = {}
+_keeper: asyncio.Future | None = None
+
+
+async def _keep_leases() -> None:
     every = settings.CHAT_TURN_LEASE_SECONDS * 0.6
-    while True:
+    while _leases:
         await asyncio.sleep(every)
         try:
-            if loop_io.ready():  # an UPDATE on the event loop; a thread and the ORM cost more
-                assert turn.answer is not None
-                await loop_io.renew_lease(turn.answer, turn.owner, _lease_end())
-            else:
-                await db.in_db_thread(_renew_lease, turn)
+            await loop_io.renew_leases(dict(_leases), _lease_end())
         except DatabaseUnavailable:
             pass  # logged; try again at the next renewal
 

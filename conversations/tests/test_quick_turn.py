@@ -5,11 +5,15 @@ The turn's rules are tested in test_turns.py and its faults in test_faults.py, a
 deployed site, so on this path too; here: that the path is taken, and what it costs."""
 
 import json
+import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from bench.wire import WireLog, summarize
 from conversations.models import Message
@@ -81,3 +85,40 @@ def test_a_turn_that_is_not_the_common_case_goes_the_orm_way_and_is_answered_the
 
 def sent_health_checks(wire: WireLog) -> int:
     return len(summarize(wire.events)["health_checks"])
+
+
+def test_a_worker_renews_the_leases_of_all_its_slow_turns_together(fake_llm_server, postgres, llm):
+    """Three turns on a slow LLM outlive the 1 s lease many times over: their leases are renewed
+    (by one UPDATE a tick for all of them), so none is taken over and each is answered once."""
+    site = Site(site_env(fake_llm_server, CHAT_TURN_LEASE_SECONDS="1"))
+    try:
+        sessions = [post(site, {"message": f"Hi {n}"})["sessionId"] for n in range(3)]
+        llm.control("ok", delay=3.0)
+        with ThreadPoolExecutor(6) as pool:
+            turns = [pool.submit(post, site, {"message": f"Slow {n}", "sessionId": session,
+                                              "clientMessageId": f"slow-{n}"})
+                     for n, session in enumerate(sessions)]
+            time.sleep(2.0)  # two leases' length after the slots were taken
+            slots = list(Message.objects.filter(client_message_id__startswith="slow-", role="assistant"))
+            read_at = timezone.now()
+            # A retry of each now: its owner is alive, so no takeover, and no second LLM call.
+            retries = [pool.submit(send, site, {"message": f"Slow {n}", "sessionId": session,
+                                                "clientMessageId": f"slow-{n}"})
+                       for n, session in enumerate(sessions)]
+            replies = [turn.result() for turn in turns]
+            retried = [retry.result() for retry in retries]
+    finally:
+        site.stop()
+
+    assert len(slots) == 3
+    assert all(slot.status == "answering" and slot.lease_until > read_at for slot in slots)
+    assert [reply["reply"] for reply in replies] == [f"Echo: Slow {n}" for n in range(3)]
+    assert [(status, body.get("error", {}).get("code")) for status, body in retried] == [(409, "turn_in_progress")] * 3
+    assert sum(1 for r in llm.requests() if "Slow" in json.dumps(r)) == 3
+
+
+def send(site: Site, body: dict) -> tuple[int, dict]:
+    try:
+        return 200, post(site, body)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
