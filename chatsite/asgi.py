@@ -17,6 +17,7 @@ cap is CHAT_MAX_BODY_BYTES on the API (a JSON error body_too_large) and Django's
 DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) on the page and the admin.
 """
 
+import gc
 import json
 import logging
 import os
@@ -122,6 +123,7 @@ async def _lifespan(receive, send):
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            _tune_garbage_collector()
             try:
                 await llm.open_client()
             except Exception:  # noqa: BLE001 - each call then makes a client of its own
@@ -136,6 +138,23 @@ async def _lifespan(receive, send):
             await llm.close_client()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cycles less often, and never look at what the worker loaded to start.
+
+    Python's collector runs every 700 allocations net, and each full collection walks
+    every object alive: Django, the openai client's models, the settings, and every
+    turn in flight, which under held load (hundreds of turns waiting on the LLM in a
+    worker) was a quarter of a turn's CPU. What is alive once the worker has started is
+    alive for its life: gc.freeze() moves it out of the collector's sight. Then a young
+    collection every 20,000 allocations, and older ones a twentieth as often: cycles a
+    turn leaves behind (tracebacks, futures) still go within a few turns
+    (docs/benchmarks.md, "Collecting garbage less often").
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 async def _turn(scope, receive, send):
