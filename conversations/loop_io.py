@@ -266,7 +266,9 @@ async def redis_round_trip(counters: list[tuple[str, int, int]], sets: list[tupl
                            read: list[str]) -> list[Any] | None:
     """One pipeline: INCRBY each (key, amount, ttl) counter, SET each (key, value, ttl), then MGET
     `read`. The counters' new totals followed by what was read; None if Redis failed (it is then
-    skipped for a few seconds, cache_guard)."""
+    skipped for a few seconds, cache_guard) or is being skipped."""
+    if not cache_guard.available():
+        return None
     try:
         pipe = redis_client().pipeline(transaction=False)
         for key, amount, ttl in counters:
