@@ -3,6 +3,8 @@
 The views are async; Django's ORM is not. `in_db_thread` runs a block of ORM
 work in a worker thread and hands that thread's connection back to the pool
 when the block ends, so no connection is held while a turn waits for the LLM.
+(The common turn does its few statements on the event loop instead, with the
+same rule for failures: conversations/loop_io.py.)
 
 The decision for a failing database (a connection killed by a restart,
 failover or pg_terminate_backend; a statement or lock timeout, see

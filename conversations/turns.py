@@ -613,6 +613,8 @@ async def _keep_leases() -> None:
     every = settings.CHAT_TURN_LEASE_SECONDS * 0.6
     while _leases:
         await asyncio.sleep(every)
+        if not _leases:  # every turn ended meanwhile
+            return
         try:
             await loop_io.renew_leases(dict(_leases), _lease_end())
         except DatabaseUnavailable:
