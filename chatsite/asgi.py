@@ -49,7 +49,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import llm, loop_io  # noqa: E402 - needs the apps loaded above
+from conversations import llm, payloads, runtime  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -118,8 +118,8 @@ async def application(scope, receive, send):
 
 async def _lifespan(receive, send):
     """A worker's start and stop (the ASGI lifespan, which Django does not speak): its client of
-    the LLM (conversations/llm.py), and the event loop's database pool and Redis client for the
-    common turn (conversations/loop_io.py)."""
+    the LLM (conversations/llm.py), and its runtime (conversations/runtime.py): the turn store,
+    the shared-state gateway and the lease keeper."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -129,12 +129,12 @@ async def _lifespan(receive, send):
             except Exception:  # noqa: BLE001 - each call then makes a client of its own
                 logger.exception("the worker's LLM client could not be made")
             try:
-                await loop_io.open_clients()
-            except Exception:  # noqa: BLE001 - every turn can take the ORM path instead
-                logger.exception("quick turns off: the event loop's clients could not be opened")
+                await runtime.start()
+            except Exception:  # noqa: BLE001 - the embedded runtime (the ORM in threads) serves instead
+                logger.exception("the worker's runtime could not be opened; turns run on the ORM")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await loop_io.close_clients()
+            await runtime.stop()
             await llm.close_client()
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -205,7 +205,7 @@ async def _refuse(send, scope, is_api: bool, status: int, code: str, message: st
     """Answer without reading the body, and close the connection: the rest of the body is not read."""
     if is_api:
         content_type = b"application/json"
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        body = json.dumps(payloads.error(code, message)).encode()
     else:
         content_type, body = b"text/plain; charset=utf-8", message.encode()
     logger.warning("request refused before it was read",

@@ -153,18 +153,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A chat turn hands its connection back to this pool before it waits for
     # the LLM, so the number of PostgreSQL connections is bounded by
     # DATABASE_POOL_MAX_SIZE per worker, not by the number of waiting turns.
-    # DATABASE_POOL_MAX_SIZE is shared by a worker's two pools: half for the common
-    # turn on the event loop (conversations/loop_io.py), the rest for Django's.
+    # DATABASE_POOL_MAX_SIZE is shared by a worker's two pools: half for the turn
+    # store on the event loop (conversations/store/postgres.py), the rest for Django's.
     pool_max_size = env_int("DATABASE_POOL_MAX_SIZE", 10)
     DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 3.0)
-    # The common turn's pool (conversations/loop_io.py) waits on past DATABASE_POOL_TIMEOUT while
+    # The turn store's pool (conversations/store/postgres.py) waits on past DATABASE_POOL_TIMEOUT while
     # its connections are all busy with other turns: under a burst that wait is the queue, and
     # answering late beats refusing a question, or losing a reply the LLM already wrote.
     DATABASE_POOL_QUEUE_TIMEOUT = env_float("DATABASE_POOL_QUEUE_TIMEOUT", 30.0)
-    CHAT_QUICK_POOL_MAX_SIZE = max(1, pool_max_size // 2)
+    CHAT_STORE_POOL_MAX_SIZE = max(1, pool_max_size // 2)
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
-        "max_size": max(1, pool_max_size - CHAT_QUICK_POOL_MAX_SIZE),
+        "max_size": max(1, pool_max_size - CHAT_STORE_POOL_MAX_SIZE),
         # A request that waits longer than this for a free connection is
         # answered 503 database_unavailable: better than a turn that hangs.
         "timeout": DATABASE_POOL_TIMEOUT,
@@ -193,8 +193,8 @@ if REDIS_URL:
                 "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
                 # Plain data only: pickle (the default) would run code that anyone
-                # who can write to Redis put there (conversations/cache_guard.py).
-                "SERIALIZER": "conversations.cache_guard.JSONSerializer",
+                # who can write to Redis put there (conversations/shared_state.py).
+                "SERIALIZER": "conversations.shared_state.JSONSerializer",
             },
         }
     }

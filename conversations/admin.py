@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from . import handoff
+from . import forget, handoff
 from .models import Conversation, Handoff, Message, WaitingConversation
 
 REPLY_PERMISSION = "conversations.reply_conversation"
@@ -166,10 +166,10 @@ class ConversationAdmin(admin.ModelAdmin):
         return False  # read-only; viewing needs the view permission, deleting the delete one
 
     def delete_model(self, request, obj):
-        Conversation.objects.filter(pk=obj.pk).forget()
+        forget.conversations(Conversation.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        queryset.forget()
+        forget.conversations(queryset)
 
     @admin.display(description="reference", ordering="session_id")
     def reference(self, obj):

@@ -23,6 +23,7 @@ from django.core.exceptions import DisallowedHost
 from django.http import JsonResponse
 from django.views import defaults
 
+from . import payloads
 from .errors import ApiError
 from .sessions import InvalidSessionId, parse_session_id
 
@@ -37,10 +38,7 @@ def error_response(
     session_id: uuid.UUID | None = None,
     retry_after: int | None = None,
 ) -> JsonResponse:
-    payload: dict = {"error": {"code": code, "message": message}}
-    if session_id is not None:
-        payload["sessionId"] = str(session_id)
-    response = JsonResponse(payload, status=status)
+    response = JsonResponse(payloads.error(code, message, session_id), status=status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     return response

@@ -2,17 +2,26 @@
 
 A conversation's `handoff` is "assistant" (the assistant answers), "waiting"
 (the customer asked for a person, nobody has replied yet) or "staff" (a staff
-member has replied). While it is not "assistant", the customer's messages are
-stored for staff and the assistant stays quiet (turns.py). A hand-back or a
-close returns it to "assistant".
+member has replied). The transitions, and who makes each:
 
-Each change takes the conversation's row lock (SELECT ... FOR UPDATE), so two
-staff members acting at once are serialized: the second sees what the first
-did. A staff reply carries a token made when its form was shown, unique per
-conversation (the client_message_id constraint), so a double submit or two
-tabs posting the same form store it once. Every change is stored with a
-message (the reply, or an "event" notice the page shows), and every message
-tells the pages waiting on the conversation to look (updates.py, on commit).
+    assistant -> waiting     the customer asks for a person (a message that asks,
+                             or the page's button): a notice is stored, staff are
+                             emailed (at most hourly per conversation).
+    waiting -> staff         a staff member replies.
+    staff -> staff           the customer writes again: stored for staff, and the
+                             conversation waits again (waiting_since).
+    waiting/staff -> assistant
+                             a staff member hands back or closes: a notice is stored.
+
+While a person is on the conversation, the customer's messages are stored for
+staff and the assistant stays quiet (turns.py). Each change is one conditional
+write of the conversation's row in the store (store/base.py), so a change that
+races another is decided by the database: a customer message that arrives after
+Close finds the assistant's state and is answered by the assistant; a person is
+asked for again only if the customer asks. A staff reply carries a token made
+when its form was shown, unique per conversation, so a double submit or two tabs
+posting the same form store it once. Every change tells the pages waiting on the
+conversation to look (updates.py).
 """
 
 import logging
@@ -22,17 +31,23 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
 
-from . import knowledge, sessions, updates
+from . import knowledge, runtime, updates
+from .db import blocking, in_orm_thread
+from .errors import TurnInProgress
 from .models import Conversation, Handoff, Message
+from .store.base import Conflict, TurnStore
 
 logger = logging.getLogger(__name__)
 
 # Staff are emailed about a conversation at most this often.
 NOTIFY_EVERY = timedelta(hours=1)
+
+# How often a change is tried again after a message took the position it wanted.
+ATTEMPTS = 5
 
 # Emails go out from this one thread, so that neither a customer nor a staff
 # member waits for the mail server.
@@ -48,159 +63,98 @@ def notice() -> str:
     )
 
 
-def request_person(conversation_id: int) -> tuple[Conversation, Message | None]:
-    """Put the conversation in "waiting" and store the notice; email staff (at most hourly).
-
-    Returns the conversation and the notice stored, or None when a person was
-    already asked for (nothing is stored twice).
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-        if conversation.handoff != Handoff.ASSISTANT:
-            return conversation, None
-        stored = _append(conversation, role=Message.Role.EVENT, content=notice())
-        conversation.handoff = Handoff.WAITING
-        conversation.waiting_since = conversation.last_activity_at = now
-        notify = conversation.notified_at is None or conversation.notified_at <= now - NOTIFY_EVERY
-        if notify:
-            conversation.notified_at = now
-        conversation.save(update_fields=["handoff", "waiting_since", "last_activity_at", "notified_at"])
-        if notify:
-            email = _notification(conversation)
-            transaction.on_commit(lambda: _mailer.submit(_send, *email))
-    return conversation, stored
+def notice_message(conversation: Conversation, seq: int) -> Message:
+    return Message(conversation=conversation, seq=seq, role=Message.Role.EVENT, content=notice(),
+                   created_at=timezone.now())
 
 
-def store_for_staff(
-    conversation: Conversation | None, recent: list[Message], text: str, client_message_id: str,
-    opening: str | None = None,
-) -> tuple[Conversation, Message, str, str | None]:
-    """Store a customer's question that the assistant does not answer (turns.py): a person
-    is on the conversation, or the question asks for one (knowledge.wants_person), which
-    puts the conversation in "waiting". `conversation` None: a new one is started,
-    or, for a first question sent again with the same strong clientMessageId
-    (`opening`, see turns.py), found again.
+# --- The customer's side (called by turns.py, on the worker's loop) -----------------
 
-    Returns the conversation, the question, the handoff state and the notice (None
-    unless this question asked for a person). A question sent again with its
-    clientMessageId (`recent`: the latest messages) is stored once.
-    """
-    if conversation is None:
+
+async def ask_for_person(store: TurnStore, conversation: Conversation, question: Message | None
+                         ) -> tuple[str, Message | None]:
+    """The customer asks for a person, with `question` (a message that asks) or without (the
+    button). The handoff state, and the notice stored (None when a person was already asked
+    for: then the question is stored for staff, and nothing is said twice)."""
+    for _ in range(ATTEMPTS):
+        now = timezone.now()
+        notice = notice_message(conversation, 0)
         try:
-            with transaction.atomic():
-                conversation = Conversation.objects.create(
-                    session_id=sessions.new_session_id(), opening_client_message_id=opening
-                )
-        except IntegrityError:  # the same first question sent twice at once
-            conversation = Conversation.objects.get(opening_client_message_id=opening)
-        sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
-    question = next((m for m in recent if m.role == Message.Role.USER and client_message_id
-                     and m.client_message_id == client_message_id), None)
-    if question is not None:  # sent again: as it was
-        return conversation, question, conversation.handoff, None
-    try:
-        with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            question = _append(locked, role=Message.Role.USER, content=text, client_message_id=client_message_id)
-            locked.last_activity_at = question.created_at
-            fields = ["last_activity_at"]
-            if locked.handoff != Handoff.ASSISTANT and locked.waiting_since is None:
-                locked.waiting_since = question.created_at  # waiting for a person again
-                fields.append("waiting_since")
-            locked.save(update_fields=fields)
-            state = locked.handoff
-    except IntegrityError:  # sent twice at once: the other request stored it
-        question = Message.objects.get(conversation=conversation, role=Message.Role.USER,
-                                       client_message_id=client_message_id)
-        state = Conversation.objects.values_list("handoff", flat=True).get(pk=conversation.pk)
-    if state != Handoff.ASSISTANT:
-        return conversation, question, state, None
-    conversation, notice = request_person(conversation.pk)
-    return conversation, question, conversation.handoff, notice.content if notice else None
-
-
-def staff_reply(conversation_id: int, user, author: str, text: str, token: str) -> tuple[Message, bool]:
-    """Store a staff member's reply (once per `token`) and put the conversation in "staff".
-
-    Returns the message and whether it was stored now (False: it was already).
-    """
-    try:
-        with transaction.atomic():
-            conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-            earlier = _staff_message(conversation_id, token)
-            if earlier is not None:
-                return earlier, False
-            message = _append(
-                conversation, role=Message.Role.STAFF, content=text, author=author, sent_by=user,
-                client_message_id=token,
-            )
-            conversation.handoff = Handoff.STAFF
-            conversation.waiting_since = None
-            # A reply keeps the customer's session alive as their own message would.
-            conversation.last_activity_at = message.created_at
-            conversation.save(update_fields=["handoff", "waiting_since", "last_activity_at"])
-        return message, True
-    except IntegrityError:
-        # Without a row lock (SQLite has none) the token's constraint is what holds.
-        earlier = _staff_message(conversation_id, token)
-        if earlier is None:
-            raise
-        return earlier, False
-
-
-def hand_back(conversation_id: int, user, author: str, close: bool = False) -> Message | None:
-    """Return the conversation to the assistant (`close`: and record that staff closed it).
-
-    Returns the notice stored, or None if the assistant had it already.
-    """
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-        if conversation.handoff == Handoff.ASSISTANT:
-            return None
-        text = f"{author} closed the conversation." if close else f"{author} handed you back to the assistant."
-        stored = _append(conversation, role=Message.Role.EVENT, content=text + " The assistant answers again.",
-                         author=author, sent_by=user)
-        conversation.handoff = Handoff.ASSISTANT
-        conversation.waiting_since = None
-        fields = ["handoff", "waiting_since"]
-        if close:
-            conversation.closed_at = timezone.now()
-            fields.append("closed_at")
-        conversation.save(update_fields=fields)
-    return stored
-
-
-def _staff_message(conversation_id: int, token: str) -> Message | None:
-    return Message.objects.filter(
-        conversation_id=conversation_id, role=Message.Role.STAFF, client_message_id=token
-    ).first()
-
-
-def _append(conversation: Conversation, **fields) -> Message:
-    """Store a message at the conversation's next position (the caller holds its row lock),
-    and tell the pages waiting on the conversation once it is committed.
-
-    The customer's turns do not take that lock, so a question (with its answer
-    slot, turns.py) may take the position first: then the next one is tried.
-    """
-    for attempt in range(5):
-        last = conversation.messages.order_by("-seq").first()
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(conversation=conversation, seq=0 if last is None else last.seq + 1,
-                                                 **fields)
-        except IntegrityError:
-            # A question took the position first: try the next one. But a clientMessageId
-            # stored already (the same reply or question sent twice) is the caller's to handle.
-            sent = fields.get("client_message_id")
-            if attempt == 4 or (sent and conversation.messages.filter(role=fields["role"], client_message_id=sent)
-                                .exists()):
-                raise
+            notify = await store.request_person(conversation.pk, [question, notice] if question else [notice], now,
+                                                now - NOTIFY_EVERY)
+            if notify is None:  # a person is on it already
+                if question is None:
+                    return conversation.handoff if conversation.handoff != Handoff.ASSISTANT else Handoff.WAITING, None
+                state = await store.store_for_staff(conversation.pk, question)
+                if state is None:
+                    continue  # handed back meanwhile: ask again
+                return state, None
+        except Conflict:
             continue
-        transaction.on_commit(lambda: updates.changed(conversation.pk))
-        return message
-    raise AssertionError("unreachable")
+        if notify:
+            email_staff(conversation, question.content if question else None)
+        return Handoff.WAITING, notice
+    raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
+
+
+async def store_for_staff(store: TurnStore, conversation: Conversation, question: Message) -> str | None:
+    """Store the customer's question for the person on the conversation; the handoff state, or
+    None if the assistant has the conversation again (handed back or closed meanwhile)."""
+    for _ in range(ATTEMPTS):
+        try:
+            return await store.store_for_staff(conversation.pk, question)
+        except Conflict:
+            continue
+    raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
+
+
+@blocking
+async def request_person(conversation_id: int) -> Message | None:
+    """ask_for_person() from synchronous code (the shell, tests): the notice stored, or None."""
+    rt = runtime.current()
+    conversation = await in_orm_thread(Conversation.objects.get, pk=conversation_id)
+    _, notice = await ask_for_person(rt.store, conversation, None)
+    await rt.gateway.round_trip(values=[updates.version_entry(conversation_id)])
+    return notice
+
+
+# --- The staff's side (the admin, the shell) ------------------------------------
+
+
+async def reply_as_staff(conversation_id: int, user, author: str, text: str, token: str) -> tuple[Message, bool]:
+    """Store a staff member's reply (once per `token`) and put the conversation in "staff".
+    Returns the message and whether it was stored now (False: it was already)."""
+    reply = Message(role=Message.Role.STAFF, content=text, author=author, sent_by=user, client_message_id=token,
+                    created_at=timezone.now())
+    return reply, await _change(conversation_id, lambda store: store.staff_reply(conversation_id, reply))
+
+
+async def return_to_assistant(conversation_id: int, user, author: str, close: bool = False) -> Message | None:
+    """Return the conversation to the assistant (`close`: and record that staff closed it).
+    Returns the notice stored, or None if the assistant had it already."""
+    text = f"{author} closed the conversation." if close else f"{author} handed you back to the assistant."
+    notice = Message(role=Message.Role.EVENT, content=text + " The assistant answers again.", author=author,
+                     sent_by=user, created_at=timezone.now())
+    changed = await _change(conversation_id, lambda store: store.hand_back(conversation_id, notice, close))
+    return notice if changed else None
+
+
+# The same, from synchronous code (the admin's views, the shell).
+staff_reply = blocking(reply_as_staff)
+hand_back = blocking(return_to_assistant)
+
+
+async def _change(conversation_id: int, change) -> bool:
+    rt = runtime.current()
+    for _ in range(ATTEMPTS):
+        try:
+            changed = await change(rt.store)
+        except Conflict:
+            continue  # a customer's message took the position: the next one
+        if changed:
+            await rt.gateway.round_trip(values=[updates.version_entry(conversation_id)])
+        return changed
+    raise TurnInProgress(retry_after=1)
 
 
 # --- Email ------------------------------------------------------------------------
@@ -219,27 +173,32 @@ def staff_emails() -> list[str]:
     return sorted(set(users.values_list("email", flat=True)))
 
 
-def _notification(conversation: Conversation) -> tuple[str, str, list[str]]:
-    question = (
-        conversation.messages.filter(role=Message.Role.USER).order_by("-seq").values_list("content", flat=True).first()
-    )
-    body = (
-        f"A customer asked to talk to a person in conversation {conversation.reference}.\n\n"
-        + (f"Their latest message:\n\n    {question[:500]}\n\n" if question else "")
-        + "Answer it in the admin: Conversations > Waiting for a person "
-        f"(/admin/conversations/conversation/{conversation.pk}/change/).\n"
-    )
-    return f"Conversation {conversation.reference} is waiting for a person", body, staff_emails()
+def email_staff(conversation: Conversation, question: str | None) -> None:
+    """Tell staff that a customer waits (with `question`, else their latest message), from the mail thread."""
+    _mailer.submit(_send, conversation.pk, conversation.reference, question)
 
 
-def _send(subject: str, body: str, recipients: list[str]) -> None:
-    if not recipients:
-        logger.warning("handoff: nobody to email (set CHAT_HANDOFF_EMAILS or give staff an email address)")
-        return
+def _send(conversation_id: int, reference: str, question: str | None) -> None:
     try:
+        if question is None:
+            question = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.USER).order_by(
+                "-seq").values_list("content", flat=True).first()
+        subject = f"Conversation {reference} is waiting for a person"
+        body = (
+            f"A customer asked to talk to a person in conversation {reference}.\n\n"
+            + (f"Their latest message:\n\n    {question[:500]}\n\n" if question else "")
+            + "Answer it in the admin: Conversations > Waiting for a person "
+            f"(/admin/conversations/conversation/{conversation_id}/change/).\n"
+        )
+        recipients = staff_emails()
+        if not recipients:
+            logger.warning("handoff: nobody to email (set CHAT_HANDOFF_EMAILS or give staff an email address)")
+            return
         send_mail(subject, body, None, recipients)
     except Exception:  # noqa: BLE001 - the conversation waits in the admin queue anyway
         logger.exception("handoff: the email to staff failed")
+    finally:
+        connections.close_all()
 
 
 def flush_email() -> None:

@@ -40,19 +40,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.core.cache import cache
 from django.utils.crypto import salted_hmac
 
-from . import cache_guard
+from . import sessions, shared_state
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
-
-# The cache, as django-redis's (it has .client) whenever _uses_redis().
-redis_cache: Any = cache
 
 RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([smhd])")
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -158,104 +154,6 @@ def _hashed(value: object) -> str:
     return salted_hmac("chatsite.limits", str(value)).hexdigest()[:20]
 
 
-# --- Counting -------------------------------------------------------------------
-
-_local_counts: dict[str, tuple[int, float]] = {}
-_local_lock = threading.Lock()
-
-
-def _uses_redis() -> bool:
-    return str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
-
-
-def _redis():
-    """The Redis client, or None when there is no Redis or it is being skipped after a failure."""
-    if _uses_redis() and cache_guard.available():
-        return redis_cache.client.get_client(write=True)
-    return None
-
-
-def _add(keys: list[str], amount: int, ttls: list[int]) -> list[int]:
-    """Add `amount` to each counter in `keys` (created with its `ttls` seconds to live), in one
-    round trip; their new totals."""
-    if (client := _redis()) is not None:
-        try:
-            pipe = client.pipeline(transaction=False)
-            for key, ttl in zip(keys, ttls, strict=True):
-                full_key = redis_cache.client.make_key(key)
-                pipe.incrby(full_key, amount)
-                pipe.expire(full_key, ttl, nx=True)
-            return [int(total) for total in pipe.execute()[::2]]
-        except Exception as error:  # noqa: BLE001 - any Redis failure: count locally
-            cache_guard.failed("counter", error)
-    return [_add_locally(key, amount, ttl) for key, ttl in zip(keys, ttls, strict=True)]
-
-
-def _add_locally(key: str, amount: int, ttl: int) -> int:
-    now = time.monotonic()
-    with _local_lock:
-        if len(_local_counts) > 100_000:  # forget expired counters now and then
-            for stale in [k for k, (_, expires) in _local_counts.items() if expires <= now]:
-                del _local_counts[stale]
-        count, expires = _local_counts.get(key, (0, now + ttl))
-        if expires <= now:
-            count, expires = 0, now + ttl
-        _local_counts[key] = (count + amount, expires)
-        return count + amount
-
-
-def _get(keys: list[str]) -> list[int]:
-    if (client := _redis()) is not None:
-        try:
-            return [counter(v) for v in client.mget([redis_cache.client.make_key(k) for k in keys])]
-        except Exception as error:  # noqa: BLE001
-            cache_guard.failed("counter read", error)
-    now = time.monotonic()
-    with _local_lock:
-        return [count if expires > now else 0
-                for count, expires in (_local_counts.get(k, (0, now)) for k in keys)]
-
-
-def counter(value: bytes | None) -> int:
-    """A counter as Redis holds it; anything else there (written by someone else) counts as 0."""
-    try:
-        return int(value or 0)
-    except ValueError:
-        logger.warning("a counter in Redis is not a number; counted as 0")
-        return 0
-
-
-def _set_flag(key: str, ttl: int, only_if_absent: bool = False) -> bool:
-    """Set `key` for `ttl` seconds; with `only_if_absent`, whether this call was the one that set it."""
-    if (client := _redis()) is not None:
-        try:
-            return bool(client.set(redis_cache.client.make_key(key), 1, ex=ttl, nx=only_if_absent))
-        except Exception as error:  # noqa: BLE001
-            cache_guard.failed("flag", error)
-    now = time.monotonic()
-    with _local_lock:
-        if only_if_absent and _local_counts.get(key, (0, now))[1] > now:
-            return False
-        _local_counts[key] = (1, now + ttl)
-        return True
-
-
-def _delete(key: str) -> None:
-    if (client := _redis()) is not None:
-        try:
-            client.delete(redis_cache.client.make_key(key))
-        except Exception as error:  # noqa: BLE001
-            cache_guard.failed("flag delete", error)
-    with _local_lock:
-        _local_counts.pop(key, None)
-
-
-def reset_local_counts() -> None:
-    with _local_lock:
-        _local_counts.clear()
-    _llm_health.update(failures=0, last_failure=0.0, down_seen=False)
-
-
 # --- Rates ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -282,12 +180,6 @@ def _window(kind: str, identity: object, setting: str) -> Window | None:
     return Window(f"rate:{kind}:{_hashed(identity)}:{window}", rate, int((window + 1) * rate.seconds - now) + 1)
 
 
-def _hit(kind: str, identity: object, setting: str) -> None:
-    if (window := _window(kind, identity, setting)) is not None:
-        [count] = _add([window.key], 1, [window.rate.seconds])
-        window.check(count)
-
-
 def turn_windows(ip: str, session_id: uuid.UUID | None) -> list[Window]:
     """The rate windows a turn counts against: the client address (its /64 for IPv6) and,
     when it names one, the session."""
@@ -295,18 +187,6 @@ def turn_windows(ip: str, session_id: uuid.UUID | None) -> list[Window]:
     if session_id is not None:
         windows.append(_window("session", session_id, "CHAT_RATE_LIMIT_SESSION"))
     return [window for window in windows if window is not None]
-
-
-def check_turn(ip: str, session_id: uuid.UUID | None) -> None:
-    """Count a turn against its rate windows (turn_windows)."""
-    windows = turn_windows(ip, session_id)
-    counts = _add([w.key for w in windows], 1, [w.rate.seconds for w in windows])
-    for window, count in zip(windows, counts, strict=True):
-        window.check(count)
-
-
-def check_new_session(ip: str) -> None:
-    _hit("new-session", address_group(ip), "CHAT_RATE_LIMIT_NEW_SESSIONS")
 
 
 # --- Budgets --------------------------------------------------------------------
@@ -328,58 +208,108 @@ def budget_keys(session_id: uuid.UUID | None, ip: str) -> list[str]:
     ]
 
 
-def budgets_left(session_id: uuid.UUID | None, spent: list[int]) -> bool:
+def budgets_left(session_id: uuid.UUID | None, spent: list[int | None]) -> bool:
     """Whether none of the budgets (budget_keys, in their order) is spent, given what they used today."""
     budgets = [settings.CHAT_DAILY_TOKENS_PER_SESSION if session_id is not None else 0,
                settings.CHAT_DAILY_TOKENS_PER_ADDRESS, settings.CHAT_DAILY_TOKENS_SITE]
     for name, budget, used in zip(("session", "address", "site"), budgets, spent, strict=True):
-        if budget and used >= budget:
+        if budget and (used or 0) >= budget:
             logger.info("budget spent, answering offline", extra={"budget": name})
             return False
     return True
 
 
-def llm_down(flag: int) -> bool:
+# --- Admitting a turn, and settling it ------------------------------------------
+
+
+@dataclass
+class Admission:
+    # The conversation id cached for the session (None: not cached, or no session).
+    conversation_id: int | None
+    # Whether the turn may call the LLM; else the offline responder answers it.
+    use_llm: bool
+
+
+async def admit(gateway: shared_state.Gateway, ip: str, session_id: uuid.UUID | None) -> Admission:
+    """Count a turn against its rates and read what it needs to start, in one round trip: the
+    session's cached conversation, the budgets spent today and whether the LLM is down.
+    Raises Limited when a rate is over."""
+    windows = turn_windows(ip, session_id)
+    cached = [sessions.cache_key(session_id)] if session_id is not None else []
+    found = await gateway.round_trip(
+        counters=[(window.key, 1, window.rate.seconds) for window in windows],
+        reads=[*cached, *budget_keys(session_id, ip), LLM_DOWN],
+    )
+    for window, count in zip(windows, found, strict=False):
+        window.check(count)
+    read = found[len(windows):]
+    conversation_id = read.pop(0) if cached else None
+    *spent, down = read
+    return Admission(conversation_id, await _may_use_llm(gateway, session_id, spent, down))
+
+
+async def admit_new_session(gateway: shared_state.Gateway, ip: str) -> None:
+    """Count a new conversation against the address's rate of new sessions."""
+    if (window := _window("new-session", address_group(ip), "CHAT_RATE_LIMIT_NEW_SESSIONS")) is not None:
+        [count] = await gateway.round_trip(counters=[(window.key, 1, window.rate.seconds)])
+        window.check(count)
+
+
+async def _may_use_llm(gateway: shared_state.Gateway, session_id: uuid.UUID | None, spent: list[int | None],
+                       down: int | None) -> bool:
+    if not settings.OPENAI_API_KEY:
+        return True  # the offline responder answers anyway
+    if not budgets_left(session_id, spent):
+        return False
+    if llm_down(down):
+        [probes] = await gateway.round_trip(claims=[(LLM_PROBE, 1, LLM_PROBE_SECONDS)])
+        if probes:
+            logger.info("the LLM is down; this turn probes it")
+        return probes
+    return True
+
+
+async def settle(gateway: shared_state.Gateway, session_id: uuid.UUID, ip: str, tokens: int,
+                 changed: list[tuple[str, int, int]]) -> None:
+    """After a turn, in one round trip: its tokens spent against the budgets, and `changed`, the
+    values that tell waiting pages to look (updates.py)."""
+    counters = [(name, tokens, BUDGET_SECONDS) for name in budget_keys(session_id, ip)] if tokens > 0 else []
+    await gateway.round_trip(counters=counters, values=changed)
+
+
+def spend(session_id: uuid.UUID, tokens: int, ip: str = "") -> None:
+    """Count `tokens` against the session's, the client address's and the site's budgets
+    (for callers outside a turn, in a thread)."""
+    if tokens > 0:
+        async_to_sync(settle)(shared_state.Gateway(), session_id, ip, tokens, [])
+
+
+# --- Whether the LLM is up ------------------------------------------------------
+
+LLM_DOWN = "llm:down"
+LLM_PROBE = "llm:probe"
+
+_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False}
+_llm_lock = threading.Lock()
+
+
+def llm_down(flag: int | None) -> bool:
     """Whether the shared `llm:down` flag, as read, says the LLM is down (and remember what was seen)."""
     down = bool(flag) and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
     _llm_health["down_seen"] = down
     return down
 
 
-def check_budget(ip: str, session_id: uuid.UUID | None) -> bool:
-    """Whether this turn may call the LLM. False (answer it offline) once today's tokens of the
-    site, of this client address or of this session are spent, or while the LLM is down."""
-    if not settings.OPENAI_API_KEY:
-        return True  # the offline responder answers anyway
-    *spent, down = _get([*budget_keys(session_id, ip), "llm:down"])
-    if not budgets_left(session_id, spent):
-        return False
-    if llm_down(down):
-        if _set_flag("llm:probe", LLM_PROBE_SECONDS, only_if_absent=True):
-            logger.info("the LLM is down; this turn probes it")
-            return True
-        return False
-    return True
-
-
-def spend(session_id: uuid.UUID, tokens: int, ip: str = "") -> None:
-    """Count `tokens` against the session's, the client address's and the site's budgets."""
-    if tokens <= 0:
-        return
-    _add(budget_keys(session_id, ip), tokens, [BUDGET_SECONDS] * 3)
-
-
-# --- Whether the LLM is up ------------------------------------------------------
-
-_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False}
-_llm_lock = threading.Lock()
+def reset_local_counts() -> None:
+    shared_state.reset()
+    _llm_health.update(failures=0, last_failure=0.0, down_seen=False)
 
 
 def llm_failed() -> None:
     """A call to the LLM failed. Called by llm.py; see the module docstring.
 
-    It talks to the cache only when it marks the LLM down (rare), and is called
-    on the event loop: one short Redis command, bounded by the socket timeout.
+    It talks to the cache only when it marks the LLM down (rare): one short Redis
+    command, bounded by the socket timeout.
     """
     threshold = settings.CHAT_LLM_DOWN_AFTER_FAILURES
     if threshold <= 0:
@@ -397,8 +327,9 @@ def llm_failed() -> None:
         if newly:
             logger.warning("the LLM failed %s times in a row: customers get the offline responder "
                            "until a probe succeeds", threshold)
-        _set_flag("llm:down", LLM_DOWN_SECONDS)
-        _set_flag("llm:probe", LLM_PROBE_SECONDS)  # the next probe in LLM_PROBE_SECONDS, not now
+        # The next probe in LLM_PROBE_SECONDS, not now.
+        shared_state.set_many({LLM_DOWN: 1}, LLM_DOWN_SECONDS)
+        shared_state.set_many({LLM_PROBE: 1}, LLM_PROBE_SECONDS)
 
 
 def llm_succeeded() -> None:
@@ -409,6 +340,4 @@ def llm_succeeded() -> None:
         was_down, _llm_health["down_seen"] = _llm_health["down_seen"], False
     if was_down:
         logger.warning("the LLM answered again: customers get it again")
-        _delete("llm:down")
-        _delete("llm:probe")
-
+        shared_state.delete_many([LLM_DOWN, LLM_PROBE])

@@ -44,6 +44,11 @@ def idle_cutoff(days: int | None = None):
     return timezone.now() - timedelta(days=days)
 
 
+def lease_end():
+    """Until when a new or renewed lease on an answer slot holds (turns.py)."""
+    return timezone.now() + timedelta(seconds=settings.CHAT_TURN_LEASE_SECONDS)
+
+
 def session_id_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     """The lowest and highest session ids that start with `text`, or None if it is not a prefix.
 
@@ -140,26 +145,6 @@ class ConversationQuerySet(models.QuerySet):
         for conversation in conversations.iterator(chunk_size=chunk_size):
             line = json.dumps(conversation.export_record(), ensure_ascii=False)
             yield line.translate(LINE_BREAKS_ESCAPED) + "\n"
-
-    def forget(self) -> tuple[int, int]:
-        """Delete these conversations, their messages and their cache entries.
-
-        Returns how many conversations and messages went. The database goes
-        first: a cache entry left behind by a cache failure dies by its TTL and
-        is never trusted without the database anyway.
-        """
-        rows = list(self.values_list("pk", "session_id"))
-        if not rows:
-            return 0, 0
-        # sessions imports this module for its queries: imported here, not at the top.
-        from . import sessions
-
-        _, deleted = Conversation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
-        sessions.forget_many([session_id for _, session_id in rows])
-        from . import updates  # it imports this module
-
-        updates.changed_many([pk for pk, _ in rows])  # an open page learns at once that it is gone
-        return deleted.get("conversations.Conversation", 0), deleted.get("conversations.Message", 0)
 
 
 class Handoff(models.TextChoices):

@@ -8,8 +8,8 @@ worker process:
 - Every change to a conversation (a question stored, a reply stored, a staff
   message or notice, a change of handoff state, its deletion) sets a version
   key in the cache, `conversation-version:{id}`, to a new random value, once
-  the change is committed: `changed()`, called by turns.py, handoff.py and
-  QuerySet.forget.
+  the change is committed: `version_entry()`, sent with the round trip that ends
+  a turn (turns.py), a staff action (handoff.py) or a deletion (forget.py).
 - A waiter remembers the version it saw before it looked at the database. Every
   CHAT_UPDATES_TICK seconds the watcher reads the versions of all conversations
   waited on in this process in ONE cache round trip (MGET) and wakes the
@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
-from . import cache_guard, sessions
+from . import payloads, sessions, shared_state
 from .db import in_db_thread
 from .models import Conversation, Message
 
@@ -53,37 +52,25 @@ def version_key(conversation_id: int) -> str:
 
 def shared_cache() -> bool:
     """Whether every worker process sees the same cache (Redis), so that versions can be trusted."""
-    return str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
+    return shared_state.uses_redis()
 
 
 def new_version() -> int:
     """A conversation's next version: random, so that two workers never write the same one.
-    An int, which django-redis stores as it is (turns.py's quick path writes it with redis.asyncio)."""
+    An int, which django-redis stores as it is, so both of shared_state's clients read it."""
     return int.from_bytes(os.urandom(6), "big")
 
 
-def changed(conversation_id: int) -> None:
-    """Tell the pages waiting on this conversation to look again. Call it after the change is committed."""
-    changed_many([conversation_id])
-
-
-def changed_many(conversation_ids: list[int]) -> None:
-    if not conversation_ids or not shared_cache() or not cache_guard.available():
-        return
-    try:
-        cache.set_many({version_key(pk): new_version() for pk in conversation_ids}, VERSION_SECONDS)
-    except Exception as error:  # noqa: BLE001 - see the module docstring
-        cache_guard.failed("set", error)
+def version_entry(conversation_id: int) -> tuple[str, int, int]:
+    """The write that tells the pages waiting on this conversation to look again (a new version),
+    for shared_state: sent with the round trip of the change, once it is committed."""
+    return version_key(conversation_id), new_version(), VERSION_SECONDS
 
 
 def _version(conversation_id: int) -> int | None:
-    if not shared_cache() or not cache_guard.available():
+    if not shared_cache():
         return None
-    try:
-        return cache.get(version_key(conversation_id))
-    except Exception as error:  # noqa: BLE001
-        cache_guard.failed("get", error)
-        return None
+    return shared_state.get(version_key(conversation_id))
 
 
 # --- What a page is told ------------------------------------------------------
@@ -100,30 +87,19 @@ class Snapshot:
     messages: list[dict] = field(default_factory=list)
 
 
-def message_payload(message: Message) -> dict:
-    return {
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "author": message.author or None,
-        "createdAt": message.created_at.isoformat(),
-        "status": message.status,
-        "clientMessageId": message.client_message_id or None,
-    }
-
-
 def _with_latest(conversations):
     latest = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq")
     return conversations.annotate(
         last_seq=Subquery(latest.values("seq")[:1]),
         last_status=Subquery(latest.values("status")[:1]),
-        last_lease_until=Subquery(latest.values("lease_until")[:1]),
+        answering=Exists(Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.ANSWERING,
+                                                lease_until__gt=timezone.now())),
     )
 
 
 def _turn_in_progress(conversation) -> bool:
-    """Whether the latest question's answer slot is being written (turns.py), as /api/history says."""
-    return conversation.last_status == Message.Status.ANSWERING and conversation.last_lease_until > timezone.now()
+    """Whether an answer slot is being written (turns.py), whatever was appended after it."""
+    return conversation.answering
 
 
 def snapshot(session_id, after: int) -> Snapshot | None:
@@ -143,7 +119,7 @@ def snapshot(session_id, after: int) -> Snapshot | None:
     if conversation.last_seq is not None and conversation.last_seq > after:
         # A reply being written is not shown until it is stored (its slot then changes).
         found.messages = [
-            message_payload(message)
+            payloads.message(message)
             for message in conversation.messages.filter(seq__gt=after).exclude(status=Message.Status.ANSWERING)
         ]
     return found
@@ -249,14 +225,9 @@ _in_thread = sync_to_async(lambda func, *args: func(*args), thread_sensitive=Fal
 
 
 def _versions(ids: list[int]) -> dict | None:
-    """The versions of these conversations in one round trip; None if the cache cannot tell."""
-    if not shared_cache() or not cache_guard.available():
-        return None
-    try:
-        return cache.get_many([version_key(conversation_id) for conversation_id in ids])
-    except Exception as error:  # noqa: BLE001 - the database answers instead
-        cache_guard.failed("get_many", error)
-        return None
+    """The versions of these conversations in one round trip; None if the cache cannot tell
+    (then the database answers instead)."""
+    return shared_state.get_many([version_key(conversation_id) for conversation_id in ids])
 
 
 def _signatures(ids: list[int]) -> dict[int, tuple]:

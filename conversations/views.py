@@ -1,16 +1,14 @@
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from . import handoff, knowledge, limits, llm, sessions, turns, updates
+from . import forget, knowledge, limits, payloads, shared_state, turns, updates
 from .api import api_view, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError
@@ -55,51 +53,28 @@ async def chat(request):
     if not turn.for_staff:  # else stored for staff: the assistant does not answer
         reply = await turns.complete(turn)
         request.llm_ms = reply.latency_ms  # for the request log
-    return JsonResponse(_reply_payload(turn))
+    return JsonResponse(payloads.reply(turn))
 
 
 async def _events(turn: turns.Turn) -> AsyncIterator[str]:
     """The turn as server-sent events: session, delta..., then done or error. Always ends
     with done or error: a stream cut off without either would leave the page guessing."""
-    yield _event("session", {"sessionId": str(turn.session_id)})
+    yield payloads.event("session", {"sessionId": str(turn.session_id)})
     try:
         if turn.reply is not None:  # answered before: replay it
-            yield _event("delta", {"text": turn.reply.content})
+            yield payloads.event("delta", {"text": turn.reply.content})
         elif not turn.for_staff:
             async for piece in turns.answer(turn):
-                yield _event("delta", {"text": piece})
+                yield payloads.event("delta", {"text": piece})
     except ApiError as error:
-        yield _error_event(error, turn)
+        yield payloads.event("error", payloads.error(error.code, error.message, turn.session_id))
         return
     except Exception:  # noqa: BLE001 - a bug must still end the stream with an error event
         logger.exception("streamed turn failed")
-        yield _error_event(ApiError(500, "server_error", "Something went wrong on our side."), turn)
+        yield payloads.event("error", payloads.error("server_error", "Something went wrong on our side.",
+                                                    turn.session_id))
         return
-    yield _event("done", _reply_payload(turn))
-
-
-def _event(name: str, data: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
-
-
-def _error_event(failure: ApiError, turn: turns.Turn) -> str:
-    return _event("error", {"error": {"code": failure.code, "message": failure.message},
-                            "sessionId": str(turn.session_id)})
-
-
-def _reply_payload(turn: turns.Turn) -> dict:
-    reply = turn.reply  # None: stored for staff, not answered by the assistant
-    return {
-        "reply": reply.content if reply else None,
-        "sessionId": str(turn.session_id),
-        "newSession": turn.new_session,
-        "stopped": reply is not None and reply.status == Message.Status.STOPPED,
-        "responder": None if reply is None else "offline" if reply.model == llm.OFFLINE_MODEL else "openai",
-        "model": reply.model if reply else None,
-        "handoff": turn.handoff,
-        # Set when this message asked for a person (null otherwise): what to tell the customer.
-        "notice": turn.notice,
-    }
+    yield payloads.event("done", payloads.reply(turn))
 
 
 def _message_text(value: object) -> str:
@@ -159,9 +134,7 @@ async def _forget(session_id):
     An expired conversation is deleted too: whoever holds the id may always
     have its data removed, rather than wait for chat_purge.
     """
-    conversations, _ = await in_db_thread(
-        lambda: Conversation.objects.filter(session_id=session_id).forget()
-    )
+    conversations, _ = await forget.forget(session_ids=[session_id])
     if not conversations:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
     return HttpResponse(status=204)
@@ -184,11 +157,11 @@ def _history(session_id) -> dict | None:
     messages = list(conversation.messages.all())
     return {
         "messages": [
-            updates.message_payload(message)  # with the seq and author (GET /api/updates has the same)
+            payloads.message(message)  # with the seq and author (GET /api/updates has the same)
             for message in messages
             if message.status != Message.Status.ANSWERING
         ],
-        "turnInProgress": bool(messages) and messages[-1].being_answered(),
+        "turnInProgress": any(message.being_answered() for message in messages),
         "handoff": conversation.handoff,
     }
 
@@ -223,14 +196,7 @@ def _dependency_states() -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
         database = "down"
-    if not str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis"):
-        return database, "local"
-    try:
-        cache.client.get_client().ping()  # type: ignore[attr-defined]  # django-redis's cache
-        return database, "ok"
-    except Exception as error:  # noqa: BLE001
-        logger.warning("health check: cache down: %r", error)
-        return database, "down"
+    return database, shared_state.ping()
 
 
 # --- Talking to a person (conversations/handoff.py, updates.py) ----------------
@@ -241,29 +207,15 @@ async def handoff_request(request):
     """The customer asks for a person: the conversation waits for staff."""
     body = json_body(request)
     session_id = None if body.get("sessionId") is None else session_id_from(body["sessionId"])
-    # Over a limit: Limited, an ApiError (429 rate_limited).
-    conversation, notice, new_session = await in_db_thread(_request_person, limits.client_ip(request), session_id)
+    # Like a chat turn, an unknown or expired id starts a new conversation (under the same limits).
+    asked = await turns.request_person(limits.client_ip(request), session_id)
     return JsonResponse({
-        "sessionId": str(conversation.session_id),
-        "handoff": conversation.handoff,
+        "sessionId": str(asked.session_id),
+        "handoff": asked.handoff,
         # Null when a person had been asked for already: the notice is not repeated.
-        "notice": notice.content if notice else None,
-        "newSession": new_session,
+        "notice": asked.notice,
+        "newSession": asked.new_session,
     })
-
-
-def _request_person(ip: str, session_id) -> tuple[Conversation, Message | None, bool]:
-    """Like a chat turn, an unknown or expired id starts a new conversation (under the same limits)."""
-    limits.check_turn(ip, session_id)
-    conversation = None
-    if session_id is not None:
-        conversation = Conversation.objects.active().filter(session_id=session_id).first()
-    if conversation is None:
-        limits.check_new_session(ip)
-        conversation = Conversation.objects.create(session_id=sessions.new_session_id())
-        sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
-    conversation, notice = handoff.request_person(conversation.pk)
-    return conversation, notice, session_id != conversation.session_id
 
 
 @api_view("GET")

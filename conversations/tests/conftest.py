@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-from conversations import cache_guard, limits
+from conversations import limits, shared_state
 from devtools.fake_llm import FakeLLM
 from devtools.processes import RedisServer, Site
 
@@ -47,9 +47,9 @@ def _fresh_state(settings):
     # The per-address budget and "the LLM is down" too (security branch).
     settings.CHAT_DAILY_TOKENS_PER_ADDRESS = settings.CHAT_LLM_DOWN_AFTER_FAILURES = 0
     limits.reset_local_counts()
-    cache_guard.reset()
+    shared_state.reset()
     yield
-    cache_guard.reset()
+    shared_state.reset()
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def own_redis(settings, tmp_path):
             "LOCATION": server.url,
             "KEY_PREFIX": "chatsite",
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25,
-                        "SERIALIZER": "conversations.cache_guard.JSONSerializer"},
+                        "SERIALIZER": "conversations.shared_state.JSONSerializer"},
         }
     }
     yield server

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -173,7 +174,7 @@ def ages():
     for group in made.values():
         for conversation in group:
             # Straight into the cache: remember() would (rightly) not cache expired ones.
-            sessions.cache.set(sessions.cache_key(conversation.session_id), conversation.pk, 3600)
+            cache.set(sessions.cache_key(conversation.session_id), conversation.pk, 3600)
     return made
 
 

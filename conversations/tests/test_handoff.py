@@ -4,6 +4,7 @@ and what the commands show of it."""
 import io
 import json
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -168,7 +169,7 @@ def test_asking_for_a_person_in_words_hands_over_without_asking_the_assistant(cl
 
 def test_a_first_message_asking_for_a_person_sent_ten_times_at_once_starts_one_conversation(postgres, client):
     """A double click on the very first message, which asks for a person: one conversation, one question."""
-    body = {"message": "Can I talk to a human?", "clientMessageId": "first-question-0123456789abcdef"}
+    body = {"message": "Can I talk to a human?", "clientMessageId": str(uuid.uuid4())}
     barrier = threading.Barrier(10)
     results = []
 

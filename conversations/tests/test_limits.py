@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from conversations import limits
+from conversations import limits, shared_state
 from conversations import llm as llm_module
 from conversations.limits import Rate, parse_rate
 from conversations.models import Conversation, Message
@@ -248,10 +248,10 @@ def test_viewing_the_page_creates_no_session(client):
 
 def test_local_counters_expire():
     limits.reset_local_counts()
-    assert limits._add_locally("k", 1, 60) == 1
-    assert limits._add_locally("k", 1, 60) == 2
-    assert limits._add_locally("gone", 1, 0) == 1
-    assert limits._add_locally("gone", 1, 0) == 1  # its window had ended
+    assert shared_state._local_add("k", 1, 60) == 1
+    assert shared_state._local_add("k", 1, 60) == 2
+    assert shared_state._local_add("gone", 1, 0) == 1
+    assert shared_state._local_add("gone", 1, 0) == 1  # its window had ended
 
 
 @pytest.mark.parametrize("failure", [{"mode": "status", "status": 400}, {"mode": "ok", "reply": ""}])

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conversations import sessions
+from conversations import forget, sessions
 from conversations.models import Conversation, Message, session_id_range
 
 from . import data
@@ -113,12 +113,12 @@ def test_forget_deletes_conversations_messages_and_cache_entries():
     for conversation in (gone, kept):
         sessions.remember(conversation.session_id, conversation.pk, conversation.last_activity_at)
 
-    assert Conversation.objects.filter(pk=gone.pk).forget() == (1, 4)
+    assert forget.conversations(Conversation.objects.filter(pk=gone.pk)) == (1, 4)
 
     assert list(Conversation.objects.all()) == [kept] and Message.objects.count() == 4
     assert sessions.cached_conversation_id(gone.session_id) is None
     assert sessions.cached_conversation_id(kept.session_id) == kept.pk
-    assert Conversation.objects.filter(pk=gone.pk).forget() == (0, 0)
+    assert forget.conversations(Conversation.objects.filter(pk=gone.pk)) == (0, 0)
 
 
 # --- the idle timeout, with a moved clock ----------------------------------------

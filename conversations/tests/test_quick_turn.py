@@ -1,8 +1,10 @@
-"""The quick path (turns.py, conversations/loop_io.py): a returning customer's turn on the deployed
-site's event loop, three statements and no thread; anything else on the ORM path.
+"""Every turn of the deployed site on the turn store's PostgreSQL backend (store/postgres.py): on
+the worker's event loop, a returning customer's turn in three statements, and no turn on
+Django's pool (whose connections announce themselves with a health check).
 
-The turn's rules are tested in test_turns.py and its faults in test_faults.py, against the same
-deployed site, so on this path too; here: that the path is taken, and what it costs."""
+The turn's rules are tested against both backends in test_store_contract.py, its transitions
+and faults in test_turns.py and test_faults.py against the same deployed site; here: that the
+store serves every turn, and what a turn costs."""
 
 import json
 import time
@@ -49,7 +51,9 @@ def post(site: Site, body: dict) -> dict:
 
 def test_a_returning_turn_is_three_statements_on_the_event_loops_pool(proxied_site, postgres, llm):
     site, wire = proxied_site
-    session = post(site, {"message": "Hi"})["sessionId"]  # a new conversation: the ORM path
+    wire.clear()
+    session = post(site, {"message": "Hi"})["sessionId"]
+    assert sent_health_checks(wire) == 0  # a first message too: the store's pool, not Django's
     for n in range(3):
         wire.clear()
         body = post(site, {"message": f"Turn {n}", "sessionId": session})
@@ -62,13 +66,12 @@ def test_a_returning_turn_is_three_statements_on_the_event_loops_pool(proxied_si
         assert sent["transaction_control"] == [] and sent["health_checks"] == []
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsite quick turns'")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chatsite turns'")
         assert cursor.fetchone()[0] >= 1
     assert Message.objects.filter(conversation__session_id=session).count() == 8
 
 
-def test_a_turn_that_is_not_the_common_case_goes_the_orm_way_and_is_answered_the_same(proxied_site, postgres,
-                                                                                       llm):
+def test_a_question_sent_again_is_answered_from_the_store_in_one_statement(proxied_site, postgres, llm):
     site, wire = proxied_site
     session = post(site, {"message": "Hi"})["sessionId"]
     first = post(site, {"message": "Twice", "sessionId": session, "clientMessageId": "twice-1"})
@@ -76,11 +79,11 @@ def test_a_turn_that_is_not_the_common_case_goes_the_orm_way_and_is_answered_the
 
     again = post(site, {"message": "Twice", "sessionId": session, "clientMessageId": "twice-1"})
 
-    # A question sent again: its stored reply, without an LLM call, by the ORM path (which reads
-    # again and decides) after the quick path's read found the clientMessageId.
+    # Its stored reply, without an LLM call: the history read finds it.
     assert again == first
     assert sum(1 for r in llm.requests() if "Twice" in json.dumps(r)) == 1
-    assert sent_health_checks(wire) >= 1
+    assert [statement.split()[0] for statement in summarize(wire.events)["statements"]] == ["SELECT"]
+    assert sent_health_checks(wire) == 0
 
 
 def sent_health_checks(wire: WireLog) -> int:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from conversations import cache_guard, sessions
+from conversations import sessions, shared_state
 from conversations.models import Conversation
 from conversations.sessions import InvalidSessionId, parse_session_id
 
@@ -120,7 +120,7 @@ def test_redis_stopped_mid_test_and_started_again(client, own_redis):
     assert time.monotonic() - started < 2.0  # no hang: the socket timeouts hold
 
     own_redis.start()
-    cache_guard.reset()  # as after the back-off of a few seconds
+    shared_state.reset()  # as after the back-off of a few seconds
     status, third = post_chat(client, message="Thanks", sessionId=first["sessionId"])
     assert status == 200 and third["sessionId"] == first["sessionId"]
     assert sessions.cached_conversation_id(uuid.UUID(first["sessionId"])) is not None

@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import AsyncClient
 
-from conversations import handoff, updates
+from conversations import forget, handoff, updates
 from conversations.models import Conversation
 
 from .helpers import post_chat
@@ -180,7 +180,7 @@ def test_a_conversation_deleted_while_waited_on_ends_the_poll(client):
     body = started(client)
 
     def delete():
-        Conversation.objects.all().forget()
+        forget.conversations(Conversation.objects.all())
 
     status, answer, _ = async_to_sync(_wait_while)(delete, body["sessionId"], after=1)
 

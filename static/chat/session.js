@@ -48,9 +48,13 @@ export function forgetSessionId() {
   }
 }
 
-/** A new id for one question (not a session id): Retry sends it again so the turn is not stored twice. */
+/** A new id for one question (not a session id): Retry sends it again so the turn is not stored
+ * twice. A random UUID, the only kind the server finds a lost first question's conversation by. */
 export function newClientMessageId() {
   if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
   const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }

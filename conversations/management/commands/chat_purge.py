@@ -3,7 +3,8 @@ import argparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.models import Conversation, Message
+from conversations import forget
+from conversations.models import Conversation, Message, idle_cutoff
 
 
 def positive_int(value: str) -> int:
@@ -35,7 +36,8 @@ class Command(BaseCommand):
                 "so this deletes conversations customers could still continue."
             )
         # The cutoff is fixed now, so every batch agrees on what is old enough.
-        idle = Conversation.objects.idle(days)
+        cutoff = idle_cutoff(days)
+        idle = Conversation.objects.filter(last_activity_at__lt=cutoff)
 
         if dry_run:
             conversations = idle.count()
@@ -50,7 +52,7 @@ class Command(BaseCommand):
         while batch := list(idle.order_by("pk").values_list("pk", flat=True)[:batch_size]):
             # forget() deletes by primary key what is still idle, then the Redis keys;
             # a conversation that came back to life since the select is left alone.
-            deleted, deleted_messages = idle.filter(pk__in=batch).forget()
+            deleted, deleted_messages = forget.conversations(idle.filter(pk__in=batch), idle_before=cutoff)
             conversations += deleted
             messages += deleted_messages
             if options["verbosity"] >= 2:

@@ -1,0 +1,109 @@
+"""What a worker process makes when it starts serving and closes when it stops (the ASGI
+lifespan, chatsite/asgi.py): the turn store, the shared-state gateway and the lease keeper.
+
+In a served worker on PostgreSQL the store is the event loop's own (store/postgres.py) and
+the gateway has a redis.asyncio client; everywhere else (the embedded default on SQLite,
+Django's test clients, management commands, the shell) `current()` is the embedded runtime:
+the ORM store in worker threads and the gateway through django-redis, or this process's own
+counters without Redis. Tests make a fresh one with `Runtime.open()` on their own loop.
+"""
+
+import asyncio
+import logging
+import uuid
+
+from django.conf import settings
+from django.db import connections
+
+from .errors import DatabaseUnavailable
+from .models import Message, lease_end
+from .shared_state import Gateway
+from .store.base import TurnStore
+from .store.orm import OrmStore
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Renews the leases of every turn this worker answers, together: one UPDATE every
+    0.6 x CHAT_TURN_LEASE_SECONDS for all of them however many wait on the LLM, so that only
+    a dead worker's leases run out (turns.py)."""
+
+    def __init__(self, store: TurnStore):
+        self.store = store
+        self.leases: dict[int, uuid.UUID] = {}
+        self.task: asyncio.Task | None = None
+
+    async def hold(self, slot: Message, owner: uuid.UUID) -> None:
+        """Keep `slot`'s lease renewed until cancelled (when the turn ends)."""
+        self.leases[slot.pk] = owner
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._keep())
+        try:
+            await loop.create_future()
+        finally:
+            self.leases.pop(slot.pk, None)
+
+    async def _keep(self) -> None:
+        every = settings.CHAT_TURN_LEASE_SECONDS * 0.6
+        while self.leases:
+            await asyncio.sleep(every)
+            if not self.leases:  # every turn ended meanwhile
+                return
+            try:
+                await self.store.renew_leases(dict(self.leases), lease_end())
+            except DatabaseUnavailable:
+                pass  # logged; tried again at the next renewal
+
+
+class Runtime:
+    def __init__(self, store: TurnStore, gateway: Gateway):
+        self.store = store
+        self.gateway = gateway
+        self.leases = LeaseKeeper(store)
+
+    @classmethod
+    async def open(cls) -> "Runtime":
+        """The runtime of a worker serving on the running loop."""
+        store: TurnStore = OrmStore()
+        if connections["default"].vendor == "postgresql":
+            from .store.postgres import PostgresStore
+
+            store = await PostgresStore.open()
+        runtime = cls(store, Gateway.open())
+        logger.info("turn store: %s", type(store).__name__)
+        return runtime
+
+    async def close(self) -> None:
+        if self.leases.task is not None:
+            self.leases.task.cancel()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            await close()
+        await self.gateway.close()
+
+
+_embedded = Runtime(OrmStore(), Gateway())
+_served: dict[asyncio.AbstractEventLoop, Runtime] = {}
+
+
+def current() -> Runtime:
+    """The runtime of the running loop's worker, or the embedded one."""
+    try:
+        return _served.get(asyncio.get_running_loop(), _embedded)
+    except RuntimeError:
+        return _embedded
+
+
+async def start() -> Runtime:
+    """Open this worker's runtime on the running loop (the ASGI lifespan's startup)."""
+    runtime = await Runtime.open()
+    _served[asyncio.get_running_loop()] = runtime
+    return runtime
+
+
+async def stop() -> None:
+    runtime = _served.pop(asyncio.get_running_loop(), None)
+    if runtime is not None:
+        await runtime.close()
