@@ -1,0 +1,258 @@
+"""The rules of a turn and a handoff (turns.py, handoff.py, forget.py) against every turn store
+backend (store/): `orm` everywhere, `postgres` where PostgreSQL is (it skips in the bare run,
+and must run in CI's run with the services).
+
+Each test runs its scenario on an event loop of its own with the backend's runtime, as a
+served worker does, and the offline responder answering (no LLM), so that what is checked is
+the store and the rules above it. The races are run for real: requests started together with
+asyncio.gather on the PostgreSQL backend's pool, threads for the staff side."""
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from conversations import forget, handoff, runtime, turns
+from conversations.errors import ApiError, TurnInProgress
+from conversations.models import Conversation, Handoff, Message
+
+from .helpers import need
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ADDRESS = "203.0.113.7"
+
+
+@pytest.fixture(params=["orm", "postgres"])
+def backend(request, settings):
+    settings.OPENAI_API_KEY = ""  # the offline responder: no LLM in these tests
+    if request.param == "postgres":
+        need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
+    return request.param
+
+
+def run(backend: str, scenario):
+    """Run `scenario(rt)` on a new event loop with the backend's runtime, opened and closed."""
+
+    async def main():
+        rt = await runtime.start() if backend == "postgres" else runtime.current()
+        try:
+            return await scenario(rt)
+        finally:
+            if backend == "postgres":
+                await runtime.stop()
+
+    return asyncio.run(main())
+
+
+async def turn(text: str, session_id=None, client_message_id: str = "", ip: str = ADDRESS) -> turns.Turn:
+    """A whole turn, as views.chat makes it: started, and answered unless it is for staff."""
+    started = await turns.start(ip, session_id, text, client_message_id)
+    if not started.for_staff:
+        await turns.complete(started)
+    return started
+
+
+def in_thread(func, *args, **kwargs):
+    """Synchronous database work from a scenario, as the admin or a test does it, its
+    connection handed back to the pool afterwards."""
+
+    def work():
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return asyncio.to_thread(work)
+
+
+def expire_lease(slot: Message):
+    return in_thread(lambda: Message.objects.filter(pk=slot.pk).update(
+        lease_until=timezone.now() - timedelta(seconds=1)))
+
+
+async def outcome(coroutine):
+    try:
+        return await coroutine
+    except ApiError as error:
+        return error
+
+
+def test_a_turn_stores_its_question_and_reply_and_a_resend_gets_the_stored_reply(backend):
+    async def scenario(rt):
+        first = await turn("What is your return policy?", client_message_id="q-1")
+        again = await turn("What is your return policy?", first.session_id, "q-1")
+        return first, again
+
+    first, again = run(backend, scenario)
+    assert first.new_session and first.reply is not None and first.reply.status == Message.Status.COMPLETE
+    assert again.reply.pk == first.reply.pk and not again.new_session
+    stored = list(Message.objects.order_by("seq").values_list("role", "status", "client_message_id"))
+    assert stored == [("user", "complete", "q-1"), ("assistant", "complete", "q-1")]
+
+
+def test_the_same_question_sent_twice_at_once_is_answered_once(backend):
+    async def scenario(rt):
+        first = await turn("Hi")
+        both = await asyncio.gather(
+            outcome(turn("Do you ship to Austria?", first.session_id, "twice")),
+            outcome(turn("Do you ship to Austria?", first.session_id, "twice")),
+        )
+        return first, both
+
+    first, both = run(backend, scenario)
+    replies = [result for result in both if isinstance(result, turns.Turn)]
+    assert replies, both
+    assert all(isinstance(r, turns.Turn) or r.code == "turn_in_progress" for r in both)
+    assert Message.objects.filter(client_message_id="twice").count() == 2  # one question, one reply
+
+
+def test_a_new_question_after_a_run_out_lease_marks_the_abandoned_question_failed(backend):
+    async def scenario(rt):
+        first = await turns.start(ADDRESS, None, "Hi", "abandoned")  # its worker "dies": never answered
+        await expire_lease(first.answer)
+        second = await turn("What about shipping?", first.session_id, "next")
+        return first, second
+
+    first, second = run(backend, scenario)
+    assert Message.objects.get(pk=first.question.pk).status == Message.Status.FAILED
+    assert not Message.objects.filter(pk=first.answer.pk).exists()
+    assert second.reply is not None and second.question.seq == first.answer.seq  # the freed position
+
+
+def test_a_retry_takes_over_a_run_out_lease_and_a_live_lease_is_refused(backend):
+    async def scenario(rt):
+        first = await turns.start(ADDRESS, None, "Hi", "lease")
+        live = await outcome(turns.start(ADDRESS, first.session_id, "Hi", "lease"))
+        await expire_lease(first.answer)
+        retried = await turn("Hi", first.session_id, "lease")
+        return live, retried
+
+    live, retried = run(backend, scenario)
+    assert isinstance(live, TurnInProgress)
+    assert retried.reply is not None and Message.objects.filter(role="assistant").count() == 1
+
+
+def test_a_turn_in_progress_is_found_whatever_was_appended_after_its_slot(backend):
+    async def scenario(rt):
+        first = await turn("Hi")
+        answering = await turns.start(ADDRESS, first.session_id, "Tell me about returns", "slow")
+        # A notice lands after the slot still being written (the page's "talk to a person").
+        await in_thread(handoff.request_person, first.conversation_id)
+        await handoff.return_to_assistant(first.conversation_id, None, "Mia")
+        return await outcome(turns.start(ADDRESS, first.session_id, "And shipping?", "second")), answering
+
+    second, answering = run(backend, scenario)
+    assert isinstance(second, TurnInProgress)
+    assert Message.objects.filter(status=Message.Status.ANSWERING).count() == 1
+
+
+def test_a_first_question_sent_again_finds_its_conversation_only_from_the_same_address(backend):
+    opening = str(uuid.uuid4())
+
+    async def scenario(rt):
+        first = await turn("Hi", client_message_id=opening)
+        again = await turn("Hi", client_message_id=opening)  # its answer was lost: no sessionId
+        other = await turn("Hi", client_message_id=opening, ip="198.51.100.9")
+        guessable = await turn("Hi", client_message_id="m-1712345678-000001")
+        guessed = await turn("Hi", client_message_id="m-1712345678-000001", ip="198.51.100.9")
+        return first, again, other, guessable, guessed
+
+    first, again, other, guessable, guessed = run(backend, scenario)
+    assert again.session_id == first.session_id and again.reply.pk == first.reply.pk
+    assert other.session_id != first.session_id
+    assert guessed.session_id != guessable.session_id
+    assert Conversation.objects.count() == 4
+
+
+def test_a_first_question_sent_again_after_the_window_starts_a_new_conversation(backend):
+    opening = str(uuid.uuid4())
+
+    async def scenario(rt):
+        first = await turn("Hi", client_message_id=opening)
+        await in_thread(lambda: Conversation.objects.update(
+            created_at=timezone.now() - timedelta(minutes=turns.OPENING_RECOVERY_MINUTES + 1)))
+        return first, await turn("Hi", client_message_id=opening)
+
+    first, late = run(backend, scenario)
+    assert late.session_id != first.session_id and late.reply is not None
+    assert Conversation.objects.get(session_id=late.session_id).opening_client_message_id is None
+
+
+def test_a_message_for_staff_after_a_close_is_answered_by_the_assistant(backend):
+    async def scenario(rt):
+        first = await turn("Can I talk to a human please?")
+        await handoff.reply_as_staff(first.conversation_id, None, "Mia", "Hello, Mia here.", "token-1")
+        # The customer's page still shows "with a person" when staff close.
+        await handoff.return_to_assistant(first.conversation_id, None, "Mia", close=True)
+        return first, await turn("ok thanks, bye", first.session_id, "bye")
+
+    first, bye = run(backend, scenario)
+    conversation = Conversation.objects.get()
+    assert conversation.handoff == Handoff.ASSISTANT and conversation.waiting_since is None
+    assert not bye.for_staff and bye.reply is not None
+    assert Message.objects.filter(role=Message.Role.EVENT, content__startswith="You asked").count() == 1
+
+
+def test_close_racing_a_customer_message_never_reopens_the_conversation(backend):
+    rounds = 10
+
+    async def scenario(rt):
+        first = await turn("Can I talk to a human please?")
+        results = []
+        for n in range(rounds):
+            await handoff.reply_as_staff(first.conversation_id, None, "Mia", f"Reply {n}", f"token-{n}")
+            _, said = await asyncio.gather(
+                handoff.return_to_assistant(first.conversation_id, None, "Mia", close=True),
+                outcome(turn(f"ok thanks {n}", first.session_id, f"bye-{n}")),
+            )
+            results.append(said)
+        return results
+
+    results = run(backend, scenario)
+    assert not [r for r in results if isinstance(r, ApiError) and r.status >= 500]
+    assert Conversation.objects.get().handoff == Handoff.ASSISTANT
+    assert Message.objects.filter(role=Message.Role.EVENT, content__startswith="You asked").count() == 1
+
+
+def test_a_client_message_id_equal_to_a_staff_token_is_an_ordinary_question(backend):
+    async def scenario(rt):
+        first = await turn("Can I talk to a human please?")
+        await handoff.reply_as_staff(first.conversation_id, None, "Mia", "Hello", "shared-token")
+        await handoff.return_to_assistant(first.conversation_id, None, "Mia")
+        return await turn("Thanks", first.session_id, "shared-token")
+
+    thanks = run(backend, scenario)
+    assert thanks.reply is not None and thanks.question.role == Message.Role.USER
+
+
+def test_forget_while_messages_arrive_deletes_everything_and_answers_no_500(backend):
+    async def scenario(rt):
+        first = await turn("Hi")
+        arriving = [outcome(turn(f"Message {n}", first.session_id, f"m-{n}")) for n in range(6)]
+        forgetting = forget.forget(session_ids=[first.session_id])
+        return await asyncio.gather(*arriving, forgetting, return_exceptions=True)
+
+    *arrived, forgotten = run(backend, scenario)
+    assert not [r for r in arrived if isinstance(r, BaseException) and not isinstance(r, ApiError)], arrived
+    assert not [r for r in arrived if isinstance(r, ApiError) and r.status >= 500]
+    assert forgotten[0] == 1
+    # A message arriving after the delete starts a conversation of its own, under a new id, or none.
+    assert not Conversation.objects.filter(messages__content="Hi").exists()
+    assert Message.objects.filter(conversation__isnull=True).count() == 0
+
+
+def test_staff_reply_sent_twice_is_stored_once_and_moves_the_state(backend):
+    async def scenario(rt):
+        first = await turn("Can I talk to a human please?")
+        stored = [(await handoff.reply_as_staff(first.conversation_id, None, "Mia", "Hello", "token"))[1]
+                  for _ in range(2)]
+        return first, stored
+
+    first, stored = run(backend, scenario)
+    assert stored == [True, False]
+    assert Conversation.objects.get().handoff == Handoff.STAFF
+    assert Message.objects.filter(role=Message.Role.STAFF).count() == 1
