@@ -15,9 +15,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from bench.wire import WireLog, summarize
 from conversations.models import Message
 from devtools.processes import Site
+from devtools.wire import WireLog, summarize
 
 from .helpers import database_url, need, site_env
 
