@@ -53,6 +53,19 @@ def _fresh_state(settings):
 
 
 @pytest.fixture
+def rebuilt_api_handler(_fresh_state, monkeypatch):
+    """The API's handler built again under the test's settings, for client.asgi_request().
+
+    Django's handler reads some settings once, when its middleware is built
+    (SECURE_SSL_REDIRECT, for one). (Only the API's: client.asgi_request() is for
+    the API and /healthz, not the page's handler.)
+    """
+    from chatsite import asgi
+
+    monkeypatch.setattr(asgi, "api", asgi.ApiHandler())
+
+
+@pytest.fixture
 def postgres(transactional_db):
     need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from conversations import handoff, knowledge
 from conversations.models import Conversation, Message
 
-from .helpers import post_chat, read_stream
+from .client import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

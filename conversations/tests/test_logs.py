@@ -13,7 +13,7 @@ from django.utils import timezone
 from conversations.logs import JsonFormatter
 from conversations.models import Conversation, Message
 
-from .helpers import post_chat
+from .client import post_chat
 from .test_concurrency import post
 
 

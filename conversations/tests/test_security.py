@@ -11,7 +11,7 @@ from django.test import Client
 from conversations.models import Conversation
 from devtools.processes import ROOT
 
-from .helpers import post_chat
+from .client import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

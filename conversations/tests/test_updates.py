@@ -18,7 +18,7 @@ from django.test import AsyncClient
 from conversations import handoff, updates
 from conversations.models import Conversation
 
-from .helpers import post_chat
+from .client import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
