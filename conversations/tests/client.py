@@ -30,6 +30,11 @@ class Response(NamedTuple):
     def text(self) -> str:
         return self.body if isinstance(self.body, str) else json.dumps(self.body)
 
+    def ok(self) -> Any:
+        """The body of a 200, failing the test on any other status."""
+        assert self.status == 200, (self.status, self.body)
+        return self.body
+
     def events(self) -> list[tuple[str, dict]]:
         """The server-sent events of a streamed reply, in order."""
         return parse_events(self.body)
