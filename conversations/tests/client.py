@@ -88,12 +88,12 @@ class SiteClient:
             body["clientMessageId"] = client_message_id
         return self.send(body, stream=stream, headers=headers, timeout=timeout)
 
-    def history(self, session_id: str) -> Response:
-        return self.request("GET", "/api/history", headers={"X-Session-Id": session_id})
+    def history(self, session_id: str, timeout: float | None = None) -> Response:
+        return self.request("GET", "/api/history", headers={"X-Session-Id": session_id}, timeout=timeout)
 
-    def forget(self, session_id: str) -> Response:
+    def forget(self, session_id: str, timeout: float | None = None) -> Response:
         """DELETE /api/history: the customer deletes the conversation."""
-        return self.request("DELETE", "/api/history", headers={"X-Session-Id": session_id})
+        return self.request("DELETE", "/api/history", headers={"X-Session-Id": session_id}, timeout=timeout)
 
     def updates(self, session_id: str, after: int = 0, state: str | None = None,
                 timeout: float | None = None) -> Response:
