@@ -137,13 +137,21 @@ RECEIVED: list[dict] = []
 
 
 def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list | None = None,
-                 body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1"):
+                 body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1",
+                 query: str = "", scheme: str = "http"):
     """(status, headers, body) of one request to chatsite.asgi's application. `headers` may be a
     list of pairs, to send one header twice. `chunks` sends the body in pieces, without a length.
 
     Use it with the `rebuilt_api_handler` fixture (conftest.py), so that the API's handler is
-    built under the test's settings.
+    built under the test's settings (or send it as HTTPS, as the settings of production want).
     """
+    return async_to_sync(asgi_exchange)(method, path, headers, body, chunks, client, query, scheme)
+
+
+async def asgi_exchange(method: str, path: str, headers: dict[str, bytes | str] | list | None = None,
+                        body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1",
+                        query: str = "", scheme: str = "http"):
+    """asgi_request(), awaited: for requests at the same time on one event loop."""
     from chatsite import asgi  # the application loads WhiteNoise: after the session's collectstatic
 
     pairs = headers.items() if isinstance(headers, dict) else (headers or [])
@@ -158,26 +166,22 @@ def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list 
                 for i, piece in enumerate(pieces)]
     received = RECEIVED
     received.clear()
+    sent = []
 
-    async def run():
-        sent = []
+    async def receive():
+        if messages:
+            received.append(messages[0])
+            return messages.pop(0)
+        await asyncio.Event().wait()  # the client stays connected
 
-        async def receive():
-            if messages:
-                received.append(messages[0])
-                return messages.pop(0)
-            await asyncio.Event().wait()  # the client stays connected
+    async def send(message):
+        sent.append(message)
 
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "root_path": "", "headers": raw, "client": (client, 50000), "server": ("testserver", 80)}
-        await asgi.application(scope, receive, send)
-        return sent
-
-    sent = async_to_sync(run)()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": scheme, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+             "root_path": "", "headers": raw, "client": (client, 50000),
+             "server": ("testserver", 443 if scheme == "https" else 80)}
+    await asgi.application(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     response_headers = {name.decode().lower(): value.decode("latin-1") for name, value in start["headers"]}
