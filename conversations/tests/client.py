@@ -2,7 +2,7 @@
 
 - `SiteClient`: real HTTP to a deployed site (devtools.processes.Site, or any base URL), with
   http.client: every status is returned, never raised, and redirects are not followed.
-- `post_chat`, `read_stream`: Django's in-process test client.
+- `post_chat`, `post_handoff`, `get_updates`, `read_stream`: Django's in-process test client.
 - `asgi_request`: the ASGI application as served (chatsite.asgi), called in this process.
 """
 
@@ -118,6 +118,18 @@ def post_chat(client, headers=None, **body):
     response = client.post(
         "/api/chat", data=json.dumps(body), content_type="application/json", headers=headers or {}
     )
+    return response.status_code, response.json()
+
+
+def post_handoff(client, **body):
+    """POST /api/handoff (the customer asks for a person); returns (status, parsed JSON)."""
+    response = client.post("/api/handoff", data=json.dumps(body), content_type="application/json")
+    return response.status_code, response.json()
+
+
+def get_updates(client, session_id, **params):
+    """GET /api/updates (the page's long poll) with these query parameters; returns (status, parsed JSON)."""
+    response = client.get("/api/updates", params, headers={"X-Session-Id": str(session_id)})
     return response.status_code, response.json()
 
 
