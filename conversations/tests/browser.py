@@ -14,7 +14,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover - requirements-dev.txt has it
-    expect = sync_playwright = None
+    expect = sync_playwright = None  # type: ignore[assignment]
 
 
 def need_chromium() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
@@ -148,7 +149,7 @@ def read_stream(response) -> str:
 RECEIVED: list[dict] = []
 
 
-def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list | None = None,
+def asgi_request(method: str, path: str, headers: Mapping[str, bytes | str] | list | None = None,
                  body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1",
                  query: str = "", scheme: str = "http"):
     """(status, headers, body) of one request to chatsite.asgi's application. `headers` may be a
@@ -160,13 +161,13 @@ def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list 
     return async_to_sync(asgi_exchange)(method, path, headers, body, chunks, client, query, scheme)
 
 
-async def asgi_exchange(method: str, path: str, headers: dict[str, bytes | str] | list | None = None,
+async def asgi_exchange(method: str, path: str, headers: Mapping[str, bytes | str] | list | None = None,
                         body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1",
                         query: str = "", scheme: str = "http"):
     """asgi_request(), awaited: for requests at the same time on one event loop."""
     from chatsite import asgi  # the application loads WhiteNoise: after the session's collectstatic
 
-    pairs = headers.items() if isinstance(headers, dict) else (headers or [])
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
     raw = [(name.lower().encode("latin-1"), value if isinstance(value, bytes) else value.encode("latin-1"))
            for name, value in pairs]
     if not any(name == b"host" for name, _ in raw):
