@@ -14,7 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import load, report, servers, wire
+from devtools import wire
+
+from . import load, report, servers
 
 ROOT = servers.ROOT
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/chatsite_bench"

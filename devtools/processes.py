@@ -54,6 +54,11 @@ def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:
         process.wait()
 
 
+# How long a site may take to serve: a second or two on an idle machine, but a worker's import of
+# the site took 27 s at a load of 12 on two cores (tests run beside other work).
+SITE_START_TIMEOUT = 90
+
+
 def procfile_command(name: str) -> str:
     """The command of a Procfile process type (`web`, `release`)."""
     line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith(f"{name}:"))
@@ -100,13 +105,13 @@ class Site:
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for_port(self.port, self.process, self.name)
+            wait_for_port(self.port, self.process, self.name, SITE_START_TIMEOUT)
             self._wait_for_a_worker()
         except RuntimeError as error:
             self.stop()
             raise RuntimeError(f"{error}:\n{self.log()[-4000:]}") from None
 
-    def _wait_for_a_worker(self, timeout: float = 30) -> None:
+    def _wait_for_a_worker(self, timeout: float = SITE_START_TIMEOUT) -> None:
         # The master listens before its workers have imported the app; any
         # HTTP answer at all (405, 404, a redirect) means a worker is serving.
         assert self.process is not None

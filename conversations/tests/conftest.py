@@ -16,6 +16,7 @@ from conversations import limits, shared_state
 from devtools.fake_llm import FakeLLM
 from devtools.processes import RedisServer, Site
 
+from .browser import Browsing, launch, need_chromium
 from .helpers import QueryLog, need, site_env
 
 
@@ -50,6 +51,19 @@ def _fresh_state(settings):
     shared_state.reset()
     yield
     shared_state.reset()
+
+
+@pytest.fixture
+def rebuilt_api_handler(_fresh_state, monkeypatch):
+    """The API's handler built again under the test's settings, for client.asgi_request().
+
+    Django's handler reads some settings once, when its middleware is built
+    (SECURE_SSL_REDIRECT, for one). (Only the API's: client.asgi_request() is for
+    the API and /healthz, not the page's handler.)
+    """
+    from chatsite import asgi
+
+    monkeypatch.setattr(asgi, "api", asgi.ApiHandler())
 
 
 @pytest.fixture
@@ -136,3 +150,38 @@ def queries():
     connection_created.connect(log.install)
     yield log
     connection_created.disconnect(log.install)
+
+
+# --- the chat page in headless Chromium (browser.py) ------------------------------
+
+
+# Module-scoped, not session-scoped: while Playwright's sync API is started,
+# its event loop counts as running in this thread, which would make every later
+# test that uses the ORM or async_to_sync fail. It stops when the module ends.
+@pytest.fixture(scope="module")
+def browser():
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        # For the same reason, flushing the database after each test would be
+        # refused as "async"; nothing here uses the ORM from a coroutine.
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browsing(browser, live_site):
+    """Browser contexts on the live site; errors the page threw fail the test."""
+    browsing = Browsing(browser, live_site.url)
+    yield browsing
+    browsing.close()
+    assert browsing.errors == []
+
+
+@pytest.fixture
+def page(browsing):
+    """The chat page, opened in a new browser profile."""
+    return browsing.page()

@@ -1,16 +1,15 @@
-"""What tests import: requests to the site, what came back, and the rules for services.
+"""What tests import besides the site client (client.py): the rules for services, a deployed site's
+environment, a log of SQL.
 
 The fixtures that use these are in conftest.py; the processes (the deployed
 site, a redis-server of a test's own) and the stand-in LLM are in devtools/,
 shared with bench/.
 """
 
-import json
 import os
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.db import connection
 
 from devtools.fake_llm import FakeLLM
@@ -25,23 +24,6 @@ def need(available: bool, what: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required here (CHAT_TESTS_REQUIRE_SERVICES=1) but is not available")
     pytest.skip(f"needs {what}")
-
-
-def read_stream(response) -> str:
-    """The whole body of a streaming response from Django's test client."""
-
-    async def collect():
-        return b"".join([chunk async for chunk in response.streaming_content])
-
-    return async_to_sync(collect)().decode()
-
-
-def post_chat(client, headers=None, **body):
-    """POST /api/chat with a JSON body; returns (status, parsed JSON)."""
-    response = client.post(
-        "/api/chat", data=json.dumps(body), content_type="application/json", headers=headers or {}
-    )
-    return response.status_code, response.json()
 
 
 def database_url() -> str:

@@ -11,7 +11,7 @@ from conversations import sessions
 from conversations.models import Conversation, Message
 from devtools.sse import parse_events
 
-from .helpers import post_chat, read_stream
+from .client import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

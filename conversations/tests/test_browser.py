@@ -5,117 +5,21 @@ stored (GET /api/history) are both checked, so a page that only looks right
 cannot pass. The fake LLM echoes "Echo: <question>" unless told otherwise.
 """
 
-import json
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
-from .helpers import need
+from .browser import box, expect, send, stored_id, wait_idle
+from .client import SiteClient
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - requirements-dev.txt has it
-    sync_playwright = None
 
-
-# Module-scoped, not session-scoped: while Playwright's sync API is started,
-# its event loop counts as running in this thread, which would make every later
-# test that uses the ORM or async_to_sync fail. It stops when this module ends.
-@pytest.fixture(scope="module")
-def browser():
-    need(sync_playwright is not None, "Playwright (pip install -r requirements-dev.txt)")
-    need(CHROMIUM.exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        # For the same reason, flushing the database after each test would be
-        # refused as "async"; nothing here uses the ORM from a coroutine.
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
-
-
-class Browsing:
-    """New browser contexts (each one a separate browser profile) on the live site.
-
-    Records errors the page throws and Content-Security-Policy violations, which
-    fail the test at the end.
-    """
-
-    def __init__(self, browser, url):
-        self.browser = browser
-        self.url = url
-        self.contexts = []
-        self.errors = []
-
-    def context(self, **options):
-        context = self.browser.new_context(base_url=self.url, **options)
-        context.set_default_timeout(10_000)
-        self.contexts.append(context)
-        return context
-
-    def page(self, context=None, **options):
-        page = (context or self.context(**options)).new_page()
-        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        page.on("console", self._console)
-        page.goto("/")
-        return page
-
-    def _console(self, message):
-        if message.type == "error" and "Content Security Policy" in message.text:
-            self.errors.append(f"CSP violation: {message.text}")
-
-    def close(self):
-        for context in self.contexts:
-            context.close()
-
-
-@pytest.fixture
-def browsing(browser, live_site):
-    browsing = Browsing(browser, live_site.url)
-    yield browsing
-    browsing.close()
-    assert browsing.errors == []
-
-
-@pytest.fixture
-def page(browsing):
-    return browsing.page()
-
-
-# --- helpers -------------------------------------------------------------------
-
-
-def box(page):
-    return page.get_by_role("textbox", name="Message")
-
-
-def send(page, text):
-    """Type `text` and press Enter, then wait until the turn is over."""
-    box(page).fill(text)
-    box(page).press("Enter")
-    wait_idle(page)
-
-
-def wait_idle(page):
-    expect(page.get_by_role("log")).to_have_attribute("aria-busy", "false")
-    expect(page.get_by_role("button", name="Send")).to_be_enabled()
-
-
-def stored_id(page):
-    return page.evaluate("() => localStorage.getItem('sessionId')")
+# --- helpers (the shared ones are in browser.py; the fixtures in conftest.py) ---------
 
 
 def messages(page):
@@ -131,12 +35,8 @@ def replies(page):
 
 def history(site, session_id):
     """What the server keeps: (status, messages) of GET /api/history."""
-    request = urllib.request.Request(f"{site.url}/api/history", headers={"X-Session-Id": session_id})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())["messages"]
-    except urllib.error.HTTPError as error:
-        return error.code, None
+    status, body, _ = SiteClient(site).history(session_id, timeout=10)
+    return status, body["messages"] if status == 200 else None
 
 
 def eventually(check, timeout=5.0):

@@ -5,27 +5,17 @@ user who has only the "Can view conversation" permission.
 """
 
 import re
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
 
 from . import data
-from .helpers import need
+from .browser import expect, launch, need_chromium, sync_playwright
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - requirements-dev.txt has it
-    sync_playwright = None
-
-
 def test_staff_log_in_search_by_reference_and_read_the_conversation(live_site):
-    need(sync_playwright is not None, "Playwright (pip install -r requirements-dev.txt)")
-    need(CHROMIUM.exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    need_chromium()
     # The ORM first: while Playwright's sync API runs, this thread counts as async.
     wanted = data.conversation(turns=2, model="fake-model")
     other = data.conversation()
@@ -33,10 +23,7 @@ def test_staff_log_in_search_by_reference_and_read_the_conversation(live_site):
     staff.user_permissions.add(Permission.objects.get(codename="view_conversation"))
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(playwright)
         try:
             page = browser.new_page(base_url=live_site.url)
             page.set_default_timeout(10_000)

@@ -11,13 +11,8 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from playwright.sync_api import expect
 
-from . import test_browser
-from .test_browser import box, send, stored_id, wait_idle
-
-# The browser fixtures of test_browser.py, for the test here.
-browser, browsing = test_browser.browser, test_browser.browsing
+from .browser import box, expect, send, stored_id, wait_idle
 
 pytestmark = pytest.mark.browser
 

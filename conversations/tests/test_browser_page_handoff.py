@@ -10,18 +10,13 @@ import re
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import expect
 
 from conversations import handoff, knowledge
 from conversations.models import Conversation, Message
 from devtools.processes import Site
 
-from . import test_browser
+from .browser import box, expect, send, stored_id, wait_idle
 from .helpers import site_env
-from .test_browser import box, send, stored_id, wait_idle
-
-# The browser fixtures of test_browser.py, for the tests here.
-browser, browsing, page = test_browser.browser, test_browser.browsing, test_browser.page
 
 pytestmark = pytest.mark.browser
 

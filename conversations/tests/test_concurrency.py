@@ -1,36 +1,21 @@
 """Turns posted at the same moment on one session, as real HTTP requests to the deployed site."""
 
-import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from email.message import Message
 
 from conversations.models import Conversation
 
-
-def post(site, body: dict, accept: str = "application/json") -> tuple[int, dict, Message]:
-    request = urllib.request.Request(
-        f"{site.url}/api/chat",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Accept": accept},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read()), response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), error.headers
+from .client import SiteClient
 
 
 def test_parallel_turns_on_one_session_never_interleave(live_site, llm):
-    status, first, _ = post(live_site, {"message": "start"})
+    api = SiteClient(live_site)
+    status, first, _ = api.send({"message": "start"})
     assert status == 200
     llm.control("ok", delay=0.5)
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(
-            lambda n: post(live_site, {"message": f"parallel {n}", "sessionId": first["sessionId"]}),
+            lambda n: api.send({"message": f"parallel {n}", "sessionId": first["sessionId"]}),
             range(8),
         ))
 
@@ -53,12 +38,13 @@ def test_parallel_turns_on_one_session_never_interleave(live_site, llm):
 
 
 def test_a_double_click_with_one_client_message_id_stores_the_question_once(live_site, llm):
-    _, first, _ = post(live_site, {"message": "start"})
+    api = SiteClient(live_site)
+    _, first, _ = api.send({"message": "start"})
     llm.control("ok", delay=0.5)
     body = {"message": "once", "sessionId": first["sessionId"], "clientMessageId": "click-1"}
 
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: post(live_site, body), range(2)))
+        results = list(pool.map(lambda _: api.send(body), range(2)))
 
     assert sorted(status for status, _, _ in results) in ([200, 409], [200, 200])
     conversation = Conversation.objects.get(session_id=first["sessionId"])

@@ -3,20 +3,13 @@ and the offline responder, no service and no API key: what a newcomer's `make ru
 The worker's start (the ASGI lifespan: its LLM client, the quick path's clients) must not
 need any of them."""
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 from devtools.processes import ROOT, Site
 
-
-def post(site: Site, body: dict) -> dict:
-    request = urllib.request.Request(f"{site.url}/api/chat", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+from .client import SiteClient
 
 
 def test_the_embedded_defaults_serve_a_conversation(tmp_path):
@@ -33,8 +26,9 @@ def test_the_embedded_defaults_serve_a_conversation(tmp_path):
                    env={**base, **env}, check=True)
     site = Site(env)
     try:
-        first = post(site, {"message": "What is your return policy?"})
-        second = post(site, {"message": "Do you ship to Austria?", "sessionId": first["sessionId"]})
+        api = SiteClient(site)
+        first = api.chat("What is your return policy?").ok()
+        second = api.chat("Do you ship to Austria?", first["sessionId"]).ok()
         log = site.log()
     finally:
         site.stop()

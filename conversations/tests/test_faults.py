@@ -1,10 +1,8 @@
 """Faults injected into the deployed site: the LLM, Redis and PostgreSQL misbehaving, clients leaving."""
 
-import http.client
 import json
 import socket
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +12,8 @@ from django.db import connection, transaction
 from conversations.models import Conversation, Message
 from devtools.processes import Site
 
+from .client import SiteClient
 from .helpers import site_env
-from .test_concurrency import post
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +44,13 @@ def quick_site(quick_deployed_site, live_site):
     ],
 )
 def test_llm_faults_end_within_the_deadline_and_a_retry_gives_one_reply(quick_site, llm, mode, params, status):
-    _, first, _ = post(quick_site, {"message": "Hi"})
+    api = SiteClient(quick_site)
+    _, first, _ = api.send({"message": "Hi"})
     llm.control(mode, **params)
     body = {"message": "Where is my parcel?", "sessionId": first["sessionId"], "clientMessageId": "q-1"}
 
     started = time.monotonic()
-    code, answer, _ = post(quick_site, body)
+    code, answer, _ = api.send(body)
     elapsed = time.monotonic() - started
 
     assert code == status
@@ -59,9 +58,9 @@ def test_llm_faults_end_within_the_deadline_and_a_retry_gives_one_reply(quick_si
     assert answer["sessionId"] == first["sessionId"]
     assert elapsed < 2 + 1.5
     llm.control("ok")
-    code, retried, _ = post(quick_site, body)
+    code, retried, _ = api.send(body)
     assert code == 200 and retried["reply"] == "Echo: Where is my parcel?"
-    assert post(quick_site, body)[1]["reply"] == retried["reply"]  # and again: the same reply
+    assert api.send(body)[1]["reply"] == retried["reply"]  # and again: the same reply
 
     conversation = Conversation.objects.get(session_id=first["sessionId"])
     assert conversation.messages.filter(content="Where is my parcel?").count() == 1
@@ -79,12 +78,13 @@ def redis_command(port: int, *words: str) -> bytes:
 def test_redis_stopped_or_paused_with_turns_in_flight(live_site, llm, fake_llm_server, own_redis, fault):
     site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
     try:
+        api = SiteClient(site)
         # One session a turn: two turns on one session at once would rightly get a 409.
-        sessions = [post(site, {"message": f"start {n}"})[1]["sessionId"] for n in range(12)]
+        sessions = [api.send({"message": f"start {n}"})[1]["sessionId"] for n in range(12)]
         llm.control("ok", delay=1.0)
 
         def turn(n):
-            return post(site, {"message": f"in flight {n}", "sessionId": sessions[n]})
+            return api.send({"message": f"in flight {n}", "sessionId": sessions[n]})
 
         with ThreadPoolExecutor(12) as pool:
             in_flight = [pool.submit(turn, n) for n in range(6)]
@@ -108,17 +108,16 @@ def test_redis_stopped_or_paused_with_turns_in_flight(live_site, llm, fake_llm_s
 def test_no_stale_mapping_survives_redis_coming_back(live_site, llm, fake_llm_server, own_redis):
     site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
     try:
-        _, first, _ = post(site, {"message": "Hi"})
+        api = SiteClient(site)
+        _, first, _ = api.send({"message": "Hi"})
         session_id = first["sessionId"]
         # Redis stalls while the customer deletes the conversation: the cache
         # entry cannot be deleted and is still there when Redis comes back.
         assert redis_command(own_redis.port, "CLIENT", "PAUSE", "1500", "WRITE").startswith(b"+OK")
-        request = urllib.request.Request(f"{site.url}/api/history", method="DELETE",
-                                         headers={"X-Session-Id": session_id})
-        assert urllib.request.urlopen(request, timeout=10).status == 204
+        assert api.forget(session_id, timeout=10).status == 204
         time.sleep(1.6)
 
-        status, body, _ = post(site, {"message": "Hello again", "sessionId": session_id})
+        status, body, _ = api.send({"message": "Hello again", "sessionId": session_id})
 
         assert status == 200
         assert body["sessionId"] != session_id  # a new conversation, not the deleted one
@@ -128,7 +127,8 @@ def test_no_stale_mapping_survives_redis_coming_back(live_site, llm, fake_llm_se
 
 
 def test_dropped_database_connections_are_replaced(live_site, llm):
-    _, first, _ = post(live_site, {"message": "Hi"})
+    api = SiteClient(live_site)
+    _, first, _ = api.send({"message": "Hi"})
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -136,15 +136,15 @@ def test_dropped_database_connections_are_replaced(live_site, llm):
         )
         assert cursor.fetchone()[0] >= 1  # the site's pooled connections
 
-    status, body, _ = post(live_site, {"message": "Still there?", "sessionId": first["sessionId"]})
+    status, body, _ = api.send({"message": "Still there?", "sessionId": first["sessionId"]})
 
     assert status == 200 and body["sessionId"] == first["sessionId"]
 
 
 def test_a_client_leaving_a_stream_cancels_the_llm_call_and_keeps_the_partial_reply(live_site, llm):
+    api = SiteClient(live_site)
     llm.control("ok", reply="one two three four five six seven eight", chunk_delay=0.4)
-    host, port = live_site.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = api.connect(timeout=10)
     conn.request("POST", "/api/chat", body=json.dumps({"message": "Tell me"}),
                  headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
     response = conn.getresponse()
@@ -168,62 +168,53 @@ def test_a_client_leaving_a_stream_cancels_the_llm_call_and_keeps_the_partial_re
     assert reply.content.startswith("one") and "eight" not in reply.content
     # The conversation goes on.
     llm.control("ok")
-    status, body, _ = post(live_site, {"message": "Again", "sessionId": session_id})
+    status, body, _ = api.send({"message": "Again", "sessionId": session_id})
     assert status == 200 and body["sessionId"] == session_id
 
 
 def test_an_id_that_is_not_ours_never_reaches_the_database(live_site, llm):
     made_up = str(uuid.uuid4())
-    status, body, _ = post(live_site, {"message": "Hi", "sessionId": made_up})
+    status, body, _ = SiteClient(live_site).send({"message": "Hi", "sessionId": made_up})
     assert status == 200 and body["sessionId"] != made_up
     assert not Conversation.objects.filter(session_id=made_up).exists()
 
 
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
 def test_a_conversation_deleted_while_it_is_answered_ends_the_turn_cleanly(live_site, llm, accept):
-    _, first, _ = post(live_site, {"message": "Hi"})
+    api = SiteClient(live_site)
+    _, first, _ = api.send({"message": "Hi"})
     session_id = first["sessionId"]
     llm.control("ok", delay=1.0)
 
     with ThreadPoolExecutor(1) as pool:
         if accept == "application/json":
-            turn = pool.submit(post, live_site, {"message": "Slow one", "sessionId": session_id})
+            turn = pool.submit(api.send, {"message": "Slow one", "sessionId": session_id})
         else:
-            turn = pool.submit(stream_raw, live_site, {"message": "Slow one", "sessionId": session_id})
+            turn = pool.submit(api.chat, "Slow one", session_id, stream=True)
         time.sleep(0.4)
-        request = urllib.request.Request(f"{live_site.url}/api/history", method="DELETE",
-                                         headers={"X-Session-Id": session_id})
-        assert urllib.request.urlopen(request, timeout=10).status == 204
+        assert api.forget(session_id, timeout=10).status == 204
         result = turn.result()
 
     if accept == "application/json":
         status, body, _ = result
         assert (status, body["error"]["code"]) == (404, "session_not_found")
     else:
-        assert "event: error" in result and "session_not_found" in result
+        stream = result.ok()
+        assert "event: error" in stream and "session_not_found" in stream
     assert not Conversation.objects.filter(session_id=session_id).exists()
     assert "Traceback" not in live_site.log()
 
 
-def stream_raw(site, body: dict) -> str:
-    request = urllib.request.Request(
-        f"{site.url}/api/chat", data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read().decode()
-
-
 def test_a_client_leaving_while_its_question_is_stored_does_not_block_the_conversation(live_site, llm):
-    _, first, _ = post(live_site, {"message": "Hi"})
+    api = SiteClient(live_site)
+    _, first, _ = api.send({"message": "Hi"})
     session_id = first["sessionId"]
-    host, port = live_site.url.removeprefix("http://").split(":")
     body = {"message": "Are you there?", "sessionId": session_id, "clientMessageId": "q-left"}
 
     # Hold the question's INSERT back with a table lock, and leave meanwhile.
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("LOCK TABLE conversations_message IN SHARE ROW EXCLUSIVE MODE")
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn = api.connect(timeout=10)
         conn.request("POST", "/api/chat", body=json.dumps(body), headers={"Content-Type": "application/json"})
         time.sleep(0.5)
         conn.sock.shutdown(socket.SHUT_RDWR)
@@ -236,7 +227,7 @@ def test_a_client_leaving_while_its_question_is_stored_does_not_block_the_conver
         question = Message.objects.filter(client_message_id="q-left", role="user").first()
         time.sleep(0.05)
     assert question is not None and question.status == "failed"  # kept, and retryable
-    status, answer, _ = post(live_site, {"message": "Hello?", "sessionId": session_id})
+    status, answer, _ = api.send({"message": "Hello?", "sessionId": session_id})
     assert status == 200 and answer["sessionId"] == session_id  # not 409 for half a minute
-    status, answer, _ = post(live_site, body)
+    status, answer, _ = api.send(body)
     assert status == 409 and answer["error"]["code"] == "retry_superseded"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from .helpers import read_stream
+from .client import read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,14 +16,9 @@ from django.utils import timezone
 from conversations import handoff, knowledge
 from conversations.models import Conversation, Message
 
-from .helpers import post_chat, read_stream
+from .client import get_updates, post_chat, post_handoff, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def post_handoff(client, **body):
-    response = client.post("/api/handoff", data=json.dumps(body), content_type="application/json")
-    return response.status_code, response.json()
 
 
 def staff(username="mia.schmidt", email="") -> User:
@@ -120,7 +115,7 @@ def test_a_staff_reply_hand_back_and_close_move_the_state(client):
     handoff.hand_back(conversation.pk, mia, "Mia", close=True)
     conversation.refresh_from_db()
     assert conversation.handoff == "assistant" and conversation.closed_at is not None
-    updates = client.get("/api/updates", {"after": -1}, headers={"X-Session-Id": body["sessionId"]}).json()
+    _, updates = get_updates(client, body["sessionId"], after=-1)
     assert [(m["role"], m["author"]) for m in updates["messages"]] == [
         ("event", None), ("staff", "Mia"), ("user", None), ("event", "Mia"), ("event", None), ("event", "Mia")
     ]

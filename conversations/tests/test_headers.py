@@ -7,72 +7,17 @@ the API and /healthz answer JSON, never a 5xx or an HTML page, and they answer
 only to the hosts in ALLOWED_HOSTS.
 """
 
-import asyncio
 import json
 
 import pytest
-from asgiref.sync import async_to_sync
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from chatsite import asgi
+from .client import asgi_request
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _handlers_with_this_tests_settings(_fresh_state, monkeypatch):
-    # Django's handler reads some settings once, when its middleware is built
-    # (SECURE_SSL_REDIRECT, for one): build it again under the test's settings.
-    # (Only the API's: these tests send nothing to the page's handler.)
-    monkeypatch.setattr(asgi, "api", asgi.ApiHandler())
-
-
-# The body messages the application read in the latest asgi_request().
-RECEIVED: list[dict] = []
-
-
-def asgi_request(method: str, path: str, headers: dict[str, bytes | str] | list | None = None,
-                 body: bytes = b"", chunks: list[bytes] | None = None, client: str = "127.0.0.1"):
-    """(status, headers, body) of one request to the ASGI application. `headers` may be a list
-    of pairs, to send one header twice. `chunks` sends the body in pieces, without a length."""
-    pairs = headers.items() if isinstance(headers, dict) else (headers or [])
-    raw = [(name.lower().encode("latin-1"), value if isinstance(value, bytes) else value.encode("latin-1"))
-           for name, value in pairs]
-    if not any(name == b"host" for name, _ in raw):
-        raw.append((b"host", b"testserver"))
-    if chunks is None and body and not any(name == b"content-length" for name, _ in raw):
-        raw.append((b"content-length", str(len(body)).encode()))
-    pieces = chunks if chunks is not None else [body]
-    messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
-                for i, piece in enumerate(pieces)]
-    received = RECEIVED
-    received.clear()
-
-    async def run():
-        sent = []
-
-        async def receive():
-            if messages:
-                received.append(messages[0])
-                return messages.pop(0)
-            await asyncio.Event().wait()  # the client stays connected
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "root_path": "", "headers": raw, "client": (client, 50000), "server": ("testserver", 80)}
-        await asgi.application(scope, receive, send)
-        return sent
-
-    sent = async_to_sync(run)()
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    response_headers = {name.decode().lower(): value.decode("latin-1") for name, value in start["headers"]}
-    return start["status"], response_headers, content
+# The API's handler built again under each test's settings (conftest.py).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rebuilt_api_handler")]
 
 
 def assert_json_error(status, headers, content, code: str | None = None):

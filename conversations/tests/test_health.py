@@ -1,24 +1,13 @@
 """GET /healthz: what a load balancer asks."""
 
-import http.client
-import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from devtools.processes import Site, free_port
 
+from .client import SiteClient
 from .helpers import site_env
-
-
-def get_health(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -41,9 +30,9 @@ def test_health_is_not_redirected_to_https(client, settings):
 def test_health_with_redis_up_then_down(live_site, fake_llm_server, own_redis):
     site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
     try:
-        assert get_health(site.url) == (200, {"status": "ok", "database": "ok", "cache": "ok"})
+        assert SiteClient(site).health()[:2] == (200, {"status": "ok", "database": "ok", "cache": "ok"})
         own_redis.stop()
-        assert get_health(site.url) == (200, {"status": "degraded", "database": "ok", "cache": "down"})
+        assert SiteClient(site).health()[:2] == (200, {"status": "degraded", "database": "ok", "cache": "down"})
     finally:
         site.stop()
 
@@ -56,7 +45,7 @@ def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
     ))
     try:
         started = time.monotonic()
-        status, body = get_health(site.url)
+        status, body, _ = SiteClient(site).health()
         assert status == 503
         assert body["status"] == "down" and body["database"] == "down"
         assert time.monotonic() - started < 10
@@ -67,11 +56,9 @@ def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
 def test_a_load_balancer_gets_200_over_plain_http_where_the_page_redirects(live_site, fake_llm_server):
     site = Site(site_env(fake_llm_server, DJANGO_SECURE_SSL_REDIRECT="1"))
     try:
-        assert get_health(site.url)[0] == 200
-        page = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
-        page.request("GET", "/")
-        response = page.getresponse()
-        assert response.status == 301 and response.getheader("Location").startswith("https://")
-        page.close()
+        api = SiteClient(site)  # which follows no redirect
+        assert api.health()[0] == 200
+        status, _, headers = api.request("GET", "/")
+        assert status == 301 and headers["Location"].startswith("https://")
     finally:
         site.stop()

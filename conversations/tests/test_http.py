@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from .test_headers import RECEIVED, _handlers_with_this_tests_settings, asgi_request  # noqa: F401 - the fixture applies here too
+from .client import RECEIVED, asgi_request
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The API's handler built again under each test's settings (conftest.py).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rebuilt_api_handler")]
 
 
 def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:

@@ -10,7 +10,7 @@ from conversations import llm as llm_module
 from conversations.limits import Rate, parse_rate
 from conversations.models import Conversation, Message
 
-from .helpers import post_chat
+from .client import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ from conversations.models import Conversation, Message
 from devtools.processes import free_port
 from devtools.sse import parse_events
 
-from .helpers import post_chat, read_stream
+from .client import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,7 +3,6 @@
 import io
 import json
 import logging
-import urllib.request
 import uuid
 from datetime import timedelta
 
@@ -13,8 +12,7 @@ from django.utils import timezone
 from conversations.logs import JsonFormatter
 from conversations.models import Conversation, Message
 
-from .helpers import post_chat
-from .test_concurrency import post
+from .client import SiteClient, post_chat
 
 
 @pytest.fixture
@@ -74,13 +72,14 @@ def test_a_session_id_never_reaches_the_logs_or_the_llm(client, llm, settings, c
 
 
 def test_the_deployed_site_logs_json_lines_without_session_ids(live_site, llm):
-    status, first, _ = post(live_site, {"message": "Hi"})
+    api = SiteClient(live_site)
+    status, first, _ = api.chat("Hi")
     assert status == 200
     canary = uuid.UUID(first["sessionId"])
     llm.control("status", status=500)
-    assert post(live_site, {"message": "fails", "sessionId": str(canary)})[0] == 502
+    assert api.chat("fails", str(canary))[0] == 502
     llm.control("ok")
-    status, _, headers = post(live_site, {"message": "again", "sessionId": str(canary)})
+    status, _, headers = api.chat("again", str(canary))
     assert status == 200 and headers["x-request-id"]
 
     log = live_site.log()
@@ -98,12 +97,9 @@ def test_the_deployed_site_logs_json_lines_without_session_ids(live_site, llm):
 
 
 def test_a_streamed_turn_logs_its_line_under_the_request_id(live_site, llm):
-    request = urllib.request.Request(
-        f"{live_site.url}/api/chat", data=json.dumps({"message": "Stream me"}).encode(), method="POST",
-        headers={"Content-Type": "application/json", "Accept": "text/event-stream", "X-Request-Id": "stream-req-1234"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert "event: done" in response.read().decode()
+    streamed = SiteClient(live_site).chat("Stream me", stream=True, headers={"X-Request-Id": "stream-req-1234"},
+                                          timeout=10)
+    assert "event: done" in streamed.text
 
     turns = [json.loads(line) for line in live_site.log().splitlines()
              if line.startswith("{") and '"message": "turn"' in line]

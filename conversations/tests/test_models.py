@@ -12,7 +12,7 @@ from conversations import forget, sessions
 from conversations.models import Conversation, Message, session_id_range
 
 from . import data
-from .helpers import post_chat
+from .client import post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

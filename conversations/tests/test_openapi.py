@@ -19,7 +19,7 @@ from conversations.models import Conversation, Message
 from devtools.processes import ROOT
 from devtools.sse import parse_events
 
-from .helpers import read_stream
+from .client import read_stream
 
 SPEC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
 HTTP_METHODS = ["get", "post", "put", "patch", "delete"]

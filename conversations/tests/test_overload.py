@@ -12,32 +12,17 @@ import pytest
 from chatsite import asgi
 from conversations.models import Conversation
 
+from .client import asgi_exchange
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def post_turn(body: dict) -> tuple[int, dict, dict]:
-    raw = json.dumps(body).encode()
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "https", "path": "/api/chat", "raw_path": b"/api/chat", "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 40000), "server": ("localhost", 443),
-        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode())],
-    }
-    messages = [{"type": "http.request", "body": raw, "more_body": False}]
-    sent = []
-
-    async def receive():
-        if messages:
-            return messages.pop()
-        await asyncio.Event().wait()  # the client stays until the answer
-
-    async def send(message):
-        sent.append(message)
-
-    await asgi.application(scope, receive, send)
-    headers = {name.decode().lower(): value.decode() for name, value in sent[0]["headers"]}
-    return sent[0]["status"], headers, json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    """POST /api/chat to the application, over HTTPS as in production; (status, headers, JSON)."""
+    status, headers, content = await asgi_exchange(
+        "POST", "/api/chat", {"host": "localhost", "content-type": "application/json"},
+        json.dumps(body).encode(), scheme="https")
+    return status, headers, json.loads(content)
 
 
 def test_a_turn_past_the_cap_is_refused_at_once_and_one_under_it_is_served(settings, llm):

@@ -8,8 +8,6 @@ store serves every turn, and what a turn costs."""
 
 import json
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -17,10 +15,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from bench.wire import WireLog, summarize
 from conversations.models import Message
 from devtools.processes import Site
+from devtools.wire import WireLog, summarize
 
+from .client import SiteClient
 from .helpers import database_url, need, site_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,21 +41,15 @@ def proxied_site(django_db_setup, django_db_blocker, fake_llm_server, static_fil
     site.stop()
 
 
-def post(site: Site, body: dict) -> dict:
-    request = urllib.request.Request(f"{site.url}/api/chat", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def test_a_returning_turn_is_three_statements_on_the_event_loops_pool(proxied_site, postgres, llm):
     site, wire = proxied_site
+    api = SiteClient(site)
     wire.clear()
-    session = post(site, {"message": "Hi"})["sessionId"]
+    session = api.chat("Hi").ok()["sessionId"]
     assert sent_health_checks(wire) == 0  # a first message too: the store's pool, not Django's
     for n in range(3):
         wire.clear()
-        body = post(site, {"message": f"Turn {n}", "sessionId": session})
+        body = api.chat(f"Turn {n}", session).ok()
         sent = summarize(wire.events)
 
         assert body["reply"] == f"Echo: Turn {n}" and body["sessionId"] == session
@@ -73,11 +66,12 @@ def test_a_returning_turn_is_three_statements_on_the_event_loops_pool(proxied_si
 
 def test_a_question_sent_again_is_answered_from_the_store_in_one_statement(proxied_site, postgres, llm):
     site, wire = proxied_site
-    session = post(site, {"message": "Hi"})["sessionId"]
-    first = post(site, {"message": "Twice", "sessionId": session, "clientMessageId": "twice-1"})
+    api = SiteClient(site)
+    session = api.chat("Hi").ok()["sessionId"]
+    first = api.chat("Twice", session, "twice-1").ok()
     wire.clear()
 
-    again = post(site, {"message": "Twice", "sessionId": session, "clientMessageId": "twice-1"})
+    again = api.chat("Twice", session, "twice-1").ok()
 
     # Its stored reply, without an LLM call: the history read finds it.
     assert again == first
@@ -94,22 +88,21 @@ def test_a_worker_renews_the_leases_of_all_its_slow_turns_together(fake_llm_serv
     """Three turns on a slow LLM outlive the 1 s lease many times over: their leases are renewed
     (by one UPDATE a tick for all of them), so none is taken over and each is answered once."""
     site = Site(site_env(fake_llm_server, CHAT_TURN_LEASE_SECONDS="1"))
+    api = SiteClient(site)
     try:
-        sessions = [post(site, {"message": f"Hi {n}"})["sessionId"] for n in range(3)]
+        sessions = [api.chat(f"Hi {n}").ok()["sessionId"] for n in range(3)]
         llm.control("ok", delay=3.0)
         with ThreadPoolExecutor(6) as pool:
-            turns = [pool.submit(post, site, {"message": f"Slow {n}", "sessionId": session,
-                                              "clientMessageId": f"slow-{n}"})
+            turns = [pool.submit(api.chat, f"Slow {n}", session, f"slow-{n}")
                      for n, session in enumerate(sessions)]
             time.sleep(2.0)  # two leases' length after the slots were taken
             slots = list(Message.objects.filter(client_message_id__startswith="slow-", role="assistant"))
             read_at = timezone.now()
             # A retry of each now: its owner is alive, so no takeover, and no second LLM call.
-            retries = [pool.submit(send, site, {"message": f"Slow {n}", "sessionId": session,
-                                                "clientMessageId": f"slow-{n}"})
+            retries = [pool.submit(api.chat, f"Slow {n}", session, f"slow-{n}")
                        for n, session in enumerate(sessions)]
-            replies = [turn.result() for turn in turns]
-            retried = [retry.result() for retry in retries]
+            replies = [turn.result().ok() for turn in turns]
+            retried = [retry.result()[:2] for retry in retries]
     finally:
         site.stop()
 
@@ -119,9 +112,3 @@ def test_a_worker_renews_the_leases_of_all_its_slow_turns_together(fake_llm_serv
     assert [(status, body.get("error", {}).get("code")) for status, body in retried] == [(409, "turn_in_progress")] * 3
     assert sum(1 for r in llm.requests() if "Slow" in json.dumps(r)) == 3
 
-
-def send(site: Site, body: dict) -> tuple[int, dict]:
-    try:
-        return 200, post(site, body)
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())

@@ -4,31 +4,14 @@ A conversation started on one instance continues on the other, as it must
 behind a load balancer that sends each request wherever it likes.
 """
 
-import json
-import urllib.error
-import urllib.request
-
 import pytest
 from django.conf import settings
 
 from conversations.models import Conversation
 from devtools.processes import Site
 
+from .client import SiteClient
 from .helpers import need
-
-
-def post(site, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{site.url}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
-        method="GET" if body is None else "POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +26,22 @@ def test_a_conversation_started_on_one_instance_continues_on_the_other(live_site
     need(bool(settings.REDIS_URL), "Redis (set REDIS_URL)")
     assert other_site.port != live_site.port
 
-    status, first = post(live_site, "/api/chat", {"message": "Do you ship abroad?"})
+    status, first, _ = SiteClient(live_site).send({"message": "Do you ship abroad?"})
     assert status == 200 and first["newSession"]
     session_id = first["sessionId"]
 
-    status, second = post(other_site, "/api/chat", {"message": "And to Norway?", "sessionId": session_id})
+    status, second, _ = SiteClient(other_site).send({"message": "And to Norway?", "sessionId": session_id})
     assert status == 200
     assert second["sessionId"] == session_id and not second["newSession"]
     # The instance that had never seen the session showed the LLM the whole conversation.
     seen = [m["content"] for m in llm.requests()[-1]["messages"] if m["role"] != "system"]
     assert seen == ["Do you ship abroad?", "Echo: Do you ship abroad?", "And to Norway?"]
 
-    status, third = post(live_site, "/api/chat", {"message": "How long does it take?", "sessionId": session_id})
+    status, third, _ = SiteClient(live_site).send({"message": "How long does it take?", "sessionId": session_id})
     assert status == 200 and third["sessionId"] == session_id and not third["newSession"]
 
     for site in (live_site, other_site):
-        status, history = post(site, "/api/history", headers={"X-Session-Id": session_id})
+        status, history, _ = SiteClient(site).history(session_id)
         assert status == 200
         assert [m["content"] for m in history["messages"]] == [
             "Do you ship abroad?", "Echo: Do you ship abroad?",
@@ -72,7 +55,7 @@ def test_turns_split_between_instances_keep_every_session(live_site, other_site,
     need(bool(settings.REDIS_URL), "Redis (set REDIS_URL)")
     sessions = []
     for n in range(6):
-        status, body = post((live_site, other_site)[n % 2], "/api/chat", {"message": f"start {n}"})
+        status, body, _ = SiteClient((live_site, other_site)[n % 2]).send({"message": f"start {n}"})
         assert status == 200
         sessions.append(body["sessionId"])
 
@@ -80,7 +63,7 @@ def test_turns_split_between_instances_keep_every_session(live_site, other_site,
     for turn in range(2):
         for n, session_id in enumerate(sessions):
             site = (other_site, live_site)[(n + turn) % 2]
-            status, body = post(site, "/api/chat", {"message": f"turn {turn} of {n}", "sessionId": session_id})
+            status, body, _ = SiteClient(site).send({"message": f"turn {turn} of {n}", "sessionId": session_id})
             assert status == 200, body
             assert body["sessionId"] == session_id and not body["newSession"]
 

@@ -11,7 +11,7 @@ from django.test import Client
 from conversations.models import Conversation
 from devtools.processes import ROOT
 
-from .helpers import post_chat
+from .client import SiteClient, post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,34 +113,24 @@ def test_an_unknown_host_gets_a_json_400_on_the_api(client):
 def test_the_deployed_api_and_page_carry_their_headers(live_site):
     """The API is served with its own short middleware list (chatsite/asgi.py): check the
     headers that list must still give, and that the page and the admin keep the full stack."""
-    import urllib.error
-    import urllib.request
-
-    def get(path, **kwargs):
-        request = urllib.request.Request(f"{live_site.url}{path}", **kwargs)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.headers
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers
-
-    for path, kwargs in [
-        ("/api/history", {}),
-        ("/api/chat", {"data": b'{"message": "Hi"}', "headers": {"Content-Type": "application/json"}}),
-        ("/healthz", {}),
+    api = SiteClient(live_site, timeout=10)
+    for method, path, body in [
+        ("GET", "/api/history", None),
+        ("POST", "/api/chat", {"message": "Hi"}),
+        ("GET", "/healthz", None),
     ]:
-        status, headers = get(path, **kwargs)
+        status, _, headers = api.request(method, path, body)
         assert status in (200, 400), path
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "same-origin"
         assert headers["Cache-Control"] == "no-store"
         assert headers["X-Request-Id"]
 
-    status, headers = get("/")
+    status, _, headers = api.request("GET", "/")
     assert status == 200
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Frame-Options"] == "DENY"
-    status, headers = get("/admin/login/")
+    status, _, headers = api.request("GET", "/admin/login/")
     assert status == 200
     assert "csrftoken=" in headers["Set-Cookie"]  # the admin still has its CSRF protection
 

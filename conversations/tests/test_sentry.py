@@ -15,12 +15,12 @@ from urllib.parse import parse_qs
 
 import pytest
 import sentry_sdk
-from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 from django.urls import path
 from sentry_sdk.transport import Transport
 
 from chatsite import sentry
+
+from .client import asgi_request
 
 logger = logging.getLogger(__name__)
 
@@ -38,26 +38,8 @@ urlpatterns = [path("api/fail", failing_view)]
 def post(path: str, query: str, body: dict, headers: dict[str, str]) -> int:
     """The request through chatsite.asgi.application, as uvicorn hands it over (over HTTPS: the
     application was built with the settings of production); returns the status."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
-                    *((name.lower().encode(), value.encode()) for name, value in headers.items())],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
-    }
-
-    # Imported here, not at the top: the application loads WhiteNoise, which wants the static
-    # files that the session's collectstatic (conftest.py) makes after collection.
-    from chatsite.asgi import application
-
-    async def exchange() -> int:
-        communicator = ApplicationCommunicator(application, scope)
-        await communicator.send_input({"type": "http.request", "body": json.dumps(body).encode()})
-        start = await communicator.receive_output(10)
-        await communicator.wait(10)
-        return start["status"]
-
-    return async_to_sync(exchange)()
+    sent = {"host": "localhost", "content-type": "application/json", **headers}
+    return asgi_request("POST", path, sent, json.dumps(body).encode(), query=query, scheme="https")[0]
 
 
 class Captured(Transport):

@@ -10,7 +10,7 @@ from conversations import sessions, shared_state
 from conversations.models import Conversation
 from conversations.sessions import InvalidSessionId, parse_session_id
 
-from .helpers import post_chat
+from .client import post_chat
 
 
 def test_parse_session_id_accepts_only_canonical_uuids():

@@ -18,7 +18,7 @@ from django.test import AsyncClient
 from conversations import forget, handoff, updates
 from conversations.models import Conversation
 
-from .helpers import post_chat
+from .client import get_updates, post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,11 +30,6 @@ def short_waits(settings):
     # As deployed (chatsite/asgi.py): the API's async-only middleware. Under the
     # sync ones each waiting poll would hold the one thread they run in.
     settings.MIDDLEWARE = settings.API_MIDDLEWARE
-
-
-def get_updates(client, session_id, **params):
-    response = client.get("/api/updates", params, headers={"X-Session-Id": str(session_id)})
-    return response.status_code, response.json()
 
 
 def started(client) -> dict:

@@ -1,4 +1,4 @@
-"""A PostgreSQL proxy that records what the site sends: every statement and every round trip.
+"""A PostgreSQL proxy that records what the site sends: every statement and every round trip (bench/, tests).
 
 Counting from outside the site sees what Django's query log does not: BEGIN,
 COMMIT and whatever a connection pool or a connection's setup sends. It reads
