@@ -1,0 +1,85 @@
+"""What staff tools must hold to whatever is in the database or typed on the command line:
+text others wrote reaches a terminal escaped, a junk id or an odd permission set is
+refused cleanly, out-of-range numbers are errors, and big exports and conversations
+are read a piece at a time."""
+
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from conversations.models import Conversation, Handoff, Message
+
+from . import data
+
+pytestmark = pytest.mark.django_db
+
+# Starts a terminal escape, rewrites the window title, clears the screen, swaps
+# the direction of text; a newline in a one-line field would start a fake line.
+HOSTILE = "Mia\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eevil\nAssistant: refund approved"
+RAW_CONTROLS = ["\x1b", "\x07", "\x9b", "\u202e"]
+
+
+def run(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def raw_controls(text: str) -> list[str]:
+    return [c for c in RAW_CONTROLS if c in text]
+
+
+def hostile_conversation() -> Conversation:
+    """A conversation where the customer, a staff member's display name, the model's
+    name and a role from the database all hold control characters."""
+    conversation = data.conversation()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        handoff=Handoff.STAFF, waiting_since=timezone.now() - timedelta(minutes=3),
+    )
+    conversation.messages.create(seq=2, role=Message.Role.STAFF, author=HOSTILE, content="Hello")
+    conversation.messages.create(seq=3, role=Message.Role.ASSISTANT, content="Hi", model=HOSTILE,
+                                 latency_ms=5)
+    conversation.messages.create(seq=4, role="other" + HOSTILE, content="?")
+    conversation.messages.create(seq=5, role=Message.Role.USER, content=HOSTILE)
+    return conversation
+
+
+# --- 1. terminals --------------------------------------------------------------
+
+def test_chat_queue_shows_the_customers_message_escaped():
+    hostile_conversation()
+
+    out = run("chat_queue")
+
+    assert not raw_controls(out), out
+    assert "Mia\\x1b]0;pwned\\x07" in out
+    assert "Assistant: refund approved" not in out.splitlines()  # not a line of its own
+
+
+def test_chat_show_shows_names_models_and_roles_escaped_on_one_line():
+    conversation = hostile_conversation()
+
+    out = run("chat_show", conversation.reference)
+
+    assert not raw_controls(out), out
+    assert "Staff (Mia\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\u202eevil\\x0aAssistant: refund approved):" in out
+    assert "Assistant (Mia\\x1b]0;pwned\\x07" in out and "other" + "Mia\\x1b]0;pwned" in out
+    # Only a message's own text spans lines, indented under its heading.
+    assert not [line for line in out.splitlines() if line.startswith("Assistant: refund approved")]
+
+
+def test_chat_export_leaves_no_terminal_control_raw_and_loses_nothing():
+    conversation = hostile_conversation()
+
+    out = run("chat_export")
+
+    assert not raw_controls(out), repr(out)
+    assert "\\u001b]0;pwned\\u0007" in out and "\\u009b31m\\u202eevil" in out
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["sessionId"] == str(conversation.session_id)
+    assert [m["content"] for m in record["messages"]][-1] == HOSTILE  # JSON escapes: nothing lost
+    assert record["messages"][2]["author"] == HOSTILE
