@@ -83,3 +83,39 @@ def test_chat_export_leaves_no_terminal_control_raw_and_loses_nothing():
     assert record["sessionId"] == str(conversation.session_id)
     assert [m["content"] for m in record["messages"]][-1] == HOSTILE  # JSON escapes: nothing lost
     assert record["messages"][2]["author"] == HOSTILE
+
+
+# --- 3. numbers and dates past what a datetime holds ------------------------------
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["chat_purge", "--older-than", "3000000"], "at most 36500 days"),
+    (["chat_purge", "--older-than", "36501", "--dry-run"], "at most 36500 days"),
+    (["chat_purge", "--older-than", "99999999999999999999999"], "at most 36500 days"),
+    (["chat_stats", "--days", "99999999"], "at most 36500 days"),
+    (["chat_stats", "--days", "36501"], "at most 36500 days"),
+    (["chat_export", "--until", "9999-12-31"], "--until 9999-12-31 is too far"),
+    (["chat_export", "--since", "2026-01-01", "--until", "9999-12-31"], "--until 9999-12-31 is too far"),
+])
+def test_commands_refuse_days_and_dates_a_datetime_cannot_hold(args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+
+def test_chat_export_refuses_a_since_that_is_before_the_first_datetime_in_utc(settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # its midnight of 0001-01-01 is a day before, in UTC
+    with pytest.raises(CommandError, match="--since 0001-01-01 is too far"):
+        run("chat_export", "--since", "0001-01-01")
+    assert run("chat_export", "--since", "0001-01-02") == ""
+
+
+def test_chat_purge_refuses_a_retention_setting_a_datetime_cannot_hold(settings):
+    settings.CHAT_RETENTION_DAYS = 3000000
+    with pytest.raises(CommandError, match=r"CHAT_RETENTION_DAYS must be at least 1 and at most 36500 \(it is 3000000\)"):
+        run("chat_purge", "--dry-run")
+
+
+def test_the_longest_spans_still_work():
+    data.conversation()
+    assert run("chat_purge", "--older-than", "36500", "--dry-run").startswith("Would delete 0 conversations")
+    assert len(run("chat_stats", "--days", "36500").splitlines()) == 36500 + 3
+    assert len(run("chat_export", "--since", "1900-01-01", "--until", "9999-12-30").splitlines()) == 1
