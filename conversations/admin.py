@@ -11,10 +11,10 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -99,10 +99,16 @@ class ConversationAdmin(admin.ModelAdmin):
         return [path("<path:object_id>/reply/", reply, name="conversations_conversation_reply"),
                 *super().get_urls()]
 
+    def has_reply_permission(self, request) -> bool:
+        """Whether this user may answer customers (and hand back and close): they need
+        both "Can view conversation" and "Can answer customers". The reply permission
+        alone is not enough: nobody answers a conversation they may not read."""
+        return self.has_view_permission(request) and request.user.has_perm(REPLY_PERMISSION)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
-        conversation = self.get_object(request, object_id)
-        if conversation is not None and request.user.has_perm(REPLY_PERMISSION):
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is not None and self.has_reply_permission(request):
             last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
             extra_context["reply_form"] = ReplyForm(initial={
                 "author": remembered_name(request.user),
@@ -115,13 +121,23 @@ class ConversationAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def reply_view(self, request, object_id):
-        """POST only, from the box on the conversation's page; back to that page after."""
-        conversation = get_object_or_404(Conversation, pk=object_id)
-        page = reverse("admin:conversations_conversation_change", args=[conversation.pk])
+        """Reply, hand back or close: POST only, from the box on the conversation's page;
+        back to that page after.
+
+        It needs both the view and the reply permission (has_reply_permission),
+        checked before the id is even looked at: staff without them get 403 for
+        any id, and learn nothing of which conversations exist. Then an id that
+        names no conversation (or is no id at all: "abc", "1.5", "1/2") is 404.
+        """
+        if not self.has_reply_permission(request):
+            raise PermissionDenied
+        # get_object() answers None for an id that is not a valid primary key too.
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404("No conversation has that id.")
+        page = reverse("admin:conversations_conversation_change", args=[quote(conversation.pk)])
         if request.method != "POST":
             return HttpResponseRedirect(page)
-        if not request.user.has_perm(REPLY_PERMISSION):
-            raise PermissionDenied
         form = ReplyForm(request.POST)
         action = request.POST.get("action", "reply")
         if action not in ("reply", "hand_back", "close"):

@@ -119,3 +119,67 @@ def test_the_longest_spans_still_work():
     assert run("chat_purge", "--older-than", "36500", "--dry-run").startswith("Would delete 0 conversations")
     assert len(run("chat_stats", "--days", "36500").splitlines()) == 36500 + 3
     assert len(run("chat_export", "--since", "1900-01-01", "--until", "9999-12-30").splitlines()) == 1
+
+
+# --- 2. the admin's reply view: permissions first, junk ids are 404 ---------------
+
+CHANGELIST = "/admin/conversations/conversation/"
+JUNK_IDS = ["abc", "1.5", "%00", "1/2", "99999999999999999999999", "-1", "%20"]
+
+
+def staff_with(client, django_user_model, *codenames):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("helper", password="pw-staff-123", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return user
+
+
+def reply_form_data(**changes) -> dict:
+    return {"author": "Mia", "reply": "Hello", "token": "t1", "seen": "-1", **changes}
+
+
+def test_staff_without_permissions_get_403_for_any_id(client, django_user_model):
+    staff_with(client, django_user_model)
+    conversation = data.conversation()
+    for junk in [*JUNK_IDS, str(conversation.pk)]:
+        for method in (client.get, client.post):
+            assert method(f"{CHANGELIST}{junk}/reply/", reply_form_data()).status_code == 403, junk
+
+
+def test_a_junk_id_is_404_for_who_may_reply(admin_client):
+    for junk in JUNK_IDS:
+        for method in (admin_client.get, admin_client.post):
+            assert method(f"{CHANGELIST}{junk}/reply/", reply_form_data()).status_code == 404, junk
+
+
+@pytest.mark.parametrize(("codenames", "status"), [
+    ((), 403),
+    (("reply_conversation",), 403),  # cannot answer what they may not read
+    (("view_conversation",), 403),
+    (("view_conversation", "reply_conversation"), 302),
+])
+@pytest.mark.parametrize("action", ["reply", "hand_back", "close"])
+def test_replying_needs_both_the_view_and_the_reply_permission(client, django_user_model, codenames, status,
+                                                                action):
+    conversation = data.conversation()
+    staff_with(client, django_user_model, *codenames)
+    url = f"{CHANGELIST}{conversation.pk}/reply/"
+
+    response = client.post(url, reply_form_data(action=action))
+
+    assert response.status_code == status
+    if status == 403:
+        assert not conversation.messages.filter(role__in=["staff", "event"]).exists()
+    assert client.get(url).status_code == status
+    if status == 403:  # nor is a reply box shown, where the page may be seen at all
+        page = client.get(f"{CHANGELIST}{conversation.pk}/change/")
+        assert page.status_code == 403 or page.context.get("reply_form") is None
+
+
+def test_a_superuser_can_reply(admin_client):
+    conversation = data.conversation()
+    response = admin_client.post(f"{CHANGELIST}{conversation.pk}/reply/", reply_form_data())
+    assert response.status_code == 302
+    assert conversation.messages.get(role="staff").content == "Hello"
