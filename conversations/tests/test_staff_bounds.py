@@ -183,3 +183,77 @@ def test_a_superuser_can_reply(admin_client):
     response = admin_client.post(f"{CHANGELIST}{conversation.pk}/reply/", reply_form_data())
     assert response.status_code == 302
     assert conversation.messages.get(role="staff").content == "Hello"
+
+
+# --- 4. exports are streamed ----------------------------------------------------------
+
+def export_selected(client, conversations):
+    return client.post(CHANGELIST, {
+        "action": "export_jsonl", "_selected_action": [c.pk for c in conversations],
+    })
+
+
+def test_the_export_action_streams_the_lines_as_they_are_read(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    chosen = data.conversations(3, turns=2)
+    data.conversation()  # not selected
+
+    with CaptureQueriesContext(connection) as queries:
+        response = export_selected(admin_client, chosen)
+        read_before_streaming = [q for q in queries if 'FROM "conversations_message"' in q["sql"]]
+    assert response.status_code == 200 and response.streaming
+    assert not read_before_streaming  # nothing is read until the response is sent
+    assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
+    assert response["Content-Disposition"].startswith('attachment; filename="conversations-')
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    assert [json.loads(line)["sessionId"] for line in lines] == [str(c.session_id) for c in chosen]
+    assert len(json.loads(lines[0])["messages"]) == 4
+
+
+def test_the_export_action_streams_asynchronously_under_asgi(admin_user, monkeypatch):
+    """Under ASGI (production), a sync iterator would be read whole into a list by
+    Django before the first byte went out: the action gives it an async one."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    from conversations import admin
+
+    monkeypatch.setattr(admin, "EXPORT_BATCH", 2)
+    chosen = data.conversations(5, turns=1)
+    client = AsyncClient()
+    client.force_login(admin_user)
+
+    async def export():
+        response = await export_selected(client, chosen)
+        return response, [chunk async for chunk in response.streaming_content]
+
+    response, chunks = async_to_sync(export)()
+
+    assert response.status_code == 200 and response.streaming and response.is_async
+    assert len(chunks) == 3  # two lines, two lines, one line
+    lines = b"".join(chunks).decode().splitlines()
+    assert [json.loads(line)["sessionId"] for line in lines] == [str(c.session_id) for c in chosen]
+
+
+def test_chat_export_writes_each_line_as_soon_as_it_is_made(monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.management.commands import chat_export
+
+    monkeypatch.setattr(chat_export, "CHUNK_SIZE", 1)
+    data.conversations(3)
+
+    class Out(io.StringIO):
+        """Notes, at each line written, how many chunks of messages had been read."""
+        def write(self, text):
+            chunks_read.append(sum('FROM "conversations_message"' in q["sql"] for q in queries))
+            return super().write(text)
+
+    chunks_read: list[int] = []
+    with CaptureQueriesContext(connection) as queries:
+        call_command("chat_export", stdout=Out(), stderr=io.StringIO())
+
+    assert chunks_read == [1, 2, 3]
