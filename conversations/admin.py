@@ -17,6 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
+from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import path, reverse
@@ -28,6 +29,8 @@ from . import handoff
 from .models import Conversation, Handoff, Message, WaitingConversation
 
 REPLY_PERMISSION = "conversations.reply_conversation"
+# Messages a conversation's page shows at a time (the newest first; links to older ones).
+MESSAGES_PER_PAGE = 200
 
 
 class MessageInline(admin.TabularInline):
@@ -112,6 +115,9 @@ class ConversationAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
         conversation = self.get_object(request, unquote(object_id))
+        if conversation is not None:
+            extra_context["message_pages"] = pages = self.message_pages(request, conversation)
+            request.conversation_message_pages = pages  # type: ignore[attr-defined]  # for get_formset_kwargs
         if conversation is not None and self.has_reply_permission(request):
             last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
             extra_context["reply_form"] = ReplyForm(initial={
@@ -123,6 +129,41 @@ class ConversationAdmin(admin.ModelAdmin):
             extra_context["reply_url"] = reverse("admin:conversations_conversation_reply", args=[object_id])
             extra_context["person_on_it"] = conversation.handoff != Handoff.ASSISTANT
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def message_pages(self, request, conversation) -> dict:
+        """Which of the conversation's messages the page shows: MESSAGES_PER_PAGE of them,
+        the newest first (?messages=2 for the ones before...), each page in the order
+        they were written. A long conversation rendered whole took seconds and tens of
+        megabytes of HTML. Two queries: the count, and the page's first and last seq."""
+        seqs = conversation.messages.order_by("-seq").values_list("seq", flat=True)
+        page = Paginator(seqs, MESSAGES_PER_PAGE).get_page(request.GET.get("messages"))
+        shown = list(page.object_list)
+
+        def url(number: int) -> str:
+            query = request.GET.copy()
+            query["messages"] = str(number)
+            return "?" + query.urlencode()
+
+        count = page.paginator.count
+        return {
+            "seqs": (min(shown), max(shown)) if shown else None,
+            "count": count,
+            "first": count - page.end_index() + 1 if shown else 0,
+            "last": count - page.start_index() + 1 if shown else 0,
+            "paged": page.paginator.num_pages > 1,
+            "older_url": url(page.next_page_number()) if page.has_next() else None,
+            "newer_url": url(page.previous_page_number()) if page.has_previous() else None,
+            "newest_url": url(1) if page.number > 2 else None,
+        }
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        pages = getattr(request, "conversation_message_pages", None)
+        if isinstance(inline, MessageInline) and pages is not None:
+            seqs = pages["seqs"]
+            # seq is unique within a conversation: the range is exactly the page.
+            kwargs["queryset"] = kwargs["queryset"].filter(seq__range=seqs) if seqs else kwargs["queryset"].none()
+        return kwargs
 
     def reply_view(self, request, object_id):
         """Reply, hand back or close: POST only, from the box on the conversation's page;

@@ -257,3 +257,64 @@ def test_chat_export_writes_each_line_as_soon_as_it_is_made(monkeypatch):
         call_command("chat_export", stdout=Out(), stderr=io.StringIO())
 
     assert chunks_read == [1, 2, 3]
+
+
+# --- 5. a long conversation's admin page shows a page of its messages -------------------
+
+def long_conversation(messages: int) -> Conversation:
+    conversation = data.conversation(turns=0)
+    Message.objects.bulk_create(
+        Message(conversation=conversation, seq=seq, role=Message.Role.USER, content=f"Message number {seq}.")
+        for seq in range(messages)
+    )
+    return conversation
+
+
+def shown(response) -> list[int]:
+    (formset,) = [f for f in response.context["inline_admin_formsets"] if f.opts.model is Message]
+    return [form.instance.seq for form in formset.formset.forms]
+
+
+def test_the_conversation_page_shows_a_page_of_messages_in_constant_queries(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.admin import MESSAGES_PER_PAGE
+
+    queries_for = {}
+    for messages in (10, 1000):
+        conversation = long_conversation(messages)
+        url = f"{CHANGELIST}{conversation.pk}/change/"
+        admin_client.get(url)  # the session and user are loaded once per request anyway
+
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(url)
+
+        assert response.status_code == 200
+        assert shown(response) == list(range(max(0, messages - MESSAGES_PER_PAGE), messages))
+        assert f"Message number {messages - 1}." in response.content.decode()
+        queries_for[messages] = len(queries)
+        assert len(queries) <= 16, "\n".join(q["sql"][:150] for q in queries)
+    # The same queries for 10 messages as for 1,000.
+    assert queries_for[10] == queries_for[1000], queries_for
+
+
+def test_older_messages_are_a_link_away(admin_client):
+    conversation = long_conversation(450)
+    url = f"{CHANGELIST}{conversation.pk}/change/"
+
+    newest = admin_client.get(url)
+    assert "Message number 249." not in newest.content.decode()
+    assert "Messages 251–450 of 450 (the newest)." in newest.content.decode()
+    assert 'href="?messages=2"' in newest.content.decode()
+
+    older = admin_client.get(url, {"messages": 2})
+    assert shown(older) == list(range(50, 250))
+    assert "Messages 51–250 of 450." in older.content.decode()
+    oldest = admin_client.get(url, {"messages": 3})
+    assert shown(oldest) == list(range(50))
+    assert 'href="?messages=2"' in oldest.content.decode() and 'href="?messages=1"' in oldest.content.decode()
+    assert shown(admin_client.get(url, {"messages": "junk"})) == list(range(250, 450))
+    assert shown(admin_client.get(url, {"messages": "99"})) == list(range(50))
+    # The reply box still knows the newest message, whichever page is shown.
+    assert older.context["reply_form"]["seen"].value() == 449
