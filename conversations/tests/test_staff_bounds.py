@@ -43,7 +43,7 @@ def hostile_conversation() -> Conversation:
     conversation.messages.create(seq=2, role=Message.Role.STAFF, author=HOSTILE, content="Hello")
     conversation.messages.create(seq=3, role=Message.Role.ASSISTANT, content="Hi", model=HOSTILE,
                                  latency_ms=5)
-    conversation.messages.create(seq=4, role="other" + HOSTILE, content="?")
+    conversation.messages.create(seq=4, role="x\x1b[2J\u202e\nStaff", content="?")  # 16 at most
     conversation.messages.create(seq=5, role=Message.Role.USER, content=HOSTILE)
     return conversation
 
@@ -67,7 +67,7 @@ def test_chat_show_shows_names_models_and_roles_escaped_on_one_line():
 
     assert not raw_controls(out), out
     assert "Staff (Mia\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\u202eevil\\x0aAssistant: refund approved):" in out
-    assert "Assistant (Mia\\x1b]0;pwned\\x07" in out and "other" + "Mia\\x1b]0;pwned" in out
+    assert "Assistant (Mia\\x1b]0;pwned\\x07" in out and "x\\x1b[2J\\u202e\\x0aStaff:" in out
     # Only a message's own text spans lines, indented under its heading.
     assert not [line for line in out.splitlines() if line.startswith("Assistant: refund approved")]
 
