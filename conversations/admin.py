@@ -2,9 +2,12 @@
 
 The history is read-only here (it is what the customer, the assistant and staff
 said); a conversation can be deleted, which also drops its cache entry. Staff
-with the "Can answer customers" permission reply from a conversation's page
-(a box under its messages) and hand it back to the assistant or close it; the
-queue ("Waiting for a person") lists the conversations a person is on.
+with both the "Can view conversation" and the "Can answer customers"
+permissions reply from a conversation's page (a box under its messages) and
+hand it back to the assistant or close it (the reply permission alone is not
+enough); the queue ("Waiting for a person") lists the conversations a person is
+on. A conversation's page shows its newest MESSAGES_PER_PAGE messages, with
+links to older ones.
 """
 
 import uuid
