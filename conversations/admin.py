@@ -2,19 +2,27 @@
 
 The history is read-only here (it is what the customer, the assistant and staff
 said); a conversation can be deleted, which also drops its cache entry. Staff
-with the "Can answer customers" permission reply from a conversation's page
-(a box under its messages) and hand it back to the assistant or close it; the
-queue ("Waiting for a person") lists the conversations a person is on.
+with both the "Can view conversation" and the "Can answer customers"
+permissions reply from a conversation's page (a box under its messages) and
+hand it back to the assistant or close it (the reply permission alone is not
+enough); the queue ("Waiting for a person") lists the conversations a person is
+on. A conversation's page shows its newest MESSAGES_PER_PAGE messages, with
+links to older ones.
 """
 
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from itertools import islice
 
+from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
+from django.core.paginator import Paginator
 from django.db.models import F
-from django.http import HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -24,6 +32,8 @@ from . import forget, handoff
 from .models import Conversation, Handoff, Message, WaitingConversation
 
 REPLY_PERMISSION = "conversations.reply_conversation"
+# Messages a conversation's page shows at a time (the newest first; links to older ones).
+MESSAGES_PER_PAGE = 200
 
 
 class MessageInline(admin.TabularInline):
@@ -99,10 +109,19 @@ class ConversationAdmin(admin.ModelAdmin):
         return [path("<path:object_id>/reply/", reply, name="conversations_conversation_reply"),
                 *super().get_urls()]
 
+    def has_reply_permission(self, request) -> bool:
+        """Whether this user may answer customers (and hand back and close): they need
+        both "Can view conversation" and "Can answer customers". The reply permission
+        alone is not enough: nobody answers a conversation they may not read."""
+        return self.has_view_permission(request) and request.user.has_perm(REPLY_PERMISSION)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
-        conversation = self.get_object(request, object_id)
-        if conversation is not None and request.user.has_perm(REPLY_PERMISSION):
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is not None:
+            extra_context["message_pages"] = pages = self.message_pages(request, conversation)
+            request.conversation_message_pages = pages  # type: ignore[attr-defined]  # for get_formset_kwargs
+        if conversation is not None and self.has_reply_permission(request):
             last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
             extra_context["reply_form"] = ReplyForm(initial={
                 "author": remembered_name(request.user),
@@ -114,14 +133,59 @@ class ConversationAdmin(admin.ModelAdmin):
             extra_context["person_on_it"] = conversation.handoff != Handoff.ASSISTANT
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def message_pages(self, request, conversation) -> dict:
+        """Which of the conversation's messages the page shows: MESSAGES_PER_PAGE of them,
+        the newest first (?messages=2 for the ones before...), each page in the order
+        they were written. A long conversation rendered whole took seconds and tens of
+        megabytes of HTML. Two queries: the count, and the page's first and last seq."""
+        seqs = conversation.messages.order_by("-seq").values_list("seq", flat=True)
+        page = Paginator(seqs, MESSAGES_PER_PAGE).get_page(request.GET.get("messages"))
+        shown = list(page.object_list)
+
+        def url(number: int) -> str:
+            query = request.GET.copy()
+            query["messages"] = str(number)
+            return "?" + query.urlencode()
+
+        count = page.paginator.count
+        return {
+            "seqs": (min(shown), max(shown)) if shown else None,
+            "count": count,
+            "first": count - page.end_index() + 1 if shown else 0,
+            "last": count - page.start_index() + 1 if shown else 0,
+            "paged": page.paginator.num_pages > 1,
+            "older_url": url(page.next_page_number()) if page.has_next() else None,
+            "newer_url": url(page.previous_page_number()) if page.has_previous() else None,
+            "newest_url": url(1) if page.number > 2 else None,
+        }
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        pages = getattr(request, "conversation_message_pages", None)
+        if isinstance(inline, MessageInline) and pages is not None:
+            seqs = pages["seqs"]
+            # seq is unique within a conversation: the range is exactly the page.
+            kwargs["queryset"] = kwargs["queryset"].filter(seq__range=seqs) if seqs else kwargs["queryset"].none()
+        return kwargs
+
     def reply_view(self, request, object_id):
-        """POST only, from the box on the conversation's page; back to that page after."""
-        conversation = get_object_or_404(Conversation, pk=object_id)
-        page = reverse("admin:conversations_conversation_change", args=[conversation.pk])
+        """Reply, hand back or close: POST only, from the box on the conversation's page;
+        back to that page after.
+
+        It needs both the view and the reply permission (has_reply_permission),
+        checked before the id is even looked at: staff without them get 403 for
+        any id, and learn nothing of which conversations exist. Then an id that
+        names no conversation (or is no id at all: "abc", "1.5", "1/2") is 404.
+        """
+        if not self.has_reply_permission(request):
+            raise PermissionDenied
+        # get_object() answers None for an id that is not a valid primary key too.
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404("No conversation has that id.")
+        page = reverse("admin:conversations_conversation_change", args=[quote(conversation.pk)])
         if request.method != "POST":
             return HttpResponseRedirect(page)
-        if not request.user.has_perm(REPLY_PERMISSION):
-            raise PermissionDenied
         form = ReplyForm(request.POST)
         action = request.POST.get("action", "reply")
         if action not in ("reply", "hand_back", "close"):
@@ -189,12 +253,36 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected conversations as JSON Lines", permissions=["view"])
     def export_jsonl(self, request, queryset):
-        response = HttpResponse(
-            "".join(queryset.export_lines()), content_type="application/x-ndjson; charset=utf-8"
+        """Streamed, as chat_export is: a chunk of conversations in memory at a time,
+        however many are selected, and the first line is sent before the last is read."""
+        lines = queryset.export_lines()
+        response = StreamingHttpResponse(
+            read_in_thread(lines) if isinstance(request, ASGIRequest) else lines,
+            content_type="application/x-ndjson; charset=utf-8",
         )
         filename = f"conversations-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+
+# Lines of an export read per hand-off to the request's thread under ASGI.
+EXPORT_BATCH = 100
+
+
+async def read_in_thread(lines: Iterator[str]) -> AsyncIterator[str]:
+    """`lines` as an async iterator, EXPORT_BATCH lines a step.
+
+    Under ASGI, Django reads a sync iterator whole into a list before it sends
+    a byte (StreamingHttpResponse.__aiter__), which would undo the streaming.
+    Each step runs in the request's thread (thread_sensitive), the one whose
+    database connection the query started on and that Django closes it in.
+    """
+    step = sync_to_async(lambda: "".join(islice(lines, EXPORT_BATCH)), thread_sensitive=True)
+    try:
+        while chunk := await step():
+            yield chunk
+    finally:  # the client went away, or all was sent: end the query in its own thread
+        await sync_to_async(getattr(lines, "close", lambda: None), thread_sensitive=True)()
 
 
 class ReplyForm(forms.Form):

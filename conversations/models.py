@@ -13,11 +13,6 @@ from django.utils import timezone
 # reference the page shows, or more of the id, with or without its hyphens.
 SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
 
-# Characters that JSON leaves as they are but that Python's splitlines() and
-# some editors take for line breaks; escaped, a customer who types one cannot
-# split a conversation's line in two. They only ever occur inside strings.
-LINE_BREAKS_ESCAPED = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
-
 # What must not reach a support engineer's terminal raw from a customer's text:
 # C0 and C1 controls (ESC starts sequences that clear the screen, retitle the
 # window, plant links; CR rewrites a line), DEL, Unicode line separators, and
@@ -25,10 +20,24 @@ LINE_BREAKS_ESCAPED = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "
 # from what it is. Newlines stay line breaks.
 CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
+# The same characters, as JSON escapes, for the ones json.dumps(ensure_ascii=False)
+# leaves raw (it escapes C0 controls itself): an export printed on a terminal
+# cannot drive it, and json.loads gives back exactly what was stored. Among them
+# are the characters Python's splitlines() and some editors take for line
+# breaks (U+2028, U+2029, U+0085): a customer who types one cannot split a
+# conversation's line in two. They only ever occur inside strings.
+CONTROLS_AS_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x20, 0x2070) if CONTROLS.match(chr(code))}
 
-def visible(text: str) -> str:
-    """`text` with every control character escaped visibly: "\\x1b", "\\u202e"."""
-    return CONTROLS.sub(_escaped, text.replace("\r\n", "\n"))
+
+def visible(text: str, *, one_line: bool = False) -> str:
+    """`text` with every control character escaped visibly: "\\x1b", "\\u202e".
+
+    With `one_line`, newlines too ("\\x0a"): for a name, a model, anything
+    shown inside a line of ours, where a newline would start a line that looks
+    like ours.
+    """
+    text = CONTROLS.sub(_escaped, text.replace("\r\n", "\n"))
+    return text.replace("\n", "\\x0a") if one_line else text
 
 
 def _escaped(match: re.Match) -> str:
@@ -144,7 +153,7 @@ class ConversationQuerySet(models.QuerySet):
         conversations = self.order_by("pk").prefetch_related("messages")
         for conversation in conversations.iterator(chunk_size=chunk_size):
             line = json.dumps(conversation.export_record(), ensure_ascii=False)
-            yield line.translate(LINE_BREAKS_ESCAPED) + "\n"
+            yield line.translate(CONTROLS_AS_JSON_ESCAPES) + "\n"
 
 
 class Handoff(models.TextChoices):
@@ -304,7 +313,7 @@ class Message(models.Model):
         ]
 
     def __str__(self):  # shown by the shell's repr() too: escaped like the transcript
-        return f"{self.role}: {visible(self.content[:60])}"
+        return f"{visible(self.role, one_line=True)}: {visible(self.content[:60])}"
 
     def being_answered(self) -> bool:
         """Whether this is an answer slot whose owner's lease still holds (turns.py)."""
@@ -315,7 +324,7 @@ class Message(models.Model):
         """Who wrote it and, for a reply, how: "Assistant (gpt-4o-mini, 812 ms, 120+45 tokens)"."""
         details = []
         if self.model:
-            details.append(visible(self.model))  # named by the LLM server
+            details.append(visible(self.model, one_line=True))  # named by the LLM server
         if self.latency_ms is not None:
             details.append(f"{self.latency_ms} ms")
         if self.prompt_tokens is not None or self.completion_tokens is not None:
@@ -323,9 +332,10 @@ class Message(models.Model):
         heading = {
             self.Role.USER: "Customer",
             self.Role.ASSISTANT: "Assistant",
-            self.Role.STAFF: f"Staff ({self.author})",
+            # The name a staff member chose to show; the role as stored, if none of ours.
+            self.Role.STAFF: f"Staff ({visible(self.author, one_line=True)})",
             self.Role.EVENT: "Notice",
-        }.get(self.role, self.role)
+        }.get(self.role, visible(self.role, one_line=True))
         if details:
             heading += f" ({', '.join(details)})"
         if self.status == self.Status.FAILED:

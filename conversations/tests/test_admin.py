@@ -171,7 +171,7 @@ def test_export_action_returns_the_selected_conversations_as_json_lines(admin_cl
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/x-ndjson")
     assert response["Content-Disposition"].startswith('attachment; filename="conversations-')
-    lines = response.content.decode().splitlines()
+    lines = b"".join(response.streaming_content).decode().splitlines()  # streamed
     records = [json.loads(line) for line in lines]
     assert [r["sessionId"] for r in records] == [str(first.session_id), str(third.session_id)]
     assert [(m["seq"], m["role"], m["content"]) for m in records[0]["messages"]] == [

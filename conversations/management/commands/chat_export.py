@@ -2,7 +2,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_start
 
 from django.core.management.base import BaseCommand, CommandError
@@ -25,6 +25,20 @@ def start_of(value: date) -> datetime:
     return timezone.make_aware(datetime.combine(value, day_start.min))
 
 
+def bound(option: str, value: date, days_after: int = 0) -> datetime:
+    """The start of the day `days_after` days after `value`, for a query; a CommandError,
+    not an OverflowError, if that is past what a datetime holds, here or in UTC."""
+    try:
+        start = start_of(value + timedelta(days=days_after))
+        start.astimezone(UTC)  # the database compares in UTC
+    except OverflowError:
+        raise CommandError(
+            f"{option} {value} is too far: it must be between {date.min + timedelta(days=1)} "
+            f"and {date.max - timedelta(days=1)}; leave {option} out for no limit."
+        ) from None
+    return start
+
+
 class Command(BaseCommand):
     help = (
         "Export conversations with their messages as JSON Lines (one conversation a line), "
@@ -43,9 +57,9 @@ class Command(BaseCommand):
             raise CommandError("--since must not be after --until.")
         conversations = Conversation.objects.all()
         if since:
-            conversations = conversations.filter(last_activity_at__gte=start_of(since))
+            conversations = conversations.filter(last_activity_at__gte=bound("--since", since))
         if until:
-            conversations = conversations.filter(last_activity_at__lt=start_of(until + timedelta(days=1)))
+            conversations = conversations.filter(last_activity_at__lt=bound("--until", until, days_after=1))
 
         progress = Progress(self.stderr, conversations.count()) if self.stderr.isatty() else None
         if output is None:

@@ -6,11 +6,24 @@ from django.core.management.base import BaseCommand, CommandError
 from conversations import forget
 from conversations.models import Conversation, Message, idle_cutoff
 
+# The most days a command counts back: a hundred years. A datetime holds no
+# more than about 3.6 million days back from now (year 1), and counting many
+# more than this would be a mistake anyway.
+MAX_DAYS = 36500
+
 
 def positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return int(value)
+
+
+def day_count(value: str) -> int:
+    """A number of days: at least 1, at most MAX_DAYS."""
+    days = positive_int(value)
+    if days > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"{value} days is too many: at most {MAX_DAYS} days (100 years)")
+    return days
 
 
 class Command(BaseCommand):
@@ -20,16 +33,17 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", type=positive_int, metavar="DAYS",
-                            help="idle for more than this many days (default: CHAT_RETENTION_DAYS)")
+        parser.add_argument("--older-than", type=day_count, metavar="DAYS",
+                            help=f"idle for more than this many days, at most {MAX_DAYS} "
+                                 "(default: CHAT_RETENTION_DAYS)")
         parser.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
         parser.add_argument("--batch-size", type=positive_int, default=1000, metavar="N",
                             help="conversations deleted per transaction (default 1000)")
 
     def handle(self, *args, older_than, dry_run, batch_size, **options):
         days = older_than or settings.CHAT_RETENTION_DAYS
-        if days < 1:
-            raise CommandError("CHAT_RETENTION_DAYS must be at least 1.")
+        if not 1 <= days <= MAX_DAYS:
+            raise CommandError(f"CHAT_RETENTION_DAYS must be at least 1 and at most {MAX_DAYS} (it is {days}).")
         if days < settings.CHAT_SESSION_IDLE_DAYS:
             self.stderr.write(
                 f"Note: {days} days is less than CHAT_SESSION_IDLE_DAYS ({settings.CHAT_SESSION_IDLE_DAYS}), "

@@ -3,7 +3,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from conversations.models import Conversation, Handoff
+from conversations.models import Conversation, Handoff, visible
 
 
 class Command(BaseCommand):
@@ -27,7 +27,8 @@ class Command(BaseCommand):
                 conversation.reference,
                 conversation.get_handoff_display(),
                 timesince(conversation.waiting_since, now) if conversation.waiting_since else "answered",
-                " ".join((conversation.latest_question or "").split())[:60],
+                # The customer's words, on one line, with what could drive a terminal escaped.
+                visible(" ".join((conversation.latest_question or "").split())[:60], one_line=True),
             )
             for conversation in queue
         ]

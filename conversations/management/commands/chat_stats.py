@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message
 
-from .chat_purge import positive_int
+from .chat_purge import MAX_DAYS, day_count
 
 COLUMNS = [
     ("day", "day", 10),
@@ -46,8 +46,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--days", type=positive_int, default=14, metavar="N",
-                            help="how many days back, today included (default 14)")
+        parser.add_argument("--days", type=day_count, default=14, metavar="N",
+                            help=f"how many days back, today included (default 14, at most {MAX_DAYS})")
 
     def handle(self, *args, days, **options):
         today = timezone.localdate()
