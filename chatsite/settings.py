@@ -316,6 +316,9 @@ CHAT_LLM_DEADLINE = env_float("CHAT_LLM_DEADLINE", 20.0)
 CHAT_LLM_CONNECT_TIMEOUT = env_float("CHAT_LLM_CONNECT_TIMEOUT", 3.0)
 CHAT_LLM_MAX_RETRIES = env_int("CHAT_LLM_MAX_RETRIES", 1)
 CHAT_MAX_OUTPUT_TOKENS = env_int("CHAT_MAX_OUTPUT_TOKENS", 500)
+# The longest reply stored, in characters, for an LLM that ignores max_tokens:
+# past it the reply is cut, with a note saying so, and the upstream call closed.
+CHAT_REPLY_MAX_CHARS = env_int("CHAT_REPLY_MAX_CHARS", 20000)
 # What the model sees of a conversation: at most this many of the latest
 # messages, and of those at most this many characters, so a long conversation
 # costs no more per turn than a short one.

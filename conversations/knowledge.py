@@ -19,7 +19,8 @@ modification time, so editing it needs no restart.
 The offline responder (no OPENAI_API_KEY) answers with the entry that best
 matches the question. Matching works on Snowball stems, so word forms match
 ("returned" finds "return"); a word not in the file is corrected to the
-closest word that is (rapidfuzz's OSA distance, "refnud" finds "refund"); each
+closest word that is (rapidfuzz's OSA distance, "refnud" finds "refund"; the
+first MAX_CORRECTIONS such words of a question only); each
 question word counts by how few entries use it (rarer says more), double in the
 heading or in a keyword phrase found whole in the question ("send it back").
 Below MIN_SCORE, unless the entry names every word asked ("shipping"), it
@@ -87,6 +88,11 @@ MIN_SCORE = 1.25
 # Words no shorter than this and unknown to the file are corrected to the closest word that is
 # (shorter ones are too often a real word one letter from another: last, fast).
 TYPO_MIN_LENGTH = 5
+# Correcting a word compares it with every word of the file (about 0.1 ms): only the first
+# this many unknown words of a question are corrected, so that a message of 4000 characters
+# of unknown words costs no more than a short one. The others are taken as they are, and
+# not remembered as such, so that a later question still corrects them.
+MAX_CORRECTIONS = 8
 
 _stemmer = snowballstemmer.stemmer("english")
 
@@ -150,8 +156,13 @@ class _Knowledge:
         # a stem that starts with another of five letters or more is taken as that one.
         stems = {_stem(w) for e in every for w in _tokens(f"{e.question} {e.answer} {' '.join(e.keywords)}")}
         self.roots: dict[str, str] = {}
+        # The roots of five letters or more by their first five, shortest first: what a
+        # stem may start with is looked up, not searched for among all of them.
+        self.by_prefix: dict[str, list[str]] = {}
         for stem in sorted(stems - STOPWORDS, key=len):
-            self.roots[stem] = next((r for r in self.roots if len(r) >= 5 and stem.startswith(r)), stem)
+            self.roots[stem] = self._root_of(stem) or stem
+            if len(stem) >= 5 and self.roots[stem] == stem:
+                self.by_prefix.setdefault(stem[:5], []).append(stem)
         self.topics = [self._topic(entry) for entry in every]
         # A word in an answer only says less about the topic than one in its heading or
         # keywords ("delivery" in the returns answer): it counts half towards the rarity.
@@ -169,6 +180,8 @@ class _Knowledge:
         # Every word of the file, for typo correction: a misspelt stopword becomes the stopword.
         text = " ".join(f"{e.question} {e.answer} {' '.join(e.keywords)}" for e in every)
         self.words = sorted({w for w in _tokens(text) if len(w) >= TYPO_MIN_LENGTH} | STOPWORDS)
+        # A word longer than this is more than two edits from every word of the file.
+        self.typo_max_length = max(map(len, self.words)) + 2
         self.unknown: dict[str, str] = {}  # what words not in the file were taken as; cleared when large
 
     def _terms(self, text: str) -> list[str]:
@@ -186,17 +199,26 @@ class _Knowledge:
             phrases=phrases,
         )
 
-    def _unknown(self, word: str, stem: str) -> str:
-        """What a word not in the file stands for: another form of one, a misspelling of one, or itself."""
-        if word not in self.unknown:
-            if len(self.unknown) >= 4096:
-                self.unknown.clear()
-            term = next((r for r in set(self.roots.values()) if len(r) >= 5 and stem.startswith(r)), None)
-            if term is None and len(word) >= TYPO_MIN_LENGTH:
-                closest = self.closest(word)
-                term = self._terms(closest)[0] if closest else None
-            self.unknown[word] = term or stem
-        return self.unknown[word]
+    def _root_of(self, stem: str) -> str | None:
+        """The root (of five letters or more) that `stem` starts with, if any."""
+        return next((r for r in self.by_prefix.get(stem[:5], ()) if stem.startswith(r)), None)
+
+    def _unknown(self, word: str, stem: str, correct: bool) -> tuple[str, bool]:
+        """What a word not in the file stands for: another form of one, a misspelling of one
+        (only if `correct`), or itself; and whether it was compared with the file's words."""
+        if word in self.unknown:
+            return self.unknown[word], False
+        term = self._root_of(stem)
+        compared = term is None and TYPO_MIN_LENGTH <= len(word) <= self.typo_max_length
+        if compared and not correct:
+            return stem, False  # not remembered: a question with fewer unknown words corrects it
+        if compared:
+            closest = self.closest(word)
+            term = self._terms(closest)[0] if closest else None
+        if len(self.unknown) >= 4096:
+            self.unknown.clear()
+        self.unknown[word] = term or stem
+        return self.unknown[word], compared
 
     def closest(self, word: str) -> str | None:
         """The file's word that `word` is a misspelling of: one edit away, two in a long word.
@@ -209,7 +231,7 @@ class _Knowledge:
 
     def terms(self, text: str) -> list[str]:
         """The question's words as the index's terms, in order, stopwords included."""
-        terms = []
+        terms, corrections = [], MAX_CORRECTIONS
         for word in _tokens(text):
             stem = _stem(word)
             if stem in STOPWORDS:
@@ -217,7 +239,9 @@ class _Knowledge:
             elif stem in self.roots:
                 terms.append(self.roots[stem])
             else:
-                terms.append(self._unknown(word, stem))
+                term, compared = self._unknown(word, stem, correct=corrections > 0)
+                corrections -= compared
+                terms.append(term)
         return terms
 
     def score(self, topic: _Topic, terms: list[str], present: set[str]) -> tuple[float, bool]:

@@ -4,8 +4,19 @@ With OPENAI_API_KEY set, replies come from any OpenAI-compatible server through
 the official `openai` client; without it, an offline responder answers from the
 knowledge file, so a fresh clone works with nothing configured.
 
+What the LLM returns is checked where it enters (`_read`, for a whole reply
+and for each chunk of a streamed one alike), as a server that ignores the API
+could send anything: a model name too long to store or not text is taken as
+the configured model; a token count that is not a whole number from 0 to
+MAX_TOKENS is dropped (None: tokens_used estimates it); NUL characters
+(which PostgreSQL cannot store) are taken out of the text and lone surrogates
+(which UTF-8 cannot encode) replaced; content that is not text is a reply that
+does not parse. A reply is cut at settings.CHAT_REPLY_MAX_CHARS characters,
+with CUT_NOTE at its end, and upstream is no longer read; a JSON body larger
+than RESPONSE_MAX_BYTES, or a line of a stream, is not read at all.
+
 Every failure of the LLM (timeout, refused connection, 429, 5xx, a reply that
-does not parse) becomes AssistantUnavailable, and the whole call, retries
+does not parse, or too large to) becomes AssistantUnavailable, and the whole call, retries
 included, ends within settings.CHAT_LLM_DEADLINE seconds. Every outcome is told
 to limits.py, which decides when the LLM counts as down.
 
@@ -19,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -36,6 +48,19 @@ OFFLINE_MODEL = "offline-faq"
 OFFLINE_NOTICE = (
     "*Our assistant is not available right now, so this answer comes straight from our FAQ.*\n\n"
 )
+
+
+# Ends a reply cut at settings.CHAT_REPLY_MAX_CHARS.
+CUT_NOTE = "\n\n*[This reply was cut short because it was too long.]*"
+# The most bytes read of a JSON reply, or of one line of a streamed one: about 20 ms of
+# parsing, far more than any reply within max_tokens, and than the largest reply
+# stored (CHAT_REPLY_MAX_CHARS) even written as JSON escapes (6 bytes a character).
+RESPONSE_MAX_BYTES = 4 * 1024 * 1024
+# The most tokens one call can count: any more is a count that cannot be true.
+MAX_TOKENS = 10_000_000
+# Message.model's max_length.
+MODEL_MAX_CHARS = 100
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class AssistantUnavailable(ApiError):
@@ -138,7 +163,12 @@ class ReplyStream:
     def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False):
         self.history = history
         self.streamed = streamed
-        self.text = ""
+        # The reply's pieces, joined when `text` is read: adding to one string would copy
+        # all of it for every piece (quadratic in a long reply).
+        self._pieces: list[str] = []
+        self._length = 0
+        self.cut = False  # whether the reply was cut at settings.CHAT_REPLY_MAX_CHARS
+        self._logged: set[str] = set()  # what _odd logged
         online = bool(settings.OPENAI_API_KEY) and not offline
         # A fallback (the LLM is configured but may not be used) says so; a site
         # that runs on the offline responder by design does not.
@@ -150,11 +180,18 @@ class ReplyStream:
         self._started = time.monotonic()
 
     @property
+    def text(self) -> str:
+        """The reply so far."""
+        if len(self._pieces) > 1:
+            self._pieces[:] = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
+
+    @property
     def tokens_used(self) -> int:
         """Tokens this reply cost, as the server counted them, else estimated (4 characters a token)."""
         if self.prompt_tokens is not None and self.completion_tokens is not None:
             return self.prompt_tokens + self.completion_tokens
-        characters = sum(len(m["content"]) for m in self.history) + len(self.text)
+        characters = sum(len(m["content"]) for m in self.history) + self._length
         return characters // 4
 
     @property
@@ -172,7 +209,8 @@ class ReplyStream:
         words = (self.notice + knowledge.offline_answer(question)).split(" ")
         for index, word in enumerate(words):
             piece = word if index == 0 else " " + word
-            self.text += piece
+            self._pieces.append(piece)
+            self._length += len(piece)
             yield piece
             if settings.CHAT_OFFLINE_WORD_DELAY:
                 await asyncio.sleep(settings.CHAT_OFFLINE_WORD_DELAY)
@@ -218,11 +256,12 @@ class ReplyStream:
             # Refused connections, 4xx/5xx answers, and replies that do not parse
             # (ValueError from JSON, KeyError/TypeError/IndexError from odd shapes).
             logger.warning("LLM call failed: %r", error)
-            refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError))
+            # A reply too large to read: this question asked for it, as far as we can tell.
+            refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError, _TooLarge))
             raise AssistantUnavailable(
                 "The assistant is unavailable right now.", status=502, outage=not refused
             ) from error
-        if not self.text:
+        if not self._length:
             logger.warning("LLM returned an empty reply")
             raise AssistantUnavailable("The assistant returned an empty reply.", status=502, outage=False)
 
@@ -243,11 +282,21 @@ class ReplyStream:
 
     async def _openai_whole(self) -> str:
         async with _client() as client:
-            response = await client.post("/chat/completions", body=self._request(), cast_to=httpx2.Response)
-        completion = response.json()
-        self._note(completion)
-        self.text = completion["choices"][0]["message"]["content"] or ""
-        return self.text
+            response = await client.post(
+                "/chat/completions", body=self._request(), cast_to=httpx2.Response, stream=True
+            )
+            try:
+                # Read with a limit: a body of megabytes would take the event loop
+                # that long to parse, for a reply cut to CHAT_REPLY_MAX_CHARS anyway.
+                body, size, limit = [], 0, _max_bytes()
+                async for part in response.aiter_bytes():
+                    size += len(part)
+                    if size > limit:
+                        raise _TooLarge(f"a reply of more than {limit} bytes")
+                    body.append(part)
+            finally:
+                await response.aclose()
+        return self._add(self._read(json.loads(b"".join(body)), "message"))
 
     async def _openai_streamed(self, deadline: float) -> AsyncIterator[str]:
         async with _client() as client:
@@ -259,36 +308,126 @@ class ReplyStream:
                     stream=True,
                 )
             try:
-                lines = response.aiter_lines()
-                while True:
+                lines = _lines(response)
+                while not self.cut:  # a reply cut is read no further
                     # The client's timeout is per read: a server that drips a byte at a
                     # time would never trip it, so the deadline covers every chunk.
                     async with asyncio.timeout_at(deadline):
                         line = await anext(lines, None)
                     if line is None:
                         break
-                    if not line.startswith("data:"):
+                    if not line.startswith(b"data:"):
                         continue  # SSE comments, event names and blank separators
                     data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         break
                     chunk = json.loads(data)
-                    if "error" in chunk:
+                    if isinstance(chunk, dict) and "error" in chunk:
                         raise ValueError(f"error event in the stream: {chunk['error']!r}")
-                    self._note(chunk)
-                    piece = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
-                    if piece:
-                        self.text += piece
+                    if piece := self._add(self._read(chunk, "delta")):
                         yield piece
             finally:
-                await response.aclose()  # on Stop too: the upstream call ends now
+                await response.aclose()  # on Stop and on a cut too: the upstream call ends now
 
-    def _note(self, reply: dict) -> None:
-        """The model and the token counts of a reply, or of a chunk of one, when it has them."""
-        self.model = reply.get("model") or self.model
-        if usage := reply.get("usage"):
-            self.prompt_tokens = usage["prompt_tokens"]
-            self.completion_tokens = usage["completion_tokens"]
+    def _read(self, reply: object, part: str) -> str:
+        """The text of a reply (`part` "message") or of a chunk of one ("delta"), noting its
+        model and token counts, by the rules of the module docstring, for both alike.
+
+        Raises TypeError, KeyError or IndexError for a shape the API does not have.
+        """
+        if not isinstance(reply, dict):
+            raise TypeError(f"a reply of {type(reply).__name__}, not an object")
+        model = reply.get("model")
+        if isinstance(model, str) and 0 < len(model) <= MODEL_MAX_CHARS and model.isprintable():
+            self.model = model
+        elif model not in (None, ""):
+            self._odd("model", f"LLM named its model {model!r:.120}: kept {self.model!r}")
+        usage = reply.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens, self.completion_tokens = (
+                self._count(usage.get("prompt_tokens")), self._count(usage.get("completion_tokens"))
+            )
+        elif usage is not None:
+            self._odd("usage", f"LLM counted its tokens as {usage!r:.120}: not stored")
+        choices = reply.get("choices")
+        if part == "delta" and not choices:
+            return ""  # the chunk of the usage, or of nothing
+        content = choices[0][part].get("content")  # type: ignore[index]
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise TypeError(f"content of {type(content).__name__}, not text")
+        return content
+
+    def _count(self, value: object) -> int | None:
+        """A token count as the API documents it (a whole number), if it can be true; else None."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+            return value
+        if value is not None:
+            self._odd("tokens", f"LLM counted {value!r:.40} tokens: not stored")
+        return None
+
+    def _odd(self, what: str, message: str) -> None:
+        """Log what the LLM got wrong, once a reply for each kind of thing (not once a chunk)."""
+        if what not in self._logged:
+            self._logged.add(what)
+            logger.warning(message)
+
+    def _add(self, piece: str) -> str:
+        """`piece` added to the reply, as far as settings.CHAT_REPLY_MAX_CHARS allows, cleaned
+        for storing; past the cap, the reply is cut, ending with CUT_NOTE."""
+        room = settings.CHAT_REPLY_MAX_CHARS - self._length
+        if len(piece) > room:
+            logger.warning("LLM wrote more than %s characters: the reply is cut", settings.CHAT_REPLY_MAX_CHARS)
+            piece = _clean(piece[: max(room, 0)]) + CUT_NOTE
+            self.cut = True
+        else:
+            piece = _clean(piece)
+        self._pieces.append(piece)
+        self._length += len(piece)
+        return piece
+
+
+class _TooLarge(ValueError):
+    """A reply larger than we read."""
+
+
+def _max_bytes() -> int:
+    return max(RESPONSE_MAX_BYTES, 8 * settings.CHAT_REPLY_MAX_CHARS)
+
+
+async def _lines(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The lines of a server-sent event stream, as bytes: none may be longer than _max_bytes().
+
+    Split at CR, LF and CRLF, as SSE is (the client's aiter_lines also splits at
+    the other Unicode line breaks, which a JSON string may hold unescaped).
+    """
+    limit, rest, size = _max_bytes(), [], 0  # the line begun: its parts and its size
+    async for part in response.aiter_bytes():
+        if b"\n" not in part and b"\r" not in part:
+            rest.append(part)  # joined once, when the line ends
+            size += len(part)
+            if size > limit:
+                raise _TooLarge(f"a line of more than {limit} bytes")
+            continue
+        lines = b"".join([*rest, part]).splitlines(keepends=True)
+        last = lines.pop() if not lines[-1].endswith((b"\n", b"\r")) else b""
+        rest, size = [last], len(last)
+        for index, line in enumerate(lines, 1):
+            yield line.rstrip(b"\r\n")
+            if index % 64 == 0:
+                # A server that wrote fast may have buffered megabytes, thousands of
+                # chunks to parse: other requests get the loop between every 64 of them.
+                await asyncio.sleep(0)
+    if size:
+        yield b"".join(rest)
+
+
+def _clean(text: str) -> str:
+    """Text that PostgreSQL can store: no NUL character, no lone surrogate (not encodable in UTF-8)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return SURROGATE.sub("\ufffd", text)
 
 
 def _retry_after(error: openai.APIStatusError) -> int | None:

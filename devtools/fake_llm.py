@@ -31,7 +31,12 @@ HTTP API
   GET  /_stats                {"received": n, "active": n, "cancelled": n}
 
 Modes (all accept "fail_times": N, after which requests behave as "ok"):
-  ok         delay (s before the reply starts), chunk_delay (s between SSE chunks), reply (text)
+  ok         delay (s before the reply starts), chunk_delay (s between SSE chunks), reply (text),
+             and for a server that misbehaves: repeat (the reply N times over), piece_chars (SSE
+             pieces of this many characters instead of words), ignore_max_tokens (true: the whole
+             reply whatever max_tokens says), model / usage / content (any JSON value, sent as is
+             in place of the model's name, the token counts, the message's content; streamed,
+             `content` is the one delta's content)
   status     status (e.g. 500/429/401/503), retry_after (header value), message, type, code
   hang       never answers; waits until the client goes away
   drip       sends 200 + headers, then one body byte every `interval` s (default 2) forever
@@ -146,26 +151,35 @@ def _pieces(text: str) -> list[str]:
 
 
 class _Reply:
-    def __init__(self, body: dict[str, Any], reply_override: str | None) -> None:
+    def __init__(self, body: dict[str, Any], params: dict[str, Any]) -> None:
+        reply_override = params.get("reply")
         if reply_override is not None:
             text = str(reply_override)
         else:
             text = "Echo: " + _last_user_text(body.get("messages"))
-        pieces = _pieces(text)
+        text *= int(params.get("repeat", 1))
+        piece_chars = int(params.get("piece_chars", 0))
+        if piece_chars > 0:
+            pieces: list[Any] = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
+        else:
+            pieces = _pieces(text)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         self.finish_reason = "stop"
-        if isinstance(limit, int) and 0 < limit < len(pieces):
+        if isinstance(limit, int) and 0 < limit < len(pieces) and not params.get("ignore_max_tokens"):
             pieces = pieces[:limit]
             self.finish_reason = "length"
-        self.pieces = pieces
+        self.completion_tokens = len(pieces)
+        # A content of any JSON value, as a broken server might send it.
+        self.content: Any = params["content"] if "content" in params else "".join(pieces)
+        self.pieces = [params["content"]] if "content" in params else pieces
         self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
-        self.model = str(body.get("model") or DEFAULT_MODEL)
+        self.model: Any = params["model"] if "model" in params else str(body.get("model") or DEFAULT_MODEL)
         prompt_tokens = _prompt_tokens(body.get("messages"))
-        self.usage = {
+        self.usage: Any = params["usage"] if "usage" in params else {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": prompt_tokens + self.completion_tokens,
         }
 
     def completion(self) -> dict[str, Any]:
@@ -177,7 +191,7 @@ class _Reply:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(self.pieces), "refusal": None},
+                    "message": {"role": "assistant", "content": self.content, "refusal": None},
                     "logprobs": None,
                     "finish_reason": self.finish_reason,
                 }
@@ -396,7 +410,7 @@ class FakeLLMApp:
             await send({"type": "http.response.body", "body": str(params.get("body", broken_body)).encode()})
 
     async def _respond_ok(self, params: dict[str, Any], body: dict[str, Any], send: Send) -> None:
-        reply = _Reply(body, params.get("reply"))
+        reply = _Reply(body, params)
         delay = float(params.get("delay", 0))
         if delay > 0:
             await asyncio.sleep(delay)
@@ -410,6 +424,10 @@ class FakeLLMApp:
         for i, chunk in enumerate(reply.chunks(include_usage)):
             if i and chunk_delay > 0:
                 await asyncio.sleep(chunk_delay)
+            else:
+                # Let the disconnect watcher run: writing to a client that has gone
+                # never blocks, so a long reply would be written to nobody to the end.
+                await asyncio.sleep(0)
             await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
