@@ -86,9 +86,9 @@ def blocking(func: Callable[P, Awaitable[T]]) -> Callable[P, T]:
                 asyncio.get_running_loop()
             except RuntimeError:
                 return async_to_sync(func)(*args, **kwargs)
+            context = contextvars.copy_context()
             with ThreadPoolExecutor(1) as thread:
-                context = contextvars.copy_context()
-                return thread.submit(context.run, _closing(async_to_sync(func)), *args, **kwargs).result()
+                return thread.submit(lambda: context.run(_closing(async_to_sync(func)), *args, **kwargs)).result()
         finally:
             _sync_caller.reset(token)
 

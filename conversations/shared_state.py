@@ -251,7 +251,10 @@ def _local_get(name: str) -> Any:
 
 def _local_set(name: str, value: Any, ttl: int, only_if_absent: bool = False) -> bool:
     if not uses_redis():
-        return cache.add(name, value, ttl) if only_if_absent else (cache.set(name, value, ttl) or True)
+        if only_if_absent:
+            return cache.add(name, value, ttl)
+        cache.set(name, value, ttl)
+        return True
     now = time.monotonic()
     with _local_lock:
         if len(_local) > 100_000:  # forget expired entries now and then

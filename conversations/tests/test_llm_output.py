@@ -13,7 +13,7 @@ from conversations import llm as llm_code
 from conversations.models import Conversation, Message
 from devtools.sse import parse_events
 
-from .helpers import post_chat, read_stream
+from .client import post_chat, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,8 +5,6 @@ the turn store decided a conversation's state in one place."""
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,33 +15,19 @@ from conversations import handoff
 from conversations.models import Conversation, Handoff, Message
 from devtools.processes import Site
 
+from .client import SiteClient
 from .helpers import site_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def call(site, method: str, path: str, body: dict | None = None, headers: dict | None = None,
-         ) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{site.url}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            text = response.read()
-            return response.status, json.loads(text) if text else {}
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-
-
 def chat(site, message: str, session_id: str | None = None, client_message_id: str | None = None,
          headers: dict | None = None) -> tuple[int, dict]:
-    body: dict = {"message": message}
-    if session_id:
-        body["sessionId"] = session_id
-    if client_message_id:
-        body["clientMessageId"] = client_message_id
-    return call(site, "POST", "/api/chat", body, headers)
+    return SiteClient(site).chat(message, session_id, client_message_id, headers=headers)[:2]
+
+
+def history(site, session_id: str) -> dict:
+    return SiteClient(site).history(session_id).ok()
 
 
 def test_forget_racing_turns_deletes_everything_and_never_answers_500(live_site, llm):
@@ -54,9 +38,9 @@ def test_forget_racing_turns_deletes_everything_and_never_answers_500(live_site,
         session_id = first["sessionId"]
         with ThreadPoolExecutor(5) as pool:
             turns = [pool.submit(chat, live_site, f"Message {n}", session_id, f"r{round_}-{n}") for n in range(4)]
-            forgot = pool.submit(call, live_site, "DELETE", "/api/history", None, {"X-Session-Id": session_id})
-            statuses += [turn.result()[0] for turn in turns] + [forgot.result()[0]]
-        assert forgot.result()[0] == 204
+            forgot = pool.submit(SiteClient(live_site).forget, session_id)
+            statuses += [turn.result()[0] for turn in turns] + [forgot.result().status]
+        assert forgot.result().status == 204
         assert not Conversation.objects.filter(session_id=session_id).exists()
     assert not [status for status in statuses if status >= 500], statuses
     # Whatever arrived after the delete started a conversation of its own or nothing; no message
@@ -80,8 +64,7 @@ def test_a_first_message_id_is_no_key_to_someone_elses_conversation(proxied_site
                           headers={"X-Forwarded-For": "198.51.100.23"})
 
     assert status == 200 and theirs["sessionId"] != mine["sessionId"]
-    _, history = call(proxied_site, "GET", "/api/history", headers={"X-Session-Id": theirs["sessionId"]})
-    assert "4711" not in json.dumps(history)
+    assert "4711" not in json.dumps(history(proxied_site, theirs["sessionId"]))
     assert Conversation.objects.count() == 2
 
 
@@ -100,8 +83,7 @@ def test_a_client_message_id_equal_to_a_staff_token_is_answered_not_500(live_sit
     conversation = Conversation.objects.get()
     handoff.staff_reply(conversation.pk, None, "Mia", "Hello, Mia here.", "staff-token-1")
     handoff.hand_back(conversation.pk, None, "Mia")
-    _, history = call(live_site, "GET", "/api/history", headers={"X-Session-Id": first["sessionId"]})
-    assert "staff-token-1" not in json.dumps(history)  # staff's tokens are not shown
+    assert "staff-token-1" not in json.dumps(history(live_site, first["sessionId"]))  # staff's tokens
 
     status, body = chat(live_site, "Thanks", first["sessionId"], "staff-token-1")
 
@@ -121,11 +103,11 @@ def test_a_turn_in_progress_is_seen_after_a_notice_lands_behind_its_slot(live_si
         handoff.request_person(conversation.pk)
         handoff.hand_back(conversation.pk, None, "Mia")  # a notice now follows the slot
 
-        _, history = call(live_site, "GET", "/api/history", headers={"X-Session-Id": first["sessionId"]})
+        seen = history(live_site, first["sessionId"])
         status, second = chat(live_site, "And shipping?", first["sessionId"], "second-1")
         assert slow.result()[0] == 200
 
-    assert history["turnInProgress"] is True
+    assert seen["turnInProgress"] is True
     assert status == 409 and second["error"]["code"] == "turn_in_progress"
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 2  # no second reply at once
 
