@@ -49,7 +49,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import llm, payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations import payloads, runtime  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -117,17 +117,13 @@ async def application(scope, receive, send):
 
 
 async def _lifespan(receive, send):
-    """A worker's start and stop (the ASGI lifespan, which Django does not speak): its client of
-    the LLM (conversations/llm.py), and its runtime (conversations/runtime.py): the turn store,
-    the shared-state gateway and the lease keeper."""
+    """A worker's start and stop (the ASGI lifespan, which Django does not speak): its runtime
+    (conversations/runtime.py): the turn store, the Redis gateway, the LLM client, the lease
+    keeper and the waiting pages' watcher."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             _tune_garbage_collector()
-            try:
-                await llm.open_client()
-            except Exception:  # noqa: BLE001 - each call then makes a client of its own
-                logger.exception("the worker's LLM client could not be made")
             try:
                 await runtime.start()
             except Exception:  # noqa: BLE001 - the embedded runtime (the ORM in threads) serves instead
@@ -135,7 +131,6 @@ async def _lifespan(receive, send):
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await runtime.stop()
-            await llm.close_client()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -21,21 +21,14 @@ FAQ, marked as such (llm.ReplyStream(offline=True)). The offline responder costs
 nothing and is not counted. So one address can no longer spend the site's whole
 day, and when the site's day is spent every customer still gets an answer.
 
-The LLM counts as down, and customers get the offline responder too, after
-CHAT_LLM_DOWN_AFTER_FAILURES (5) failed calls in a row in one worker, each within
-LLM_FAILURE_WINDOW seconds of the one before (one slow hour of sporadic
-failures is not an outage). The worker then sets a shared `llm:down` flag that
-every worker reads with the budget counters (no extra round trip). While it is
-set, one turn every LLM_PROBE_SECONDS, site-wide, still tries the LLM: its
-success clears the flag at once, its failure renews the flag. The flag lapses
-on its own after LLM_DOWN_SECONDS, so a lost "back up" costs at most that.
+While the LLM is down (llm.py's circuit breaker), `admit` says so too, from the
+flag read in the same round trip, and lets one turn a while probe it.
 """
 
 import functools
 import ipaddress
 import logging
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -45,7 +38,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from . import sessions, shared_state
+from . import llm, sessions, shared_state
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -53,9 +46,6 @@ logger = logging.getLogger(__name__)
 RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([smhd])")
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-LLM_FAILURE_WINDOW = 60
-LLM_PROBE_SECONDS = 30
-LLM_DOWN_SECONDS = 600
 
 
 class Limited(ApiError):
@@ -238,7 +228,7 @@ async def admit(gateway: shared_state.Gateway, ip: str, session_id: uuid.UUID | 
     cached = [sessions.cache_key(session_id)] if session_id is not None else []
     found = await gateway.round_trip(
         counters=[(window.key, 1, window.rate.seconds) for window in windows],
-        reads=[*cached, *budget_keys(session_id, ip), LLM_DOWN],
+        reads=[*cached, *budget_keys(session_id, ip), llm.DOWN],
     )
     for window, count in zip(windows, found, strict=False):
         window.check(count)
@@ -261,8 +251,8 @@ async def _may_use_llm(gateway: shared_state.Gateway, session_id: uuid.UUID | No
         return True  # the offline responder answers anyway
     if not budgets_left(session_id, spent):
         return False
-    if llm_down(down):
-        [probes] = await gateway.round_trip(claims=[(LLM_PROBE, 1, LLM_PROBE_SECONDS)])
+    if llm.is_down(down):
+        [probes] = await gateway.round_trip(claims=[(llm.PROBE, 1, llm.PROBE_SECONDS)])
         if probes:
             logger.info("the LLM is down; this turn probes it")
         return probes
@@ -284,60 +274,6 @@ def spend(session_id: uuid.UUID, tokens: int, ip: str = "") -> None:
         async_to_sync(settle)(shared_state.Gateway(), session_id, ip, tokens, [])
 
 
-# --- Whether the LLM is up ------------------------------------------------------
-
-LLM_DOWN = "llm:down"
-LLM_PROBE = "llm:probe"
-
-_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False}
-_llm_lock = threading.Lock()
-
-
-def llm_down(flag: int | None) -> bool:
-    """Whether the shared `llm:down` flag, as read, says the LLM is down (and remember what was seen)."""
-    down = bool(flag) and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
-    _llm_health["down_seen"] = down
-    return down
-
-
 def reset_local_counts() -> None:
     shared_state.reset()
-    _llm_health.update(failures=0, last_failure=0.0, down_seen=False)
-
-
-def llm_failed() -> None:
-    """A call to the LLM failed. Called by llm.py; see the module docstring.
-
-    It talks to the cache only when it marks the LLM down (rare): one short Redis
-    command, bounded by the socket timeout.
-    """
-    threshold = settings.CHAT_LLM_DOWN_AFTER_FAILURES
-    if threshold <= 0:
-        return
-    now = time.monotonic()
-    with _llm_lock:
-        if now - _llm_health["last_failure"] > LLM_FAILURE_WINDOW:
-            _llm_health["failures"] = 0
-        _llm_health["failures"] += 1
-        _llm_health["last_failure"] = now
-        mark = _llm_health["failures"] >= threshold or _llm_health["down_seen"]
-        newly = mark and not _llm_health["down_seen"]
-        _llm_health["down_seen"] = _llm_health["down_seen"] or mark
-    if mark:
-        if newly:
-            logger.warning("the LLM failed %s times in a row: customers get the offline responder "
-                           "until a probe succeeds", threshold)
-        # The next probe in LLM_PROBE_SECONDS, not now.
-        shared_state.set_many({LLM_DOWN: 1}, LLM_DOWN_SECONDS)
-        shared_state.set_many({LLM_PROBE: 1}, LLM_PROBE_SECONDS)
-
-
-def llm_succeeded() -> None:
-    """A call to the LLM answered. Clears the shared flag only when this process saw it set,
-    so that a healthy LLM costs no Redis command per turn."""
-    with _llm_lock:
-        _llm_health["failures"] = 0
-        was_down, _llm_health["down_seen"] = _llm_health["down_seen"], False
-    if was_down:
-        logger.warning("the LLM answered again: customers get it again")
-        shared_state.delete_many([LLM_DOWN, LLM_PROBE])
+    llm.reset_health()

@@ -17,13 +17,21 @@ than RESPONSE_MAX_BYTES, or a line of a stream, is not read at all.
 
 Every failure of the LLM (timeout, refused connection, 429, 5xx, a reply that
 does not parse, or too large to) becomes AssistantUnavailable, and the whole call, retries
-included, ends within settings.CHAT_LLM_DEADLINE seconds. Every outcome is told
-to limits.py, which decides when the LLM counts as down.
+included, ends within settings.CHAT_LLM_DEADLINE seconds.
+
+The circuit breaker: the LLM counts as down, and customers get the offline
+responder, after CHAT_LLM_DOWN_AFTER_FAILURES (5) failed calls in a row in one
+worker, each within FAILURE_WINDOW seconds of the one before (one slow hour of
+sporadic failures is not an outage). The worker then sets a shared `llm:down`
+flag that limits.admit reads with the budget counters (no extra round trip).
+While it is set, one turn every PROBE_SECONDS, site-wide, still tries the LLM:
+its success clears the flag at once, its failure renews it. The flag lapses on
+its own after DOWN_SECONDS, so a lost "back up" costs at most that.
 
 `ReplyStream(history, offline=True)` is the fallback when a budget is spent or
-the LLM is down (limits.check_budget): the offline responder answers even with
-an API key set, and its reply opens with OFFLINE_NOTICE, so that the customer
-(and support staff reading the transcript) can tell it is not the assistant.
+the LLM is down (limits.admit): the offline responder answers even with an API
+key set, and its reply opens with OFFLINE_NOTICE, so that the customer (and
+support staff reading the transcript) can tell it is not the assistant.
 """
 
 import asyncio
@@ -31,6 +39,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -39,7 +48,7 @@ import httpx2
 import openai
 from django.conf import settings
 
-from . import knowledge, limits
+from . import knowledge, shared_state
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -69,7 +78,7 @@ class AssistantUnavailable(ApiError):
     `outage` is False for a failure that this request's content caused (the
     server refused it as a bad request, or wrote nothing, as content filters
     do): a customer who sends such messages must not be able to switch the LLM
-    off for everyone (limits.llm_failed).
+    off for everyone (failed()).
     """
 
     code = "llm_unavailable"
@@ -93,11 +102,6 @@ def _timed_out(error: openai.APITimeoutError) -> bool:
         cause = cause.__cause__
     return True
 
-# The worker's client, made when the worker starts (the ASGI lifespan, chatsite/asgi.py)
-# and kept while it serves: its connections to the LLM are reused turn after turn.
-_worker: dict = {}
-
-
 def _config() -> tuple:
     return (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.CHAT_LLM_DEADLINE,
             settings.CHAT_LLM_CONNECT_TIMEOUT, settings.CHAT_LLM_MAX_RETRIES)
@@ -120,27 +124,25 @@ def _new_client() -> openai.AsyncOpenAI:
     )
 
 
-async def open_client() -> None:
-    """Make the worker's client, on the loop it will serve from (none for the offline responder)."""
-    if not settings.OPENAI_API_KEY:
-        return
-    _worker.update(loop=asyncio.get_running_loop(), config=_config(), client=_new_client())
+class Client:
+    """A worker's client of the LLM, made on the loop it serves from (by its runtime, runtime.py)
+    and kept while it serves: its connections to the LLM are reused turn after turn."""
 
+    def __init__(self) -> None:
+        self.config = _config()
+        self.openai = _new_client()
 
-async def close_client() -> None:
-    client = _worker.get("client")
-    _worker.clear()
-    if client is not None:
-        await client.close()
+    async def close(self) -> None:
+        await self.openai.close()
 
 
 @contextlib.asynccontextmanager
-async def _client() -> AsyncIterator[openai.AsyncOpenAI]:
-    """The worker's client; anywhere else (Django's test clients, a management command, a
-    setting changed since) a client for this call only, closed after it: an aiohttp session
+async def _client(worker: Client | None) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The worker's client; without one (Django's test clients, a management command) or with a
+    setting changed since, a client for this call only, closed after it: an aiohttp session
     belongs to one event loop and must be closed on it."""
-    if _worker.get("loop") is asyncio.get_running_loop() and _worker.get("config") == _config():
-        yield _worker["client"]
+    if worker is not None and worker.config == _config():
+        yield worker.openai
         return
     client = _new_client()
     try:
@@ -160,8 +162,10 @@ class ReplyStream:
     that do not show the words as they come.
     """
 
-    def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False):
+    def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False,
+                 client: Client | None = None):
         self.history = history
+        self.client = client
         self.streamed = streamed
         # The reply's pieces, joined when `text` is read: adding to one string would copy
         # all of it for every piece (quadratic in a long reply).
@@ -223,9 +227,9 @@ class ReplyStream:
                     yield piece
         except AssistantUnavailable as error:
             if error.outage:
-                limits.llm_failed()
+                failed()
             raise
-        limits.llm_succeeded()
+        succeeded()
 
     async def _openai_checked(self) -> AsyncGenerator[str, None]:
         deadline = asyncio.get_running_loop().time() + settings.CHAT_LLM_DEADLINE
@@ -281,7 +285,7 @@ class ReplyStream:
     # its shape raises ValueError, KeyError, TypeError or IndexError.
 
     async def _openai_whole(self) -> str:
-        async with _client() as client:
+        async with _client(self.client) as client:
             response = await client.post(
                 "/chat/completions", body=self._request(), cast_to=httpx2.Response, stream=True
             )
@@ -299,7 +303,7 @@ class ReplyStream:
         return self._add(self._read(json.loads(b"".join(body)), "message"))
 
     async def _openai_streamed(self, deadline: float) -> AsyncIterator[str]:
-        async with _client() as client:
+        async with _client(self.client) as client:
             async with asyncio.timeout_at(deadline):
                 response = await client.post(
                     "/chat/completions",
@@ -433,3 +437,64 @@ def _clean(text: str) -> str:
 def _retry_after(error: openai.APIStatusError) -> int | None:
     value = error.response.headers.get("retry-after", "")
     return int(value) if value.isdigit() else None
+
+
+# --- The circuit breaker: whether the LLM is up ------------------------------------------------------
+
+DOWN = "llm:down"
+PROBE = "llm:probe"
+FAILURE_WINDOW = 60
+PROBE_SECONDS = 30
+DOWN_SECONDS = 600
+
+_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False}
+_llm_lock = threading.Lock()
+
+
+def is_down(flag: int | None) -> bool:
+    """Whether the shared `llm:down` flag, as read, says the LLM is down (and remember what was seen)."""
+    down = bool(flag) and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
+    _llm_health["down_seen"] = down
+    return down
+
+
+def reset_health() -> None:
+    _llm_health.update(failures=0, last_failure=0.0, down_seen=False)
+
+
+def failed() -> None:
+    """A call to the LLM failed (see the module docstring).
+
+    It talks to the cache only when it marks the LLM down (rare): one short Redis
+    command, bounded by the socket timeout.
+    """
+    threshold = settings.CHAT_LLM_DOWN_AFTER_FAILURES
+    if threshold <= 0:
+        return
+    now = time.monotonic()
+    with _llm_lock:
+        if now - _llm_health["last_failure"] > FAILURE_WINDOW:
+            _llm_health["failures"] = 0
+        _llm_health["failures"] += 1
+        _llm_health["last_failure"] = now
+        mark = _llm_health["failures"] >= threshold or _llm_health["down_seen"]
+        newly = mark and not _llm_health["down_seen"]
+        _llm_health["down_seen"] = _llm_health["down_seen"] or mark
+    if mark:
+        if newly:
+            logger.warning("the LLM failed %s times in a row: customers get the offline responder "
+                           "until a probe succeeds", threshold)
+        # The next probe in PROBE_SECONDS, not now.
+        shared_state.set_many({DOWN: 1}, DOWN_SECONDS)
+        shared_state.set_many({PROBE: 1}, PROBE_SECONDS)
+
+
+def succeeded() -> None:
+    """A call to the LLM answered. Clears the shared flag only when this process saw it set,
+    so that a healthy LLM costs no Redis command per turn."""
+    with _llm_lock:
+        _llm_health["failures"] = 0
+        was_down, _llm_health["down_seen"] = _llm_health["down_seen"], False
+    if was_down:
+        logger.warning("the LLM answered again: customers get it again")
+        shared_state.delete_many([DOWN, PROBE])

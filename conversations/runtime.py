@@ -1,5 +1,6 @@
 """What a worker process makes when it starts serving and closes when it stops (the ASGI
-lifespan, chatsite/asgi.py): the turn store, the shared-state gateway and the lease keeper.
+lifespan, chatsite/asgi.py): the turn store, the shared-state gateway, the LLM client, the
+lease keeper and the waiting pages' watcher.
 
 In a served worker on PostgreSQL the store is the event loop's own (store/postgres.py) and
 the gateway has a redis.asyncio client; everywhere else (the embedded default on SQLite,
@@ -15,6 +16,7 @@ import uuid
 from django.conf import settings
 from django.db import connections
 
+from . import llm, updates
 from .errors import DatabaseUnavailable
 from .models import Message, lease_end
 from .shared_state import Gateway
@@ -58,10 +60,21 @@ class LeaseKeeper:
 
 
 class Runtime:
-    def __init__(self, store: TurnStore, gateway: Gateway):
+    def __init__(self, store: TurnStore, gateway: Gateway, llm_client: llm.Client | None = None):
         self.store = store
         self.gateway = gateway
+        self.llm = llm_client
         self.leases = LeaseKeeper(store)
+        self._watcher: updates.Watcher | None = None
+
+    @property
+    def watcher(self) -> updates.Watcher:
+        """The waiting pages' watcher of the running loop (the embedded runtime may serve several
+        loops, one after another, as tests do)."""
+        loop = asyncio.get_running_loop()
+        if self._watcher is None or self._watcher.loop is not loop:
+            self._watcher = updates.Watcher(loop)
+        return self._watcher
 
     @classmethod
     async def open(cls) -> "Runtime":
@@ -71,7 +84,13 @@ class Runtime:
             from .store.postgres import PostgresStore
 
             store = await PostgresStore.open()
-        runtime = cls(store, Gateway.open())
+        client = None
+        if settings.OPENAI_API_KEY:  # none for the offline responder
+            try:
+                client = llm.Client()
+            except Exception:  # noqa: BLE001 - each call then makes a client of its own
+                logger.exception("the worker's LLM client could not be made")
+        runtime = cls(store, Gateway.open(), client)
         logger.info("turn store: %s", type(store).__name__)
         return runtime
 
@@ -82,6 +101,8 @@ class Runtime:
         if close is not None:
             await close()
         await self.gateway.close()
+        if self.llm is not None:
+            await self.llm.close()
 
 
 _embedded = Runtime(OrmStore(), Gateway())

@@ -127,18 +127,6 @@ def delete_many(names: list[str]) -> None:
         _failed("delete", error)
 
 
-def ping() -> str:
-    """The cache's state for /healthz: "ok", "down", or "local" (no Redis configured)."""
-    if not uses_redis():
-        return "local"
-    try:
-        cache.client.get_client().ping()  # type: ignore[attr-defined]  # django-redis's cache
-        return "ok"
-    except Exception as error:  # noqa: BLE001
-        logger.warning("health check: cache down: %r", error)
-        return "down"
-
-
 # --- One round trip: counters, values, reads -------------------------------------
 
 # (key, amount, ttl): INCRBY, with the TTL set when the counter is new.
@@ -169,6 +157,20 @@ class Gateway:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+
+    async def ping(self) -> str:
+        """The cache's state for /healthz: "ok", "down", or "local" (no Redis configured)."""
+        if not uses_redis():
+            return "local"
+        try:
+            if self.client is not None:
+                await self.client.ping()
+            else:
+                await _in_thread(lambda: cache.client.get_client().ping())  # type: ignore[attr-defined]
+            return "ok"
+        except Exception as error:  # noqa: BLE001
+            logger.warning("health check: cache down: %r", error)
+            return "down"
 
     async def round_trip(self, counters: Sequence[Counter] = (), values: Sequence[Value] = (),
                          claims: Sequence[Value] = (), reads: Sequence[str] = (),

@@ -183,7 +183,7 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
     what was written so far is kept as a stopped reply.
     """
     assert turn.answer is not None
-    stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline)
+    stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline, client=turn.runtime.llm)
     pieces = cast(AsyncGenerator[str, None], aiter(stream))
     lease = asyncio.ensure_future(turn.runtime.leases.hold(turn.answer, turn.owner))
     try:

@@ -139,7 +139,7 @@ def _look(session_id, after: int) -> tuple[int | None, Snapshot | None]:
     return version, found
 
 
-async def wait(session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
+async def wait(watcher: "Watcher", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
     """Answer at once if there are messages after `after` or the handoff state is
     not `state`; else wait up to `timeout` seconds for that. None: no such session."""
     loop = asyncio.get_running_loop()
@@ -152,7 +152,6 @@ async def wait(session_id, after: int, state: str | None, timeout: float) -> Sna
         if remaining <= 0:
             return found
         waiter = Waiter(found.conversation_id, version, found.signature)
-        watcher = _watcher()
         watcher.add(waiter)
         try:
             await asyncio.wait_for(waiter.woken.wait(), remaining)
@@ -236,15 +235,3 @@ def _signatures(ids: list[int]) -> dict[int, tuple]:
         "pk", "handoff", "last_seq", "last_status"
     )
     return {pk: (handoff, last_seq, last_status) for pk, handoff, last_seq, last_status in rows}
-
-
-_current: Watcher | None = None
-
-
-def _watcher() -> Watcher:
-    """This event loop's watcher (tests run several loops one after another)."""
-    global _current
-    loop = asyncio.get_running_loop()
-    if _current is None or _current.loop is not loop:
-        _current = Watcher(loop)
-    return _current

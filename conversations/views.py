@@ -4,11 +4,10 @@ import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
-from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from . import forget, knowledge, limits, payloads, shared_state, turns, updates
+from . import forget, knowledge, limits, payloads, runtime, turns, updates
 from .api import api_view, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError
@@ -170,13 +169,16 @@ def _history(session_id) -> dict | None:
 async def healthz(request):
     """For the load balancer: 503 only when the database is down; Redis down is "degraded".
 
-    A database that does not answer within CHAT_HEALTH_TIMEOUT (a pool exhausted
-    behind a held lock, a stalled server) counts as down: the check must answer
-    the load balancer in time, whatever the database is doing.
+    The database is asked through the turn store, as a turn would: on PostgreSQL its
+    pool tests every idle connection after a failure (a restart, a failover), where
+    Django's would hand out its dead ones one by one, backing off between them. A
+    database that does not answer within CHAT_HEALTH_TIMEOUT (a pool exhausted behind a
+    held lock, a stalled server) counts as down: the check must answer the load balancer
+    in time, whatever the database is doing.
     """
     try:
         database, cache_state = await asyncio.wait_for(
-            in_db_thread(_dependency_states), settings.CHAT_HEALTH_TIMEOUT
+            _dependency_states(runtime.current()), settings.CHAT_HEALTH_TIMEOUT
         )
     except TimeoutError:
         logger.warning("health check: no answer within %ss", settings.CHAT_HEALTH_TIMEOUT)
@@ -188,15 +190,14 @@ async def healthz(request):
     return JsonResponse({"status": status, "database": database, "cache": cache_state}, status=code)
 
 
-def _dependency_states() -> tuple[str, str]:
+async def _dependency_states(rt: runtime.Runtime) -> tuple[str, str]:
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        await rt.store.ping()
         database = "ok"
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
         database = "down"
-    return database, shared_state.ping()
+    return database, await rt.gateway.ping()
 
 
 # --- Talking to a person (conversations/handoff.py, updates.py) ----------------
@@ -226,7 +227,7 @@ async def updates_poll(request):
     state = request.GET.get("state")
     if state is not None and state not in Handoff.values:
         raise ApiError(400, "invalid_state", f"state must be one of {', '.join(Handoff.values)}.")
-    found = await updates.wait(session_id, after, state, settings.CHAT_UPDATES_WAIT)
+    found = await updates.wait(runtime.current().watcher, session_id, after, state, settings.CHAT_UPDATES_WAIT)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
     return JsonResponse({

@@ -88,6 +88,10 @@ class TurnStore:
     async def exists(self, conversation_id: int) -> bool:
         raise NotImplementedError
 
+    async def ping(self) -> None:
+        """A statement that touches nothing (/healthz); DatabaseUnavailable if it cannot run."""
+        raise NotImplementedError
+
     # --- A person in the conversation (handoff.py) -------------------------------
 
     async def store_for_staff(self, conversation_id: int, question: Message) -> str | None:

@@ -1,7 +1,7 @@
 """The turn store through Django's ORM, in a worker thread: the embedded default (SQLite), and
 wherever no served worker opened a pool (see base.py)."""
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -116,6 +116,11 @@ class OrmStore(TurnStore):
         for pk, owner in leases.items():
             owned |= Q(pk=pk, lease_owner=owner)
         Message.objects.filter(owned, status=Message.Status.ANSWERING).update(lease_until=lease_until)
+
+    @_db
+    def ping(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
 
     @_db
     def exists(self, conversation_id):

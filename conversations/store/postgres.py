@@ -164,6 +164,9 @@ class PostgresStore(TurnStore):
         [(seq,)] = await self._rows(f"SELECT max(seq) FROM {_M} WHERE conversation_id = %s", [conversation_id])
         return seq
 
+    async def ping(self):
+        await self._rows("SELECT 1", [])
+
     async def exists(self, conversation_id):
         return bool(await self._rows(f"SELECT 1 FROM {_C} WHERE id = %s", [conversation_id]))
 

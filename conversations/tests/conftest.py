@@ -45,7 +45,7 @@ def _fresh_state(settings):
     settings.CHAT_RATE_LIMIT_SESSION = settings.CHAT_RATE_LIMIT_IP = "0"
     settings.CHAT_RATE_LIMIT_NEW_SESSIONS = "0"
     settings.CHAT_DAILY_TOKENS_PER_SESSION = settings.CHAT_DAILY_TOKENS_SITE = 0
-    # The per-address budget and "the LLM is down" too (security branch).
+    # The per-address budget and "the LLM is down" too.
     settings.CHAT_DAILY_TOKENS_PER_ADDRESS = settings.CHAT_LLM_DOWN_AFTER_FAILURES = 0
     limits.reset_local_counts()
     shared_state.reset()

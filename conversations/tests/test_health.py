@@ -1,8 +1,10 @@
 """GET /healthz: what a load balancer asks."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
 
 from devtools.processes import Site, free_port
 
@@ -60,5 +62,30 @@ def test_a_load_balancer_gets_200_over_plain_http_where_the_page_redirects(live_
         assert api.health()[0] == 200
         status, _, headers = api.request("GET", "/")
         assert status == 301 and headers["Location"].startswith("https://")
+    finally:
+        site.stop()
+
+
+def test_health_answers_at_once_after_every_database_connection_was_killed(live_site, fake_llm_server, llm):
+    """A failover or restart kills every connection a worker holds. Django's pool would hand out
+    its dead idle connections one by one, backing off between them (seconds, and a 503); the
+    check goes through the turn store, whose pool tests all its idle connections at once."""
+    site = Site(site_env(fake_llm_server, PGAPPNAME="chatsite-health"))
+    try:
+        api = SiteClient(site)
+        session_id = api.chat("Hi").ok()["sessionId"]
+        with ThreadPoolExecutor(8) as pool:  # grows Django's pool (history reads use it) and the store's
+            list(pool.map(lambda _: api.history(session_id).ok(), range(40)))
+            list(pool.map(lambda n: api.chat(f"Question {n}"), range(8)))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                           " WHERE application_name = 'chatsite-health'")
+            assert cursor.fetchone()[0] >= 2
+
+        started = time.monotonic()
+        status, body, _ = api.health(timeout=10)
+
+        assert (status, body["database"]) == (200, "ok")
+        assert time.monotonic() - started < 1.5
     finally:
         site.stop()

@@ -45,7 +45,7 @@ def test_the_share_answered_right_stays_at_or_above_what_was_measured():
 @pytest.mark.parametrize(
     "question, expected",
     [
-        # The newcomer trial's questions (issue 13): all used to get the topic list.
+        # A newcomer's questions from a trial of the site: all used to get the topic list.
         ("I want a refund", faq.RETURNS),
         ("Can I send it back and get my money?", faq.RETURNS),
         ("what's your phone number", faq.CONTACT),

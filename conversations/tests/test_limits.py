@@ -196,7 +196,7 @@ def test_redis_keys_name_no_address_and_no_session(client, settings, llm, shared
 @pytest.fixture
 def quick_probes(monkeypatch, settings):
     settings.CHAT_LLM_DOWN_AFTER_FAILURES = 3
-    monkeypatch.setattr(limits, "LLM_PROBE_SECONDS", 1)
+    monkeypatch.setattr(llm_module, "PROBE_SECONDS", 1)
 
 
 def test_an_llm_down_for_long_gets_offline_answers_then_recovers(client, settings, llm, counters,

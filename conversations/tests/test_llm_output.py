@@ -211,7 +211,7 @@ async def _read_measuring_the_loop(stream: llm_code.ReplyStream) -> tuple[str, f
             gaps.append(now - last - tick)
             last = now
 
-    await llm_code.open_client()  # the worker's client, made once (its making is not measured)
+    stream.client = llm_code.Client()  # the worker's client, made once (its making is not measured)
     ticking = asyncio.ensure_future(ticker())
     await asyncio.sleep(0.05)
     del gaps[1:]
@@ -219,7 +219,7 @@ async def _read_measuring_the_loop(stream: llm_code.ReplyStream) -> tuple[str, f
         text = "".join([piece async for piece in stream])
     finally:
         ticking.cancel()
-        await llm_code.close_client()
+        await stream.client.close()
     return text, max(gaps)
 
 

@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import AsyncClient
 
-from conversations import forget, handoff, updates
+from conversations import forget, handoff, runtime
 from conversations.models import Conversation
 
 from .client import get_updates, post_chat
@@ -199,7 +199,7 @@ def test_waiting_pages_hold_no_database_connection_or_thread(client, postgres, s
             for sid in session_ids
         ]
         await asyncio.sleep(2)
-        waiting = sum(len(w) for w in updates._watcher().waiters.values())
+        waiting = sum(len(w) for w in runtime.current().watcher.waiters.values())
         threads, connections = threading.active_count(), await sync_to_async(open_connections)()
         await sync_to_async(reply_from_staff(last.pk), thread_sensitive=False)()
         done, _ = await asyncio.wait(polls, timeout=5, return_when=asyncio.FIRST_COMPLETED)

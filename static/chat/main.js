@@ -1,5 +1,5 @@
 // The chat page's start-up and flow: session-flow.md steps 4 to 7 in the
-// browser, and issue 13's "a person when the customer needs one".
+// browser, and a person when the customer needs one (the handoff).
 //
 // session.js keeps the sessionId, api.js talks to the server, view.js draws,
 // updates.js long-polls for what others write (staff, notices, other tabs).
