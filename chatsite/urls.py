@@ -7,6 +7,8 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
+    path("metrics", views.metrics_scrape, name="metrics"),
     path("", include("conversations.urls")),
 ]
 
