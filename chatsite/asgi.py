@@ -49,7 +49,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations import metrics, payloads, runtime  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -77,14 +77,17 @@ async def application(scope, receive, send):
     if scope["type"] != "http":
         return await site(scope, receive, send)
     path = scope.get("path", "")
-    is_api = path.startswith("/api/") or path == "/healthz"
+    is_api = path.startswith("/api/") or path in ("/healthz", "/livez", "/metrics")
     handler = _api if is_api else site
     if path == "/api/chat" and scope.get("method") == "POST":
         if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+            metrics.REFUSALS.labels("overloaded").inc()
             return await _refuse(send, scope, True, 503, "overloaded",
                                  "The assistant is busy right now; try again in a few seconds.",
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = _turn
+        handler = metrics.held("turn", _turn)
+    elif path == "/api/updates":
+        handler = metrics.held("long_poll", handler)
     limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
         return await handler(scope, receive, send)
