@@ -47,7 +47,8 @@ def test_chat_show_prints_the_transcript_by_reference_or_id():
     by_reference = run("chat_show", conversation.reference)
 
     assert by_reference == run("chat_show", str(conversation.session_id))
-    assert by_reference.startswith(f"Conversation {conversation.reference} (session {conversation.session_id})")
+    assert by_reference.startswith(f"Conversation {conversation.reference}\n")
+    assert str(conversation.session_id) not in by_reference  # it works like a password
     assert "Customer:\n    Question 1?" in by_reference
     assert "Assistant (gpt-4o-mini, 812 ms, 50+20 tokens):\n    Answer 2." in by_reference
     assert by_reference.index("Question 2?") < by_reference.index("Answer 2.")
@@ -70,7 +71,7 @@ def test_chat_show_asks_for_more_when_a_reference_is_shared():
 
     with pytest.raises(CommandError, match="give more of the session id"):
         run("chat_show", "a1c9a0a3")
-    assert str(first.session_id) in run("chat_show", str(first.session_id))
+    assert "Question 1?" in run("chat_show", str(first.session_id))
 
 
 # --- chat_export -------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_chat_export_writes_one_json_line_per_conversation_oldest_first():
     lines = run("chat_export").splitlines()
 
     records = [json.loads(line) for line in lines]
-    assert [r["sessionId"] for r in records] == [str(c.session_id) for c in (first, second, failed)]
+    assert [r["reference"] for r in records] == [c.reference for c in (first, second, failed)]
     assert [(m["seq"], m["role"], m["content"], m["status"]) for m in records[2]["messages"]] == [
         (0, "user", "Question 1?", "failed")
     ]
@@ -93,6 +94,27 @@ def test_chat_export_writes_one_json_line_per_conversation_oldest_first():
         "author": None,
     }
     assert records[2]["failedTurns"] == 1 and records[2]["reference"] == failed.reference
+
+
+def test_chat_export_names_session_ids_only_when_asked():
+    first, second = data.conversations(2)
+
+    plain = run("chat_export")
+    with_ids = [json.loads(line) for line in run("chat_export", "--with-session-ids").splitlines()]
+
+    assert str(first.session_id) not in plain and str(second.session_id) not in plain
+    assert [r["sessionId"] for r in with_ids] == [str(first.session_id), str(second.session_id)]
+
+
+def test_chat_show_says_when_the_last_message_was_written_to_the_second():
+    conversation = data.conversation(turns=1)
+    # A turn moves last_activity_at on at most once a minute (turns.ACTIVITY_RESOLUTION).
+    latest = conversation.last_activity_at + timedelta(seconds=47)
+    conversation.messages.filter(seq=1).update(created_at=latest)
+
+    header = run("chat_show", conversation.reference).splitlines()[1]
+
+    assert f"last activity {timezone.localtime(latest):%Y-%m-%d %H:%M:%S}," in header
 
 
 def test_chat_export_keeps_one_conversation_a_line_whatever_the_customer_typed():
@@ -114,9 +136,9 @@ def test_chat_export_selects_by_day_of_last_activity(tmp_path):
     since = days_ago(10).date().isoformat()
     until = days_ago(5).date().isoformat()
 
-    exported = [json.loads(line)["sessionId"] for line in run("chat_export", "--since", since,
+    exported = [json.loads(line)["reference"] for line in run("chat_export", "--since", since,
                                                               "--until", until).splitlines()]
-    assert exported == [str(old.session_id), str(middle.session_id)]
+    assert exported == [old.reference, middle.reference]
     only_since = run("chat_export", "--since", days_ago(5).date().isoformat()).splitlines()
     assert len(only_since) == 2
 
