@@ -2,12 +2,16 @@
 
 import io
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -326,3 +330,46 @@ def test_chat_stats_per_day():
 def test_chat_stats_with_no_data():
     rows = stats_rows(run("chat_stats", "--days", "1"))
     assert rows[timezone.localdate().isoformat()] == ["0", "0", "0", "-", "-", "0", "0"]
+
+
+# --- a database that is not the site's ---------------------------------------------------
+
+
+def manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
+    """A command in a new shell that reaches `database_url` (none of the site's settings)."""
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SECRET_KEY": "test-only-secret-key"}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", [["chat_stats"], ["chat_queue"], ["chat_show", "a1c9a0a3"],
+                                     ["chat_export"], ["chat_purge", "--dry-run"]])
+def test_a_command_against_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path, command):
+    database = tmp_path / "db.sqlite3"
+
+    finished = manage(*command, database_url=f"sqlite:///{database}")
+
+    assert finished.returncode != 0
+    assert ("the database has no tables: run migrate, or point DATABASE_URL at the site's database"
+            in finished.stderr)
+    assert "Traceback" not in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) <= 2  # the message (and the settings' note), no more
+    assert not database.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_command_against_an_empty_database_says_so(postgres):
+    name = f"chatsite_empty_{os.getpid()}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        db = connection.settings_dict
+        url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
+        finished = manage("chat_stats", database_url=url)
+        assert finished.returncode != 0
+        assert f"the database has no tables: run migrate, or point DATABASE_URL at the site's database ({name}" \
+            in finished.stderr
+        assert "Traceback" not in finished.stderr
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -5,9 +5,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_start
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
+from conversations.management.base import SupportCommand
 from conversations.models import Conversation
 
 # Conversations (with their messages) in memory at a time.
@@ -39,7 +40,7 @@ def bound(option: str, value: date, days_after: int = 0) -> datetime:
     return start
 
 
-class Command(BaseCommand):
+class Command(SupportCommand):
     help = (
         "Export conversations with their messages as JSON Lines (one conversation a line), "
         "oldest first, streamed, each named by its reference (--with-session-ids adds the session ids). "
