@@ -1,8 +1,11 @@
 """GET /metrics: Prometheus's scrape, behind a bearer token, reporting the whole site."""
 
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.processes import Site, free_port
@@ -138,3 +141,16 @@ def test_a_scrape_of_a_served_site_reports_the_turns_of_every_worker(live_site, 
             assert value(found, "chat_held_requests", kind="turn") == 0  # none held now
     finally:
         site.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_and_the_docs_name_only_metrics_the_site_has(client, settings, llm):
+    settings.CHAT_METRICS_TOKEN = TOKEN
+    post_chat(client, message="Hi")
+    response = client.get("/metrics", headers=AUTH)
+    families = list(text_string_to_metric_families(response.content.decode()))
+    served = {family.name for family in families} | {s.name for family in families for s in family.samples}
+    served |= {f"{family.name}_{'bucket' if family.type == 'histogram' else 'total'}" for family in families}
+    for document in ["docs/grafana-dashboard.json", "docs/metrics.md"]:
+        named = set(re.findall(r"\bchat_[a-z_]+", (Path(django_settings.BASE_DIR) / document).read_text()))
+        assert named and named <= served, (document, named - served)
