@@ -106,8 +106,8 @@ def failure_cause(error: BaseException) -> tuple[str, str]:
     timeout (APITimeoutError), a refused connection too: the exceptions it was raised from tell.
     Never the error's own text for an HTTP answer: a 401's names the API key, partly masked."""
     if isinstance(error, openai.APIStatusError):
-        code = error.code or error.type
-        return f"http_{error.status_code}", f"HTTP {error.status_code}" + (f" {code}" if code else "")
+        code = error.code or error.type  # what the server named the error, e.g. invalid_api_key
+        return f"http_{error.status_code}", f"HTTP {error.status_code}" + (f" {code!s:.80}" if code else "")
     if isinstance(error, _TooLarge):
         return "too_large", str(error)
     if not isinstance(error, openai.APIConnectionError):
@@ -117,23 +117,21 @@ def failure_cause(error: BaseException) -> tuple[str, str]:
     while cause is not None and cause not in seen and len(seen) < 10:
         seen.append(cause)
         cause = cause.__cause__ or cause.__context__
+    # A failure of the connection that the client dressed up as a timeout.
+    transport = any(isinstance(e, (aiohttp.ClientConnectionError, OSError)) and not isinstance(e, TimeoutError)
+                    for e in seen)
     for name, kinds, detail in [
         ("dns", (socket.gaierror, aiohttp.ClientConnectorDNSError), "DNS lookup failed"),
         ("tls", (ssl.SSLError, ssl.CertificateError, aiohttp.ClientSSLError), "TLS handshake failed"),
         ("refused", (ConnectionRefusedError,), "connection refused"),
         ("reset", (ConnectionResetError, aiohttp.ServerDisconnectedError), "connection closed by the server"),
-        ("timeout", (TimeoutError, httpx2.TimeoutException), "timed out"),
     ]:
         found = next((e for e in seen if isinstance(e, kinds)), None)
         if found is not None:
-            if name == "timeout" and isinstance(error, openai.APITimeoutError) and any(
-                    isinstance(e, (aiohttp.ClientConnectionError, OSError)) and not isinstance(e, TimeoutError)
-                    for e in seen):
-                continue  # a transport failure the client dressed up as a timeout
             return name, detail + (f" ({_reason(found)})" if name in ("dns", "tls") else "")
-    if isinstance(error, openai.APITimeoutError):
+    if not transport and isinstance(error, openai.APITimeoutError):
         return "timeout", "timed out"
-    return "connection", f"connection failed: {type(seen[-1]).__name__}"
+    return "connection", f"connection failed: {type(seen[-1]).__name__} ({_reason(seen[-1])})"
 
 
 def _reason(error: BaseException) -> str:
