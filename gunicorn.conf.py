@@ -16,11 +16,11 @@ from pathlib import Path
 
 # Set here, when gunicorn reads this file, before it starts a worker. prometheus-client reads
 # it once, when it is first imported: so not here, where the workers would inherit it unset.
+# The one it made is named in a variable of its own: gunicorn reads this file again on a reload
+# (SIGHUP), when PROMETHEUS_MULTIPROC_DIR is set already.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatsite-metrics-")
-    _made_here = True
-else:
-    _made_here = False
+    os.environ["CHATSITE_METRICS_TEMPORARY_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def on_starting(server):
@@ -37,5 +37,5 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _made_here:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if made := os.environ.get("CHATSITE_METRICS_TEMPORARY_DIR"):
+        shutil.rmtree(made, ignore_errors=True)
