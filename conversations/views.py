@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from . import forget, knowledge, limits, llm, metrics, payloads, runtime, turns, updates
 from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
-from .errors import ApiError
+from .errors import ApiError, DatabaseUnavailable
 from .models import Conversation, Handoff, Message
 
 logger = logging.getLogger(__name__)
@@ -245,12 +245,16 @@ async def _metrics_now(rt: runtime.Runtime) -> CollectorRegistry:
     whether the LLM is down (shared by every worker, so read here rather than counted)."""
     site_tokens_key = limits.budget_keys(None, "")[2]
     spent, down = await rt.gateway.round_trip(reads=[site_tokens_key, llm.DOWN])
-    waiting, oldest = await in_db_thread(_queue)
     registry = CollectorRegistry()
-    Gauge("chat_conversations_waiting", "Conversations whose customer waits for a person's answer.",
-          registry=registry).set(waiting)
-    Gauge("chat_oldest_wait_seconds", "How long the longest-waiting customer has waited (0: nobody waits).",
-          registry=registry).set(oldest)
+    try:
+        waiting, oldest = await in_db_thread(_queue)
+    except DatabaseUnavailable:
+        pass  # logged; the scrape reports the rest, when it matters most (the queue's series pause)
+    else:
+        Gauge("chat_conversations_waiting", "Conversations whose customer waits for a person's answer.",
+              registry=registry).set(waiting)
+        Gauge("chat_oldest_wait_seconds", "How long the longest-waiting customer has waited (0: nobody waits).",
+              registry=registry).set(oldest)
     Gauge("chat_tokens_site_today", "LLM tokens the whole site spent today (UTC), as the budget counts them.",
           registry=registry).set(spent or 0)
     budget = Gauge("chat_token_budget_daily", "Daily LLM token budgets (0: none), by budget.", ["budget"],

@@ -154,3 +154,19 @@ def test_the_dashboard_and_the_docs_name_only_metrics_the_site_has(client, setti
     for document in ["docs/grafana-dashboard.json", "docs/metrics.md"]:
         named = set(re.findall(r"\bchat_[a-z_]+", (Path(django_settings.BASE_DIR) / document).read_text()))
         assert named and named <= served, (document, named - served)
+
+
+def test_a_scrape_answers_with_the_database_and_redis_down(live_site, fake_llm_server, own_redis):
+    """When the dependencies fail is when the figures matter: the scrape reports what it can."""
+    site = Site(site_env(fake_llm_server, CHAT_METRICS_TOKEN=TOKEN, REDIS_URL=own_redis.url,
+                         DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
+                         DATABASE_POOL_TIMEOUT="1"))
+    try:
+        own_redis.stop()
+        response = SiteClient(site).request("GET", "/metrics", headers=AUTH)
+        assert response.status == 200, response.body
+        found = samples(response.body)
+        assert value(found, "chat_token_budget_daily", budget="site") == 0
+        assert ("chat_conversations_waiting", ()) not in found  # the queue is in the database
+    finally:
+        site.stop()
