@@ -1,8 +1,8 @@
-"""Settings for chatsite, read from the environment.
+"""Settings for chatsite, read from the environment and the .env file beside manage.py.
 
 Every variable has a default that works on a fresh clone (SQLite, local-memory
-cache, the offline responder), so `make run` needs nothing set. The README lists
-every variable.
+cache, the offline responder), so `make run` needs nothing set. .env.example
+lists every variable; docs/configuration.md says what each one does.
 """
 
 import os
@@ -14,8 +14,25 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# One source of settings: the .env file beside manage.py (or the file
+# DJANGO_ENV_FILE names) is read into the environment, where a variable already
+# set wins. So the web process, manage.py in any shell, Compose (env_file) and a
+# Procfile runner all see the same values. A test run (pytest sets
+# PYTEST_VERSION, and the processes it starts inherit it) reads no .env unless
+# DJANGO_ENV_FILE names one: a developer's own .env must not change the tests.
+# Values are taken literally (no ${...} expansion), as systemd's EnvironmentFile does.
+ENV_FILE = os.environ.get("DJANGO_ENV_FILE", "")
+if ENV_FILE:
+    if not Path(ENV_FILE).is_file():
+        raise ImproperlyConfigured(f"DJANGO_ENV_FILE={ENV_FILE} is not a file: point it at the site's .env file.")
+elif "PYTEST_VERSION" not in os.environ:
+    ENV_FILE = str(BASE_DIR / ".env")
+if ENV_FILE:
+    load_dotenv(ENV_FILE, override=False, interpolate=False)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -36,10 +53,11 @@ def env_float(name: str, default: float) -> float:
 
 
 # A manage.py command typed in a shell with no production setting at all (no
-# DJANGO_SECRET_KEY, no DJANGO_DEBUG) is development: it gets the same defaults
-# as `make run`, so `.venv/bin/python manage.py createsuperuser` works as the
-# README shows it. The web process (gunicorn, chatsite.asgi) never guesses: it
-# refuses to start without a secret key unless DJANGO_DEBUG is on.
+# DJANGO_SECRET_KEY, no DJANGO_DEBUG, in the environment or .env) is
+# development: it gets the same defaults as `make run`, so
+# `.venv/bin/python manage.py createsuperuser` works on a fresh clone. The web
+# process (gunicorn, chatsite.asgi) never guesses. With DEBUG off, manage.py and
+# the web process refuse to start on unfit settings (chatsite/startup.py).
 DEVELOPMENT_SHELL = (
     Path(sys.argv[0]).name == "manage.py"
     and not os.environ.get("DJANGO_SECRET_KEY")
@@ -53,12 +71,9 @@ if DEVELOPMENT_SHELL:
     )
 DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT_SHELL)
 
+# Empty with DEBUG off: manage.py and the web process refuse to start (chatsite/startup.py).
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for local development)."
-        )
+if not SECRET_KEY and DEBUG:
     SECRET_KEY = "django-insecure-local-development-only"
 
 ALLOWED_HOSTS = [
