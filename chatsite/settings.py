@@ -283,7 +283,7 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # With DEBUG off the site is served over HTTPS only: redirect, HSTS, secure
 # cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a
-# production-style run on localhost: README "A production-style run"). The
+# production-style run on localhost: docs/operations.md). The
 # redirect is a 301, which browsers remember; HSTS is only ever sent on HTTPS.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 # A load balancer checks each instance directly, over plain HTTP: a 301 would
@@ -304,7 +304,7 @@ CSRF_COOKIE_SECURE = not DEBUG
 # attempt. `python manage.py axes_reset_username NAME` (or axes_reset_ip, or
 # axes_reset for everything) unlocks at once. A lock per username lets anyone
 # lock a staff account for a while, which is the price of stopping a password
-# guesser who changes addresses; the README says how to unlock.
+# guesser who changes addresses; docs/operations.md says how to unlock.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -363,7 +363,7 @@ CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
 # in fixed windows. Customers share addresses (an office, a mobile carrier's
 # NAT, a developer trying the site), so the per-address limits are set to stop
 # one machine flooding the site, not one person: the per-session limit and the
-# daily token budgets below are what bound the cost. README "Choosing the limits".
+# daily token budgets below are what bound the cost. docs/operations.md, "Choosing the limits".
 # A person cannot type 20 messages a minute into one conversation.
 CHAT_RATE_LIMIT_SESSION = os.environ.get("CHAT_RATE_LIMIT_SESSION", "20/m")
 # About 60 people chatting at once behind one address, a message each 30 s.

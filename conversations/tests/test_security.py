@@ -28,7 +28,7 @@ def test_deploy_checks_pass_with_production_settings():
 
 
 def test_manage_py_from_a_plain_shell_gets_development_settings():
-    """The README's support commands work in a new terminal with nothing set: as `make run`, DEBUG on."""
+    """docs/staff.md's support commands work in a new terminal with nothing set: as `make run`, DEBUG on."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
     result = subprocess.run([sys.executable, "manage.py", "diffsettings", "--all"], cwd=ROOT, env=env,
                             capture_output=True, text=True)
