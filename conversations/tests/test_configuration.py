@@ -35,20 +35,32 @@ GOOD_KEY = secrets.token_urlsafe(50)
 NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE", "PYTEST_VERSION"}
 
 
+def is_environ(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def site_modules() -> list[Path]:
+    """What the site runs: chatsite/ and conversations/, without the tests."""
+    return [path for package in ("chatsite", "conversations") for path in (ROOT / package).rglob("*.py")
+            if "tests" not in path.parts]
+
+
 def settings_read() -> set[str]:
-    """Every variable chatsite/settings.py reads: os.environ.get / [..], os.getenv, env_*("NAME", ...)."""
+    """Every variable the site's code reads: os.environ.get("NAME"), os.environ["NAME"],
+    os.getenv("NAME") and settings.py's env_*("NAME", ...)."""
     names = set()
-    for node in ast.walk(ast.parse((ROOT / "chatsite" / "settings.py").read_text())):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            function = node.func
-            reads = (isinstance(function, ast.Name) and function.id.startswith("env_")) or (
-                isinstance(function, ast.Attribute) and function.attr in {"get", "getenv"})
-            if reads and isinstance(node.args[0].value, str):
-                names.add(node.args[0].value)
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            if isinstance(node.value, ast.Attribute) and node.value.attr == "environ" \
-                    and isinstance(node.slice.value, str):
-                names.add(node.slice.value)
+    for path in site_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                function = node.func
+                reads = (isinstance(function, ast.Name) and function.id.startswith("env_")) or (
+                    isinstance(function, ast.Attribute) and (
+                        (function.attr == "get" and is_environ(function.value)) or function.attr == "getenv"))
+                if reads and isinstance(node.args[0].value, str):
+                    names.add(node.args[0].value)
+            elif isinstance(node, ast.Subscript) and is_environ(node.value) and isinstance(node.slice, ast.Constant):
+                if isinstance(node.slice.value, str):
+                    names.add(node.slice.value)
     return names - NOT_SETTINGS
 
 
@@ -68,7 +80,7 @@ def test_env_example_lists_every_setting_the_site_reads():
     assert {"DJANGO_SECRET_KEY", "DATABASE_URL", "CHAT_LLM_DEADLINE", "PORT"} <= read  # the scan works
     missing = sorted(read - env_example_lists())
     assert not missing, (
-        "read by chatsite/settings.py or the Procfile but not listed in .env.example "
+        "read by the site (chatsite/, conversations/) or the Procfile but not listed in .env.example "
         f"(add each, grouped and commented): {', '.join(missing)}")
 
 
