@@ -266,3 +266,21 @@ def test_the_page_says_it_needs_javascript_and_how_else_to_reach_the_shop():
     assert "JavaScript" in text
     first_contact_line = knowledge.contact_details().splitlines()[0]
     assert first_contact_line and html.escape(first_contact_line) in text
+
+
+# --- The documentation ---------------------------------------------------------------------
+
+
+def test_the_readme_is_what_a_newcomer_needs_and_every_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 100, "the README is for a newcomer: the rest goes to docs/"
+    for command in ("    make run ", "    make test\n",
+                    "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 make test"):
+        assert command in readme, command
+    for page in ["configuration", "deploy", "operations", "staff", "api"]:
+        assert f"(docs/{page}.md)" in readme, page
+
+    for document in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text()):
+            if not re.match(r"[a-z]+:", target):
+                assert (document.parent / target).exists(), f"{document.relative_to(ROOT)} links to {target}"
