@@ -17,6 +17,7 @@ them (mypy's Django plugin, pytest-django) need no production values.
 import os
 import sys
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 # Django's own rule for a key fit for production (`check --deploy`, security.W009).
@@ -35,8 +36,6 @@ NEW_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
 
 def settings_problem() -> str:
     """One line saying what to set, or "" when the settings are fit to start with."""
-    from django.conf import settings
-
     try:
         debug = settings.DEBUG  # loads the settings module
     except ImproperlyConfigured as error:
@@ -45,14 +44,16 @@ def settings_problem() -> str:
         return ""
     key = os.environ.get("DJANGO_SECRET_KEY", "")
     if not key:
-        return f"Set DJANGO_SECRET_KEY to a long random value, e.g. from {NEW_KEY} (or DJANGO_DEBUG=1 for local development)."
+        return (f"Set DJANGO_SECRET_KEY to a long random value, e.g. from {NEW_KEY} "
+                "(or DJANGO_DEBUG=1 for local development).")
     if key in PLACEHOLDER_SECRET_KEYS or key.startswith("django-insecure-"):
         return f"DJANGO_SECRET_KEY is a placeholder that anyone can read: set your own, e.g. from {NEW_KEY}."
     if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
         return (f"DJANGO_SECRET_KEY is too short or too plain ({len(key)} characters): set a random value of at least "
                 f"{SECRET_KEY_MIN_LENGTH} characters, e.g. from {NEW_KEY}.")
     if not settings.ALLOWED_HOSTS:
-        return "DJANGO_ALLOWED_HOSTS is empty: set the host names the site answers to, e.g. DJANGO_ALLOWED_HOSTS=chat.example.com."
+        return ("DJANGO_ALLOWED_HOSTS is empty: set the host names the site answers to, "
+                "e.g. DJANGO_ALLOWED_HOSTS=chat.example.com.")
     if not os.environ.get("DATABASE_URL"):
         return ("Set DATABASE_URL to the site's database, e.g. postgres://user:password@127.0.0.1:5432/chatsite "
                 "(with DEBUG off there is no default: the SQLite file is for development).")
