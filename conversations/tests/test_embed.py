@@ -1,6 +1,7 @@
 """The chat on a shop's own pages, without a browser: who may frame /embed, the deploy check,
-the setting's format. (In Chromium: test_browser_embed.py.)"""
+the setting's format, the loader's size. (In Chromium: test_browser_embed.py.)"""
 
+import gzip
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from django.core.checks import run_checks
 from devtools.processes import ROOT
 
 pytestmark = pytest.mark.django_db
+
+LOADER = ROOT / "static" / "widget.js"
 
 
 def frame_ancestors(response) -> str:
@@ -95,3 +98,16 @@ def read_setting(value: str) -> subprocess.CompletedProcess:
         [sys.executable, "-c", "from chatsite import settings; print(settings.CHAT_EMBED_ORIGINS)"],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )
+
+
+def test_the_loader_is_small():
+    """The one script a shop adds to every page: under 8 KB gzipped (the issue's bound)."""
+    assert len(gzip.compress(LOADER.read_bytes(), 9)) < 8 * 1024
+
+
+def test_the_loader_is_served_under_its_own_name(client):
+    """Shops link /static/widget.js, which must not change name with its content."""
+    response = client.get("/static/widget.js")
+
+    assert response.status_code == 200
+    assert "javascript" in response["Content-Type"]
