@@ -176,6 +176,26 @@ def test_the_first_message_keeps_its_id_in_the_shops_storage_and_the_conversatio
     expect(shown(chat(page))).to_have_count(4)
 
 
+def test_two_tabs_of_the_shop_follow_each_others_conversation(shops, shopping, llm):
+    shop, _ = shops
+    context = shopping.context()
+    first, second = shopping.open(shop.url + "/", context), shopping.open(shop.url + "/page2", context)
+    chat_first, chat_second = open_chat(first), open_chat(second)
+
+    send(chat_first, "Hi")
+
+    # The second tab's chat had no conversation: it takes the one its shop page now keeps.
+    expect(shown(chat_second)).to_have_text(["Hi", "Echo: Hi"])
+    send(chat_second, "From the other tab")
+    assert seen_by_llm(llm) == ["Hi", "Echo: Hi", "From the other tab"]
+    expect(shown(chat_first).last).to_have_text("Echo: From the other tab")
+
+    chat_first.get_by_role("button", name="New conversation").click()
+
+    expect(shown(chat_second)).to_have_count(0)
+    assert shop_id(second) is None
+
+
 def test_a_staff_reply_lights_the_badge_while_the_panel_is_closed(shops, shopping, chat_site):
     shop, _ = shops
     page = shopping.open(shop.url + "/")
