@@ -428,3 +428,28 @@ if SENTRY_DSN:
     from chatsite import sentry
 
     sentry.init(SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"))
+
+# --- The chat on a shop's own pages (static/widget.js, docs/embed.md) ---------
+
+# The shop origins (scheme://host[:port], comma-separated) whose pages may show
+# the chat: /embed is framed only by them (CSP frame-ancestors) and answers
+# only their postMessages. Empty: no page may frame it. "*" lets any site frame
+# it (check --deploy warns). A malformed entry stops the site from starting:
+# it would otherwise fail silently in the browser.
+def embed_origins(value: str) -> list[str]:
+    import re
+
+    origins = []
+    for entry in (part.strip().rstrip("/") for part in value.split(",")):
+        if not entry:
+            continue
+        if entry != "*" and not re.fullmatch(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?",
+                                              entry.lower()):
+            raise ImproperlyConfigured(
+                f"CHAT_EMBED_ORIGINS: {entry!r} is not an origin like https://shop.example or http://127.0.0.1:8080."
+            )
+        origins.append(entry.lower())
+    return origins
+
+
+CHAT_EMBED_ORIGINS = embed_origins(os.environ.get("CHAT_EMBED_ORIGINS", ""))

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.views.decorators.clickjacking import xframe_options_exempt
 
 from . import forget, knowledge, limits, payloads, runtime, turns, updates
 from .api import api_view, json_body, session_id_from
@@ -21,20 +22,36 @@ AFTER = re.compile(r"-?[0-9]{1,10}")
 
 def index(request):
     """The chat page: static/chat/main.js and its modules talk to the API below."""
-    response = render(request, "index.html", {
+    response = render(request, "index.html", _page_context())
+    response["Content-Security-Policy"] = PAGE_POLICY + "frame-ancestors 'none'"
+    return response
+
+
+@xframe_options_exempt  # framing is decided by frame-ancestors below
+def embed(request):
+    """The chat page inside a shop's page (static/widget.js frames it; static/chat/embed.js
+    gets the session id from the shop's page): framed only by CHAT_EMBED_ORIGINS."""
+    origins = " ".join(settings.CHAT_EMBED_ORIGINS)
+    response = render(request, "index.html", {**_page_context(), "embedded": True, "embed_origins": origins})
+    response["Content-Security-Policy"] = PAGE_POLICY + "frame-ancestors " + (origins or "'none'")
+    return response
+
+
+# The page renders what a model wrote, so nothing but our own files may run or
+# load there: no inline script or style, no other origin. Framing: each page says.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+)
+
+
+def _page_context() -> dict:
+    return {
         "suggestions": [entry.question for entry in knowledge.entries()[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
         "shop_name": settings.CHAT_SHOP_NAME,
         "contact": knowledge.contact_details(),
-    })
-    # The page renders what a model wrote, so nothing but our own files may run
-    # or load there: no inline script or style, no other origin, no framing.
-    response["Content-Security-Policy"] = (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    )
-    return response
+    }
 
 
 @api_view("POST")
