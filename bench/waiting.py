@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -217,7 +218,7 @@ def main(argv=None) -> None:
     try:
         redis = servers.BenchRedis(tmp)
         env = {
-            "DJANGO_SECRET_KEY": "bench-only-secret-key", "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_DEBUG": "0",
             "DJANGO_SECURE_SSL_REDIRECT": "0", "DATABASE_URL": db.url, "REDIS_URL": redis.url,
             "WEB_CONCURRENCY": "1", "CHAT_UPDATES_WAIT": str(args.wait),
         }

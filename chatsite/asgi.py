@@ -30,6 +30,12 @@ from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
+# With DEBUG off, unfit settings stop the worker with one line saying what to set. Exit
+# status 3 is gunicorn's "worker failed to boot": gunicorn stops instead of starting it again.
+from chatsite.startup import refuse_to_run_wrong  # noqa: E402
+
+refuse_to_run_wrong(status=3)
+
 site = get_asgi_application()
 
 logger = logging.getLogger("chatsite.requests")
