@@ -49,7 +49,11 @@ def after(messages: QuerySet, after_seq: int, limit: int = MAX_LIMIT) -> Page:
 
 
 def _page(messages: QuerySet, order: str, limit: int) -> Page:
-    sizes = list(messages.order_by(order).annotate(chars=Length("content")).values_list("seq", "chars")[: limit + 1])
+    # The lengths of the candidates only: measured outside the LIMIT, so that no plan (a sort
+    # under stale statistics) measures, and so unpacks, every message of the conversation.
+    candidates = messages.order_by(order).values("pk")[: limit + 1]
+    sizes = list(messages.model.objects.filter(pk__in=candidates).order_by(order)
+                 .annotate(chars=Length("content")).values_list("seq", "chars"))
     wanted: list[int] = []
     budget = PAGE_MAX_BYTES
     for seq, chars in sizes[:limit]:
