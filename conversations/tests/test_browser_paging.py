@@ -80,3 +80,30 @@ def test_a_full_conversation_gives_way_to_a_new_one_with_a_notice(page, llm):
     assert roles == ["user", "assistant"]
     expect(page.locator("#log")).to_contain_text("Echo: And another")
     expect(box(page)).to_be_editable()
+
+
+def test_an_older_page_that_fails_to_load_says_so_and_loads_on_the_next_scroll(page):
+    conversation = data.long_conversation(80, question_chars=60, reply_chars=300)
+    failures = []
+
+    def fail_once(route):
+        if failures:
+            route.continue_()
+        else:
+            failures.append(route.request.url)
+            route.abort()  # the network drops the request
+
+    page.route(re.compile(r".*/api/history\?before=.*"), fail_once)
+    open_conversation(page, conversation)
+    log = page.locator("#log [data-seq]")
+    expect(log).to_have_count(50)
+
+    scroll_to_top(page)
+    expect(page.locator("#earlier")).to_have_text("Could not load earlier messages. Scroll up to try again.")
+    assert log.count() == 50
+    page.evaluate("() => { document.getElementById('conversation').scrollTop = 300; }")
+    scroll_to_top(page)
+
+    expect(log).to_have_count(80)
+    assert log.evaluate_all(SEQS) == list(range(80))
+    expect(page.locator("#earlier")).to_be_hidden()
