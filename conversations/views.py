@@ -124,7 +124,7 @@ async def history(request):
     session_id = _session_id_header(request)
     if request.method == "DELETE":
         return await _forget(session_id)
-    before = _seq_parameter(request, "before", "before must be the seq of the oldest message shown.")
+    before = _before(request.GET.get("before"))
     limit = _limit(request.GET.get("limit"))
     found = await in_db_thread(_history, session_id, before, limit)
     if found is None:
@@ -170,16 +170,17 @@ def _history(session_id, before: int | None, limit: int) -> dict | None:
     }
 
 
-def _seq_parameter(request, name: str, message: str) -> int | None:
-    value = request.GET.get(name)
+def _before(value: str | None) -> int | None:
+    """The seq of the oldest message the page shows, to ask for the page before it; None: the newest."""
     if value is None:
         return None
     if not SEQ.fullmatch(value):
-        raise ApiError(400, f"invalid_{name}", message)
+        raise ApiError(400, "invalid_before", "before must be the seq of the oldest message shown (0 or more).")
     return int(value)
 
 
 def _limit(value: str | None) -> int:
+    """How many messages a history page may hold (paging.py)."""
     if value is None:
         return paging.DEFAULT_LIMIT
     if not LIMIT.fullmatch(value) or not 1 <= int(value) <= paging.MAX_LIMIT:
