@@ -5,6 +5,7 @@ Answered whole, a conversation this long was megabytes per answer: /healthz time
 worker grew by hundreds of MiB, never given back (issue 17).
 """
 
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,15 @@ def test_sixteen_readers_of_the_longest_conversation_leave_health_and_memory_alo
         pids = workers(site)
         assert len(pids) == 2
 
+        # One reader alone: what the newest page costs (printed for docs/faults.md, not asserted).
+        api.history(session_id).ok()
+        alone = []
+        for _ in range(20):
+            started = time.monotonic()
+            newest = api.history(session_id, timeout=30)
+            alone.append(time.monotonic() - started)
+        newest.ok()
+
         # Warm-up: both workers have served the pages (imports, pools, caches), then rest.
         with ThreadPoolExecutor(READERS) as pool:
             warm = list(pool.map(lambda _: walk(api, session_id), range(READERS)))
@@ -113,6 +123,8 @@ def test_sixteen_readers_of_the_longest_conversation_leave_health_and_memory_alo
         site.stop()
 
     slowest = max(elapsed for _, elapsed in probes)
+    print(f"\nthe newest page alone: {len(newest.text)} bytes, {len(newest.body['messages'])} messages, "
+          f"median {statistics.median(alone) * 1000:.0f} ms of 20")
     print(f"\n{READERS} readers, {LOAD_SECONDS} s: {len(walks)} whole walks of {pages_per_walk} pages "
           f"({warm[0][1] / MIB:.1f} MiB a walk); {len(probes)} health probes, slowest {slowest * 1000:.0f} ms")
     for pid in pids:
