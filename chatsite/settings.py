@@ -340,6 +340,9 @@ CHAT_REPLY_MAX_CHARS = env_int("CHAT_REPLY_MAX_CHARS", 20000)
 CHAT_HISTORY_MESSAGES = env_int("CHAT_HISTORY_MESSAGES", 20)
 CHAT_HISTORY_CHARS = env_int("CHAT_HISTORY_CHARS", 16000)
 CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 4000)
+# The longest a conversation gets, in messages (positions): the customer's next message once
+# it is reached starts a new conversation; the old one stays for staff (docs/session-flow.md).
+CHAT_CONVERSATION_MAX_MESSAGES = env_int("CHAT_CONVERSATION_MAX_MESSAGES", 1000)
 CHAT_KNOWLEDGE_FILE = Path(os.environ.get("CHAT_KNOWLEDGE_FILE", BASE_DIR / "knowledge" / "faq.md"))
 CHAT_SHOP_NAME = os.environ.get("CHAT_SHOP_NAME", "our shop")
 # How long the request answering a question holds it without renewing its

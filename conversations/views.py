@@ -8,7 +8,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
-from . import forget, knowledge, limits, payloads, runtime, turns, updates
+from . import forget, knowledge, limits, paging, payloads, runtime, turns, updates
 from .api import api_view, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError
@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 AFTER = re.compile(r"-?[0-9]{1,10}")
+SEQ = re.compile(r"[0-9]{1,10}")
+LIMIT = re.compile(r"[0-9]{1,3}")
 
 
 def index(request):
@@ -75,7 +77,8 @@ async def chat(request):
 async def _events(turn: turns.Turn) -> AsyncIterator[str]:
     """The turn as server-sent events: session, delta..., then done or error. Always ends
     with done or error: a stream cut off without either would leave the page guessing."""
-    yield payloads.event("session", {"sessionId": str(turn.session_id)})
+    yield payloads.event("session", {"sessionId": str(turn.session_id), "newSession": turn.new_session,
+                                     "previousConversationFull": turn.follows_full})
     try:
         if turn.reply is not None:  # answered before: replay it
             yield payloads.event("delta", {"text": turn.reply.content})
@@ -138,7 +141,9 @@ async def history(request):
     session_id = _session_id_header(request)
     if request.method == "DELETE":
         return await _forget(session_id)
-    found = await in_db_thread(_history, session_id)
+    before = _before(request.GET.get("before"))
+    limit = _limit(request.GET.get("limit"))
+    found = await in_db_thread(_history, session_id, before, limit)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
     return JsonResponse({"sessionId": str(session_id), **found})
@@ -164,22 +169,40 @@ def _session_id_header(request):
     return session_id_from(header)
 
 
-def _history(session_id) -> dict | None:
-    """The conversation's messages, and whether its latest question is being answered now
-    (a reply being written is not shown until it is stored)."""
-    conversation = Conversation.objects.active().filter(session_id=session_id).first()
+def _history(session_id, before: int | None, limit: int) -> dict | None:
+    """A page of the conversation's messages (the newest, or those before `before`), and whether its
+    latest question is being answered now (a reply being written is not shown until it is stored)."""
+    conversation = (Conversation.objects.active().filter(session_id=session_id)
+                    .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
-    messages = list(conversation.messages.all())
+    page = paging.before(conversation.messages.exclude(status=Message.Status.ANSWERING), before, limit)
     return {
-        "messages": [
-            payloads.message(message)  # with the seq and author (GET /api/updates has the same)
-            for message in messages
-            if message.status != Message.Status.ANSWERING
-        ],
-        "turnInProgress": any(message.being_answered() for message in messages),
+        "messages": page.messages,  # with the seq and author (GET /api/updates has the same)
+        "hasMore": page.has_more,
+        # What to send as `before` for the page of older messages; null when there are none.
+        "before": page.messages[0]["seq"] if page.has_more and page.messages else None,
+        "turnInProgress": conversation.answering,
         "handoff": conversation.handoff,
     }
+
+
+def _before(value: str | None) -> int | None:
+    """The seq of the oldest message the page shows, to ask for the page before it; None: the newest."""
+    if value is None:
+        return None
+    if not SEQ.fullmatch(value):
+        raise ApiError(400, "invalid_before", "before must be the seq of the oldest message shown (0 or more).")
+    return int(value)
+
+
+def _limit(value: str | None) -> int:
+    """How many messages a history page may hold (paging.py)."""
+    if value is None:
+        return paging.DEFAULT_LIMIT
+    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= paging.MAX_LIMIT:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {paging.MAX_LIMIT}.")
+    return int(value)
 
 
 @api_view("GET")
@@ -233,6 +256,7 @@ async def handoff_request(request):
         # Null when a person had been asked for already: the notice is not repeated.
         "notice": asked.notice,
         "newSession": asked.new_session,
+        "previousConversationFull": asked.follows_full,
     })
 
 
@@ -252,6 +276,8 @@ async def updates_poll(request):
         "handoff": found.handoff,
         "turnInProgress": found.turn_in_progress,
         "messages": found.messages,
+        # More messages after these than one answer holds: the page asks again at once.
+        "hasMore": found.has_more,
     })
 
 

@@ -69,6 +69,7 @@ export function startUpdates({ position, onUpdate, onGone }) {
       failures = 0;
       if (data) onUpdate(data, asked);
       else onGone(asked);
+      if (data && data.hasMore) continue; // one page of many: the next one at once
       const gap = MIN_GAP_MS - (Date.now() - started);
       if (gap > 0) await pause(gap);
     }
