@@ -21,7 +21,9 @@ import gc
 import json
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
@@ -49,7 +51,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations import limits, payloads, runtime  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -70,6 +72,11 @@ async def _api(scope, receive, send):
 # the last byte of the reply, streamed or not).
 turns_in_flight = 0
 
+# Held requests (long polls and streamed turns) this worker is serving now: in
+# all, and by client address (limits.address_group).
+held_in_flight = 0
+held_by_address: Counter[str] = Counter()
+
 
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -79,12 +86,23 @@ async def application(scope, receive, send):
     path = scope.get("path", "")
     is_api = path.startswith("/api/") or path == "/healthz"
     handler = _api if is_api else site
+    if _is_held(scope):
+        address = _client_address(scope)
+        if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
+            return await _refuse(send, scope, True, 429, "too_many_connections",
+                                 "Too many open connections from your address; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        if settings.CHAT_MAX_HELD and held_in_flight >= settings.CHAT_MAX_HELD:
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The site is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = _held(handler, address)
     if path == "/api/chat" and scope.get("method") == "POST":
         if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
             return await _refuse(send, scope, True, 503, "overloaded",
                                  "The assistant is busy right now; try again in a few seconds.",
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = _turn
+        handler = _turn(handler)
     limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
         return await handler(scope, receive, send)
@@ -152,7 +170,7 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-async def _turn(scope, receive, send):
+def _turn(handler):
     """Serve a chat turn, counted against CHAT_MAX_TURNS_IN_FLIGHT.
 
     Offered more turns than it can serve, a worker would take them all: each
@@ -162,12 +180,56 @@ async def _turn(scope, receive, send):
     bare request costs), so the turns it took keep a bounded wait and a client
     knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
     """
-    global turns_in_flight
-    turns_in_flight += 1
-    try:
-        await _api(scope, receive, send)
-    finally:
-        turns_in_flight -= 1
+    async def counted(scope, receive, send):
+        global turns_in_flight
+        turns_in_flight += 1
+        try:
+            await handler(scope, receive, send)
+        finally:
+            turns_in_flight -= 1
+
+    return counted
+
+
+def _is_held(scope) -> bool:
+    """A request that may hold its connection for long: the long poll, or a streamed turn."""
+    method, path = scope.get("method"), scope.get("path", "")
+    if method == "GET" and path == "/api/updates":
+        return True
+    return method == "POST" and path == "/api/chat" and any(
+        name == b"accept" and b"text/event-stream" in value for name, value in scope.get("headers", []))
+
+
+def _client_address(scope) -> str:
+    """The address limits.py counts the client by, behind a trusted proxy too."""
+    remote = (scope.get("client") or ("",))[0]
+    forwarded = b",".join(value for name, value in scope.get("headers", []) if name == b"x-forwarded-for")
+    peer = SimpleNamespace(META={"REMOTE_ADDR": remote}, headers={"X-Forwarded-For": forwarded.decode("latin-1")})
+    return limits.address_group(limits.client_ip(peer))
+
+
+def _held(handler, address: str):
+    """Serve a held request, counted against CHAT_MAX_HELD and CHAT_MAX_HELD_PER_ADDRESS.
+
+    Each one holds a connection, its memory and a place among the waiting pages'
+    watcher's waiters for up to CHAT_UPDATES_WAIT (a poll) or CHAT_LLM_DEADLINE
+    (a stream). Uncounted, one address could hold thousands and slow the worker's
+    every request (/healthz too); past a cap a request is refused at once with
+    Retry-After, and the page's long poll waits before it asks again.
+    """
+    async def counted(scope, receive, send):
+        global held_in_flight
+        held_in_flight += 1
+        held_by_address[address] += 1
+        try:
+            await handler(scope, receive, send)
+        finally:
+            held_in_flight -= 1
+            held_by_address[address] -= 1
+            if not held_by_address[address]:
+                del held_by_address[address]
+
+    return counted
 
 
 def _declared_length(scope) -> int | None | str:
