@@ -350,7 +350,7 @@ CHAT_OVERLOADED_RETRY_AFTER = env_int("CHAT_OVERLOADED_RETRY_AFTER", 5)
 CHAT_MAX_HELD_PER_ADDRESS = env_int("CHAT_MAX_HELD_PER_ADDRESS", 50)
 CHAT_MAX_HELD = env_int("CHAT_MAX_HELD", 1000)
 # Open connections a worker keeps; a new one past it closes the one that has
-# waited longest without a request in progress (idle, or its request half sent).
+# waited longest without its whole request (idle, or its request half sent).
 CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 4000)
 # Seconds a request's head may take from the connection's opening (or from its
 # first byte, on a kept-alive connection), and its body from the end of the

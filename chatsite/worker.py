@@ -15,9 +15,10 @@ and every customer instead of the flood. So this worker's protocol:
   kept alive), and one whose body has not arrived CHAT_BODY_TIMEOUT after its
   head; a request begun is answered 408 request_timeout, an idle one just closed;
 - keeps at most CHAT_MAX_CONNECTIONS connections: a new one past that closes
-  the connection that has waited longest without a request in progress. An
-  idle flood then pushes out itself, not the requests being served, and a new
-  connection (a customer, the load balancer's check) always gets in.
+  the connection that has waited longest without a whole request (idle, or
+  its request half sent). An idle or half-sent flood then pushes out itself,
+  not the requests being served, and a new connection (a customer, the load
+  balancer's check) always gets in.
 
 Held requests (long polls, streams) are capped by address and per worker in
 chatsite/asgi.py, which knows the client's address behind a trusted proxy.
@@ -42,7 +43,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout = 10.0
     body_timeout = 30.0
     max_connections = 4000
-    # This worker's connections with no request in progress, the longest waiting first.
+    # This worker's connections with no request, or a request not all here yet (idle, or half
+    # sent), the longest waiting first; a request that has arrived whole is not among them.
     waiting: OrderedDict[BoundedHttpToolsProtocol, None] = OrderedDict()
 
     def connection_made(self, transport) -> None:
@@ -68,12 +70,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._expect(self.header_timeout)
 
     def on_headers_complete(self) -> None:
-        self.waiting.pop(self, None)
         self.stage = "body"
         self._expect(self.body_timeout)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self.waiting.pop(self, None)
         self.stage = "idle"
         self._stop_expecting()
         super().on_message_complete()
