@@ -85,39 +85,24 @@ async def application(scope, receive, send):
         return await site(scope, receive, send)
     path = scope.get("path", "")
     is_api = path.startswith("/api/") or path == "/healthz"
-    handler = _api if is_api else site
-    if _is_held(scope):
-        address = _client_address(scope)
-        if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
-            return await _refuse(send, scope, True, 429, "too_many_connections",
-                                 "Too many open connections from your address; try again in a few seconds.",
-                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        if settings.CHAT_MAX_HELD and held_in_flight >= settings.CHAT_MAX_HELD:
-            return await _refuse(send, scope, True, 503, "overloaded",
-                                 "The site is busy right now; try again in a few seconds.",
-                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = _held(handler, address)
-    if path == "/api/chat" and scope.get("method") == "POST":
-        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
-            return await _refuse(send, scope, True, 503, "overloaded",
-                                 "The assistant is busy right now; try again in a few seconds.",
-                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = _turn(handler)
+    is_turn = path == "/api/chat" and scope.get("method") == "POST"
     limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
-        return await handler(scope, receive, send)
+        return await _admit(scope, receive, send, is_api, is_turn)
 
     declared = _declared_length(scope)
     if declared == "invalid":
         return await _refuse(send, scope, is_api, 400, "bad_request", "The Content-Length header is not valid.")
-    if declared is not None:
-        if declared > limit:
-            return await _refuse(send, scope, is_api, 413, "body_too_large",
-                                 f"The request body must be at most {limit} bytes.")
+    if declared is not None and declared > limit:
+        return await _refuse(send, scope, is_api, 413, "body_too_large",
+                             f"The request body must be at most {limit} bytes.")
+    if declared is not None and not is_turn:
         # The server delivers no more than the declared length.
-        return await handler(scope, receive, send)
+        return await _admit(scope, receive, send, is_api, is_turn)
 
-    # No declared length: read the body here, up to the cap, and hand Django what was read.
+    # Read the body here, up to the cap: one sent without a length is cut off there, and a turn
+    # takes its place under the caps only once its question is all here (a body that never
+    # ends holds none). Django gets what was read.
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -131,7 +116,30 @@ async def application(scope, receive, send):
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return await handler(scope, _replay(b"".join(chunks), receive), send)
+    return await _admit(scope, _replay(b"".join(chunks), receive), send, is_api, is_turn)
+
+
+async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
+    """Serve the request, or refuse it at once if it is past a cap on what a worker holds."""
+    handler = _api if is_api else site
+    if _is_held(scope):
+        address = _client_address(scope)
+        if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
+            return await _refuse(send, scope, True, 429, "too_many_connections",
+                                 "Too many open connections from your address; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        if settings.CHAT_MAX_HELD and held_in_flight >= settings.CHAT_MAX_HELD:
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The site is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = _held(handler, address)
+    if is_turn:
+        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The assistant is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = _turn(handler)
+    return await handler(scope, receive, send)
 
 
 async def _lifespan(receive, send):
@@ -176,7 +184,8 @@ def _turn(handler):
     Offered more turns than it can serve, a worker would take them all: each
     would wait longer for the CPU while no more got served, until clients gave
     up on turns the worker was still paying for. Past the cap it refuses a turn
-    at once, before reading it (503 "overloaded" with Retry-After, about what a
+    at once, as soon as its body (at most CHAT_MAX_BODY_BYTES) is here and before
+    Django or the database sees it (503 "overloaded" with Retry-After, about what a
     bare request costs), so the turns it took keep a bounded wait and a client
     knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
     """
@@ -259,7 +268,7 @@ def _replay(body: bytes, receive):
 
 async def _refuse(send, scope, is_api: bool, status: int, code: str, message: str,
                   retry_after: int | None = None) -> None:
-    """Answer without reading the body, and close the connection: the rest of the body is not read."""
+    """Answer before Django sees the request, and close the connection: what is left of the body is not read."""
     if is_api:
         content_type = b"application/json"
         body = json.dumps(payloads.error(code, message)).encode()

@@ -140,6 +140,28 @@ def test_held_requests_past_the_worker_cap_are_refused_and_the_place_comes_back(
             poll.close()
 
 
+def test_turns_whose_question_never_arrives_whole_hold_no_place(live_site, fake_llm_server):
+    """Half-sent turns are not turns in flight, nor held streams: they cannot fill the caps that
+    protect the worker from real turns (until the body timeout, 30 s, would close them)."""
+    site = Site(site_env(fake_llm_server, CHAT_MAX_TURNS_IN_FLIGHT="2", CHAT_MAX_HELD_PER_ADDRESS="1"),
+                name="turn-capped-site")
+    half_sent = []
+    try:
+        for accept in ["text/event-stream", "application/json", "application/json"]:
+            sock = connect(site)
+            sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Accept: " + accept.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"message\": ")
+            half_sent.append(sock)
+        api = SiteClient(site)
+        api.health()  # the half-sent requests were read as far as they go: the worker took them in order
+        assert api.chat("Where is my parcel?").status == 200
+        assert api.chat("And my refund?", stream=True).status == 200
+    finally:
+        for sock in half_sent:
+            sock.close()
+        site.stop()
+
+
 def closed_within(sock: socket.socket, seconds: float) -> bytes | None:
     """What the site sent before it closed the connection, or None if it did not close it in time."""
     sock.settimeout(seconds)
