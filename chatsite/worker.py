@@ -16,9 +16,11 @@ and every customer instead of the flood. So this worker's protocol:
   head; a request begun is answered 408 request_timeout, an idle one just closed;
 - keeps at most CHAT_MAX_CONNECTIONS connections: a new one past that closes
   the connection that has waited longest without a whole request (idle, or
-  its request half sent). An idle or half-sent flood then pushes out itself,
-  not the requests being served, and a new connection (a customer, the load
-  balancer's check) always gets in.
+  its request half sent, or kept alive between two requests). An idle or
+  half-sent flood then pushes out itself, not the requests being served, and a
+  new connection (a customer, the load balancer's check) gets in as long as any
+  connection is waiting; only if every one is serving a whole request is the
+  new one closed.
 
 Held requests (long polls, streams) are capped by address and per worker in
 chatsite/asgi.py, which knows the client's address behind a trusted proxy.
