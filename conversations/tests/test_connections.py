@@ -238,8 +238,15 @@ def worker_sockets(master: int) -> dict[int, int]:
     counts = {}
     for pid in map(int, children):
         fds = Path(f"/proc/{pid}/fd")
-        counts[pid] = sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+        counts[pid] = sum(1 for fd in fds.iterdir() if _link(fd).startswith("socket:"))
     return counts
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except FileNotFoundError:  # closed meanwhile
+        return ""
 
 
 def flood_process() -> None:
