@@ -262,7 +262,10 @@ def test_twenty_thousand_idle_and_half_sent_connections_leave_health_at_200_with
     nothing, half a head, or a head and half a body, while the load balancer asks /healthz."""
     need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
     need(sys.platform == "linux", "Linux (127.0.0.2-5 on loopback, /proc)")
-    site = Site(site_env(fake_llm_server, WEB_CONCURRENCY="2"), name="flooded-site")
+    site = Site(site_env(fake_llm_server, WEB_CONCURRENCY="2", CHAT_UPDATES_WAIT="120"), name="flooded-site")
+    session_id, latest = conversation(site)
+    # A customer's long poll, waiting throughout: a request that has arrived is never pushed out.
+    waiting = [long_poll(site, session_id, latest, "203.0.113.5") for _ in range(2)]
     probes: list[tuple[float, float, int | str]] = []  # (when, how long, status)
     stop = threading.Event()
 
@@ -296,17 +299,21 @@ def test_twenty_thousand_idle_and_half_sent_connections_leave_health_at_200_with
             opened += int(report[1])
         time.sleep(3)  # the last ones are accepted and waiting
         held = worker_sockets(site.pid)
+        pushed_out = answered(waiting, within=0)
         print(f"flood opened at {time.monotonic() - begun - 3:.1f} s")
     finally:
         stop.set()
         prober.join()
         for flood in floods:
             flood.communicate(timeout=60)
+        for poll in waiting:
+            poll.close()
         site.stop()
 
     print(f"{opened} connections opened; {len(probes)} probes, the slowest {max(s for _, s, _ in probes):.3f} s; "
           f"sockets per worker {held}")
     assert opened >= 19_000, f"only {opened} connections were opened"
+    assert pushed_out == []
     # CHAT_MAX_CONNECTIONS (4000) each, and a few of the worker's own (database, Redis, LLM).
     assert len(held) == 2 and all(count <= 4100 for count in held.values()), held
     slow = [(round(at, 1), round(seconds, 2), status) for at, seconds, status in probes
