@@ -359,6 +359,24 @@ CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 CHAT_MAX_TURNS_IN_FLIGHT = env_int("CHAT_MAX_TURNS_IN_FLIGHT", 1000)
 CHAT_OVERLOADED_RETRY_AFTER = env_int("CHAT_OVERLOADED_RETRY_AFTER", 5)
 
+# Connections (chatsite/worker.py, chatsite/asgi.py; docs/deploy.md). All per
+# worker process. A held request is a long poll (GET /api/updates) or a streamed
+# turn: a page holds one poll and at times one stream, so an office of 25 open
+# tabs behind one address fits under the per-address cap. Past a cap a held
+# request is refused at once (429 too_many_connections, 503 overloaded) with
+# Retry-After CHAT_OVERLOADED_RETRY_AFTER. 0 turns a cap off.
+CHAT_MAX_HELD_PER_ADDRESS = env_int("CHAT_MAX_HELD_PER_ADDRESS", 50)
+CHAT_MAX_HELD = env_int("CHAT_MAX_HELD", 1000)
+# Open connections a worker keeps; a new one past it closes the one that has
+# waited longest without its whole request (idle, or its request half sent).
+CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 4000)
+# Seconds a request's head may take from the connection's opening (or from its
+# first byte, on a kept-alive connection), and its body from the end of the
+# head: past them the connection is closed (408 request_timeout once a request
+# has begun). Between requests gunicorn's --keep-alive applies.
+CHAT_HEADER_TIMEOUT = env_float("CHAT_HEADER_TIMEOUT", 10.0)
+CHAT_BODY_TIMEOUT = env_float("CHAT_BODY_TIMEOUT", 30.0)
+
 # Request bodies larger than this are refused before they are parsed.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
 
