@@ -18,9 +18,11 @@ RUN pip install --require-hashes -r requirements.txt
 COPY . .
 
 # Static files are built into the image: content-hashed names with .gz and .br
-# copies, which WhiteNoise serves (chatsite/settings.py, STATIC_ROOT). The key
-# is only for this build step; the container is given its own.
-RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0
+# copies, which WhiteNoise serves (chatsite/settings.py, STATIC_ROOT). The build
+# has no settings of its own (no key, no database), so this one step runs with
+# DEBUG on, which collectstatic does not depend on; the container runs with
+# DEBUG off and the settings it is given, and refuses to start without them.
+RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput --verbosity 0
 
 # Not root: the code and the static files are read-only to the site.
 RUN useradd --system --uid 10001 --user-group --no-create-home chatsite
@@ -28,6 +30,12 @@ USER 10001
 
 ENV PORT=8000
 EXPOSE 8000
+
+# Docker's own health check (docker ps, Compose, Swarm): GET /healthz on the
+# container's port. It answers only to DJANGO_ALLOWED_HOSTS, so it asks by the
+# first of them; a 503 (or no answer) within the timeout counts as unhealthy.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; host = os.environ.get('DJANGO_ALLOWED_HOSTS', '').split(',')[0].strip().lstrip('.*') or 'localhost'; u.urlopen(u.Request(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", headers={'Host': host}), timeout=4)"]
 
 # The Procfile's web command, read from the Procfile so that the two cannot
 # drift apart; `exec` makes gunicorn PID 1, so `docker stop` reaches it. The

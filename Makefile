@@ -24,7 +24,7 @@ run: setup
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec env DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
-		$(BIN)/gunicorn chatsite.asgi:application --worker-class uvicorn_worker.UvicornWorker \
+		$(BIN)/gunicorn chatsite.asgi:application --worker-class chatsite.worker.Worker \
 		--bind 127.0.0.1:$(PORT) --workers $${WEB_CONCURRENCY:-1} --forwarded-allow-ips= --no-control-socket
 
 # Debian's Chromium, for the browser tests (Playwright drives it; it never downloads a browser).

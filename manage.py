@@ -15,6 +15,9 @@ def main():
             "available on your PYTHONPATH environment variable? Did you "
             "forget to activate a virtual environment?"
         ) from exc
+    # With DEBUG off, unfit settings stop every command with one line saying what to set.
+    from chatsite.startup import refuse_to_run_wrong
+    refuse_to_run_wrong()
     execute_from_command_line(sys.argv)
 
 

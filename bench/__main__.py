@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
     try:
         redis = servers.BenchRedis(tmp)
         site_env = {
-            "DJANGO_SECRET_KEY": "bench-only-secret-key",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DJANGO_DEBUG": "0",
             "DATABASE_URL": db.url,
             "REDIS_URL": redis.url,

@@ -11,6 +11,7 @@ end of the fault until the conversation takes a new turn).
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -186,7 +187,7 @@ def main() -> int:
     redis.start()
     llm = FakeLLM().start()
     env = {
-        "DJANGO_SECRET_KEY": "faults-only", "DJANGO_DEBUG": "0", "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_DEBUG": "0", "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DATABASE_URL": DATABASE_URL, "REDIS_URL": redis.url, "OPENAI_API_KEY": "fake",
         "OPENAI_BASE_URL": llm.url, "OPENAI_MODEL": "fake-model", "CHAT_LLM_DEADLINE": "3",
         "CHAT_LLM_MAX_RETRIES": "0", "CHAT_TURN_LEASE_SECONDS": str(LEASE),

@@ -8,6 +8,7 @@ tool for this work, not a dependency of the site).
 
 import argparse
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ def main() -> None:
     try:
         redis = servers.BenchRedis(tmp)
         env = {
-            "DJANGO_SECRET_KEY": "bench-only-secret-key", "DJANGO_DEBUG": "0", "DATABASE_URL": db.url,
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_DEBUG": "0", "DATABASE_URL": db.url,
             "REDIS_URL": redis.url, "DJANGO_BEHIND_TLS_PROXY": "1", "CHAT_RATE_LIMIT_SESSION": "0",
             "CHAT_RATE_LIMIT_IP": "0", "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
             "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12), "CHAT_DAILY_TOKENS_SITE": str(10**15),

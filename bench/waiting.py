@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -217,9 +218,11 @@ def main(argv=None) -> None:
     try:
         redis = servers.BenchRedis(tmp)
         env = {
-            "DJANGO_SECRET_KEY": "bench-only-secret-key", "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_DEBUG": "0",
             "DJANGO_SECURE_SSL_REDIRECT": "0", "DATABASE_URL": db.url, "REDIS_URL": redis.url,
             "WEB_CONCURRENCY": "1", "CHAT_UPDATES_WAIT": str(args.wait),
+            # Every page waits from this one address, all on one worker.
+            "CHAT_MAX_HELD_PER_ADDRESS": "0", "CHAT_MAX_HELD": "0",
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=ROOT, env={**os.environ, **env}, check=True)

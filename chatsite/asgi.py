@@ -21,7 +21,9 @@ import gc
 import json
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
@@ -29,6 +31,12 @@ from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+
+# With DEBUG off, unfit settings stop the worker with one line saying what to set. Exit
+# status 3 is gunicorn's "worker failed to boot": gunicorn stops instead of starting it again.
+from chatsite.startup import refuse_to_run_wrong  # noqa: E402
+
+refuse_to_run_wrong(status=3)
 
 site = get_asgi_application()
 
@@ -49,7 +57,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import metrics, payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations import limits, metrics, payloads, runtime  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -70,6 +78,11 @@ async def _api(scope, receive, send):
 # the last byte of the reply, streamed or not).
 turns_in_flight = 0
 
+# Held requests (long polls and streamed turns) this worker is serving now: in
+# all, and by client address (limits.address_group).
+held_in_flight = 0
+held_by_address: Counter[str] = Counter()
+
 
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -78,31 +91,24 @@ async def application(scope, receive, send):
         return await site(scope, receive, send)
     path = scope.get("path", "")
     is_api = path.startswith("/api/") or path in ("/healthz", "/livez", "/metrics")
-    handler = _api if is_api else site
-    if path == "/api/chat" and scope.get("method") == "POST":
-        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
-            metrics.REFUSALS.labels("overloaded").inc()
-            return await _refuse(send, scope, True, 503, "overloaded",
-                                 "The assistant is busy right now; try again in a few seconds.",
-                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = metrics.held("turn", _turn)
-    elif path == "/api/updates":
-        handler = metrics.held("long_poll", handler)
+    is_turn = path == "/api/chat" and scope.get("method") == "POST"
     limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
-        return await handler(scope, receive, send)
+        return await _admit(scope, receive, send, is_api, is_turn)
 
     declared = _declared_length(scope)
     if declared == "invalid":
         return await _refuse(send, scope, is_api, 400, "bad_request", "The Content-Length header is not valid.")
-    if declared is not None:
-        if declared > limit:
-            return await _refuse(send, scope, is_api, 413, "body_too_large",
-                                 f"The request body must be at most {limit} bytes.")
+    if declared is not None and declared > limit:
+        return await _refuse(send, scope, is_api, 413, "body_too_large",
+                             f"The request body must be at most {limit} bytes.")
+    if declared is not None and not is_turn:
         # The server delivers no more than the declared length.
-        return await handler(scope, receive, send)
+        return await _admit(scope, receive, send, is_api, is_turn)
 
-    # No declared length: read the body here, up to the cap, and hand Django what was read.
+    # Read the body here, up to the cap: one sent without a length is cut off there, and a turn
+    # takes its place under the caps only once its question is all here (a body that never
+    # ends holds none). Django gets what was read.
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -116,7 +122,33 @@ async def application(scope, receive, send):
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return await handler(scope, _replay(b"".join(chunks), receive), send)
+    return await _admit(scope, _replay(b"".join(chunks), receive), send, is_api, is_turn)
+
+
+async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
+    """Serve the request, or refuse it at once if it is past a cap on what a worker holds."""
+    handler = _api if is_api else site
+    if _is_held(scope):
+        address = _client_address(scope)
+        if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
+            metrics.REFUSALS.labels("too_many_connections").inc()
+            return await _refuse(send, scope, True, 429, "too_many_connections",
+                                 "Too many open connections from your address; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        if settings.CHAT_MAX_HELD and held_in_flight >= settings.CHAT_MAX_HELD:
+            metrics.REFUSALS.labels("overloaded").inc()
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The site is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = metrics.held("long_poll" if scope.get("path") == "/api/updates" else "stream", _held(handler, address))
+    if is_turn:
+        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+            metrics.REFUSALS.labels("overloaded").inc()
+            return await _refuse(send, scope, True, 503, "overloaded",
+                                 "The assistant is busy right now; try again in a few seconds.",
+                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+        handler = _turn(handler)
+    return await handler(scope, receive, send)
 
 
 async def _lifespan(receive, send):
@@ -155,22 +187,67 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-async def _turn(scope, receive, send):
+def _turn(handler):
     """Serve a chat turn, counted against CHAT_MAX_TURNS_IN_FLIGHT.
 
     Offered more turns than it can serve, a worker would take them all: each
     would wait longer for the CPU while no more got served, until clients gave
     up on turns the worker was still paying for. Past the cap it refuses a turn
-    at once, before reading it (503 "overloaded" with Retry-After, about what a
+    at once, as soon as its body (at most CHAT_MAX_BODY_BYTES) is here and before
+    Django or the database sees it (503 "overloaded" with Retry-After, about what a
     bare request costs), so the turns it took keep a bounded wait and a client
     knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
     """
-    global turns_in_flight
-    turns_in_flight += 1
-    try:
-        await _api(scope, receive, send)
-    finally:
-        turns_in_flight -= 1
+    async def counted(scope, receive, send):
+        global turns_in_flight
+        turns_in_flight += 1
+        try:
+            await handler(scope, receive, send)
+        finally:
+            turns_in_flight -= 1
+
+    return counted
+
+
+def _is_held(scope) -> bool:
+    """A request that may hold its connection for long: the long poll, or a streamed turn."""
+    method, path = scope.get("method"), scope.get("path", "")
+    if method == "GET" and path == "/api/updates":
+        return True
+    return method == "POST" and path == "/api/chat" and any(
+        name == b"accept" and b"text/event-stream" in value for name, value in scope.get("headers", []))
+
+
+def _client_address(scope) -> str:
+    """The address limits.py counts the client by, behind a trusted proxy too."""
+    remote = (scope.get("client") or ("",))[0]
+    forwarded = b",".join(value for name, value in scope.get("headers", []) if name == b"x-forwarded-for")
+    peer = SimpleNamespace(META={"REMOTE_ADDR": remote}, headers={"X-Forwarded-For": forwarded.decode("latin-1")})
+    return limits.address_group(limits.client_ip(peer))
+
+
+def _held(handler, address: str):
+    """Serve a held request, counted against CHAT_MAX_HELD and CHAT_MAX_HELD_PER_ADDRESS.
+
+    Each one holds a connection, its memory and a place among the waiting pages'
+    watcher's waiters for up to CHAT_UPDATES_WAIT (a poll) or CHAT_LLM_DEADLINE
+    (a stream). Uncounted, one address could hold thousands and slow the worker's
+    every request (/healthz too); past a cap a request is refused at once with
+    Retry-After, and the page's long poll waits before it asks again.
+    """
+    async def counted(scope, receive, send):
+        global held_in_flight
+        held_in_flight += 1
+        held_by_address[address] += 1
+        try:
+            await handler(scope, receive, send)
+        finally:
+            held_in_flight -= 1
+            held_by_address[address] -= 1
+            if not held_by_address[address]:
+                del held_by_address[address]
+
+    return counted
 
 
 def _declared_length(scope) -> int | None | str:
@@ -200,7 +277,7 @@ def _replay(body: bytes, receive):
 
 async def _refuse(send, scope, is_api: bool, status: int, code: str, message: str,
                   retry_after: int | None = None) -> None:
-    """Answer without reading the body, and close the connection: the rest of the body is not read."""
+    """Answer before Django sees the request, and close the connection: what is left of the body is not read."""
     if is_api:
         content_type = b"application/json"
         body = json.dumps(payloads.error(code, message)).encode()

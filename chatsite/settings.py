@@ -1,8 +1,8 @@
-"""Settings for chatsite, read from the environment.
+"""Settings for chatsite, read from the environment and the .env file beside manage.py.
 
 Every variable has a default that works on a fresh clone (SQLite, local-memory
-cache, the offline responder), so `make run` needs nothing set. The README lists
-every variable.
+cache, the offline responder), so `make run` needs nothing set. .env.example
+lists every variable; docs/configuration.md says what each one does.
 """
 
 import os
@@ -14,8 +14,25 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# One source of settings: the .env file beside manage.py (or the file
+# DJANGO_ENV_FILE names) is read into the environment, where a variable already
+# set wins. So the web process, manage.py in any shell, Compose (env_file) and a
+# Procfile runner all see the same values. A test run (pytest sets
+# PYTEST_VERSION, and the processes it starts inherit it) reads no .env unless
+# DJANGO_ENV_FILE names one: a developer's own .env must not change the tests.
+# Values are taken literally (no ${...} expansion), as systemd's EnvironmentFile does.
+ENV_FILE = os.environ.get("DJANGO_ENV_FILE", "")
+if ENV_FILE:
+    if not Path(ENV_FILE).is_file():
+        raise ImproperlyConfigured(f"DJANGO_ENV_FILE={ENV_FILE} is not a file: point it at the site's .env file.")
+elif "PYTEST_VERSION" not in os.environ:
+    ENV_FILE = str(BASE_DIR / ".env")
+if ENV_FILE:
+    load_dotenv(ENV_FILE, override=False, interpolate=False)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -36,10 +53,11 @@ def env_float(name: str, default: float) -> float:
 
 
 # A manage.py command typed in a shell with no production setting at all (no
-# DJANGO_SECRET_KEY, no DJANGO_DEBUG) is development: it gets the same defaults
-# as `make run`, so `.venv/bin/python manage.py createsuperuser` works as the
-# README shows it. The web process (gunicorn, chatsite.asgi) never guesses: it
-# refuses to start without a secret key unless DJANGO_DEBUG is on.
+# DJANGO_SECRET_KEY, no DJANGO_DEBUG, in the environment or .env) is
+# development: it gets the same defaults as `make run`, so
+# `.venv/bin/python manage.py createsuperuser` works on a fresh clone. The web
+# process (gunicorn, chatsite.asgi) never guesses. With DEBUG off, manage.py and
+# the web process refuse to start on unfit settings (chatsite/startup.py).
 DEVELOPMENT_SHELL = (
     Path(sys.argv[0]).name == "manage.py"
     and not os.environ.get("DJANGO_SECRET_KEY")
@@ -53,12 +71,9 @@ if DEVELOPMENT_SHELL:
     )
 DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT_SHELL)
 
+# Empty with DEBUG off: manage.py and the web process refuse to start (chatsite/startup.py).
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for local development)."
-        )
+if not SECRET_KEY and DEBUG:
     SECRET_KEY = "django-insecure-local-development-only"
 
 ALLOWED_HOSTS = [
@@ -268,7 +283,7 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # With DEBUG off the site is served over HTTPS only: redirect, HSTS, secure
 # cookies. DJANGO_SECURE_SSL_REDIRECT=0 serves plain HTTP (tests, a
-# production-style run on localhost: README "A production-style run"). The
+# production-style run on localhost: docs/operations.md). The
 # redirect is a 301, which browsers remember; HSTS is only ever sent on HTTPS.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 # A load balancer checks each instance directly, over plain HTTP: a 301 would
@@ -289,7 +304,7 @@ CSRF_COOKIE_SECURE = not DEBUG
 # attempt. `python manage.py axes_reset_username NAME` (or axes_reset_ip, or
 # axes_reset for everything) unlocks at once. A lock per username lets anyone
 # lock a staff account for a while, which is the price of stopping a password
-# guesser who changes addresses; the README says how to unlock.
+# guesser who changes addresses; docs/operations.md says how to unlock.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -325,6 +340,9 @@ CHAT_REPLY_MAX_CHARS = env_int("CHAT_REPLY_MAX_CHARS", 20000)
 CHAT_HISTORY_MESSAGES = env_int("CHAT_HISTORY_MESSAGES", 20)
 CHAT_HISTORY_CHARS = env_int("CHAT_HISTORY_CHARS", 16000)
 CHAT_MESSAGE_MAX_CHARS = env_int("CHAT_MESSAGE_MAX_CHARS", 4000)
+# The longest a conversation gets, in messages (positions): the customer's next message once
+# it is reached starts a new conversation; the old one stays for staff (docs/session-flow.md).
+CHAT_CONVERSATION_MAX_MESSAGES = env_int("CHAT_CONVERSATION_MAX_MESSAGES", 1000)
 CHAT_KNOWLEDGE_FILE = Path(os.environ.get("CHAT_KNOWLEDGE_FILE", BASE_DIR / "knowledge" / "faq.md"))
 CHAT_SHOP_NAME = os.environ.get("CHAT_SHOP_NAME", "our shop")
 # How long the request answering a question holds it without renewing its
@@ -341,6 +359,24 @@ CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 CHAT_MAX_TURNS_IN_FLIGHT = env_int("CHAT_MAX_TURNS_IN_FLIGHT", 1000)
 CHAT_OVERLOADED_RETRY_AFTER = env_int("CHAT_OVERLOADED_RETRY_AFTER", 5)
 
+# Connections (chatsite/worker.py, chatsite/asgi.py; docs/deploy.md). All per
+# worker process. A held request is a long poll (GET /api/updates) or a streamed
+# turn: a page holds one poll and at times one stream, so an office of 25 open
+# tabs behind one address fits under the per-address cap. Past a cap a held
+# request is refused at once (429 too_many_connections, 503 overloaded) with
+# Retry-After CHAT_OVERLOADED_RETRY_AFTER. 0 turns a cap off.
+CHAT_MAX_HELD_PER_ADDRESS = env_int("CHAT_MAX_HELD_PER_ADDRESS", 50)
+CHAT_MAX_HELD = env_int("CHAT_MAX_HELD", 1000)
+# Open connections a worker keeps; a new one past it closes the one that has
+# waited longest without its whole request (idle, or its request half sent).
+CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 4000)
+# Seconds a request's head may take from the connection's opening (or from its
+# first byte, on a kept-alive connection), and its body from the end of the
+# head: past them the connection is closed (408 request_timeout once a request
+# has begun). Between requests gunicorn's --keep-alive applies.
+CHAT_HEADER_TIMEOUT = env_float("CHAT_HEADER_TIMEOUT", 10.0)
+CHAT_BODY_TIMEOUT = env_float("CHAT_BODY_TIMEOUT", 30.0)
+
 # Request bodies larger than this are refused before they are parsed.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
 
@@ -348,7 +384,7 @@ CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 64 * 1024)
 # in fixed windows. Customers share addresses (an office, a mobile carrier's
 # NAT, a developer trying the site), so the per-address limits are set to stop
 # one machine flooding the site, not one person: the per-session limit and the
-# daily token budgets below are what bound the cost. README "Choosing the limits".
+# daily token budgets below are what bound the cost. docs/operations.md, "Choosing the limits".
 # A person cannot type 20 messages a minute into one conversation.
 CHAT_RATE_LIMIT_SESSION = os.environ.get("CHAT_RATE_LIMIT_SESSION", "20/m")
 # About 60 people chatting at once behind one address, a message each 30 s.
@@ -420,3 +456,28 @@ if SENTRY_DSN:
     from chatsite import sentry
 
     sentry.init(SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"))
+
+# --- The chat on a shop's own pages (static/widget.js, docs/embed.md) ---------
+
+# The shop origins (scheme://host[:port], comma-separated) whose pages may show
+# the chat: /embed is framed only by them (CSP frame-ancestors) and answers
+# only their postMessages. Empty: no page may frame it. "*" lets any site frame
+# it (check --deploy warns). A malformed entry stops the site from starting:
+# it would otherwise fail silently in the browser.
+def embed_origins(value: str) -> list[str]:
+    import re
+
+    origins = []
+    for entry in (part.strip().rstrip("/") for part in value.split(",")):
+        if not entry:
+            continue
+        if entry != "*" and not re.fullmatch(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?",
+                                              entry.lower()):
+            raise ImproperlyConfigured(
+                f"CHAT_EMBED_ORIGINS: {entry!r} is not an origin like https://shop.example or http://127.0.0.1:8080."
+            )
+        origins.append(entry.lower())
+    return origins
+
+
+CHAT_EMBED_ORIGINS = embed_origins(os.environ.get("CHAT_EMBED_ORIGINS", ""))

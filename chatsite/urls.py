@@ -5,6 +5,7 @@ from conversations import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("embed", views.embed, name="embed"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("livez", views.livez, name="livez"),

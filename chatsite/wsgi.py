@@ -13,4 +13,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'chatsite.settings')
 
+# As chatsite/asgi.py: unfit settings with DEBUG off stop the worker with one line.
+from chatsite.startup import refuse_to_run_wrong  # noqa: E402
+
+refuse_to_run_wrong(status=3)
+
 application = get_wsgi_application()

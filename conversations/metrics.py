@@ -49,11 +49,11 @@ BUDGET_SPENT = Counter(
     "budget was spent, by budget: session, address, site.", ["budget"])
 REFUSALS = Counter(
     "chat_refusals", "Requests refused by a limit: rate_limit_ip, rate_limit_session, "
-    "rate_limit_new-session (429), overloaded (503).", ["reason"])
+    "rate_limit_new-session, too_many_connections (429), overloaded (503).", ["reason"])
 # Per worker (a `pid` label each): a worker holds a long poll for up to CHAT_UPDATES_WAIT
-# seconds and a turn for as long as the LLM writes.
+# seconds and a streamed turn for as long as the LLM writes.
 HELD = Gauge(
-    "chat_held_requests", "Requests a worker holds open now: turn (POST /api/chat, streamed or not), "
+    "chat_held_requests", "Requests a worker holds open now: stream (a streamed turn), "
     "long_poll (GET /api/updates).", ["kind"], multiprocess_mode="liveall")
 
 

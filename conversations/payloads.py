@@ -31,6 +31,8 @@ def reply(turn) -> dict:
         "reply": message.content if message else None,
         "sessionId": str(turn.session_id),
         "newSession": turn.new_session,
+        # This message started a new conversation because the session's was full (turns.full).
+        "previousConversationFull": turn.follows_full,
         "stopped": message is not None and message.status == Message.Status.STOPPED,
         "responder": None if message is None else "offline" if message.model == llm.OFFLINE_MODEL else "openai",
         "model": message.model if message else None,

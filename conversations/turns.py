@@ -48,6 +48,14 @@ another request answers; the stored reply, without an LLM call, for a question
 sent again once answered, however old; 409 retry_superseded, without
 Retry-After, for a retry of a question that newer messages followed.
 
+A conversation holds at most CHAT_CONVERSATION_MAX_MESSAGES positions of the
+customer's making (`full`): once a question and its reply no longer fit, the
+customer's next message, or a person asked for with the button, starts a new
+conversation under a new session id, as an expired one does, and the answer
+says why (`previousConversationFull`). The old conversation stays as it is, for
+staff. Staff replies and notices are not refused: they come from staff, who see
+the conversation's length, not from an anonymous client.
+
 A first question sent again with no sessionId (its answer, and so its id, was
 lost on the way) finds the conversation it started only if its clientMessageId
 is a UUID, it comes from the same client address, and within
@@ -104,6 +112,8 @@ class Turn:
     # What the assistant is shown: the latest messages, oldest first.
     history: list[dict[str, str]] = field(default_factory=list)
     new_session: bool = False
+    # A new conversation started because the session's conversation was full (`full`).
+    follows_full: bool = False
     # Set once the reply is stored (or found, for a question answered before).
     reply: Message | None = None
     # Budgets and LLM health (limits.admit): who spends, and whether to answer offline.
@@ -152,13 +162,14 @@ async def request_person(ip: str, session_id: uuid.UUID | None) -> Turn:
         recent = []
         if session_id is not None:
             recent = await rt.store.recent(session_id, admission.conversation_id, idle_cutoff(), 1)
-        if recent:
+        if recent and not full(recent, ""):
             conversation = recent[0].conversation
             state, notice = await handoff.ask_for_person(rt.store, conversation, None)
             turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=None,
                         owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None)
         else:
             turn = await _start_conversation(rt, ip, None, "", uuid.uuid4())
+            turn.follows_full = bool(recent)
     except ApiError as error:
         error.session_id = error.session_id or session_id
         raise
@@ -236,6 +247,10 @@ async def _store_question(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | 
     """The question stored (or found, sent again) and its slot taken. Conflict: read again."""
     if session_id is not None:
         recent = await rt.store.recent(session_id, cached, idle_cutoff(), settings.CHAT_HISTORY_MESSAGES)
+        if recent and full(recent, client_message_id):
+            turn = await _start_conversation(rt, ip, text, client_message_id, owner)
+            turn.follows_full = True
+            return turn
         if recent:
             turn = await _continue(rt, recent, text, client_message_id, owner)
             if cached != turn.conversation_id:
@@ -245,6 +260,17 @@ async def _store_question(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | 
         if cached is not None:  # deleted or expired: the cached entry is stale
             await rt.gateway.round_trip(deletes=[sessions.cache_key(session_id)])
     return await _start_conversation(rt, ip, text, client_message_id, owner)
+
+
+def full(recent: list[Message], client_message_id: str) -> bool:
+    """Whether a conversation, given its latest messages (newest first), has no room for the
+    customer's next message: a question and its reply take two positions, and none may lie at or
+    beyond CHAT_CONVERSATION_MAX_MESSAGES. A question sent again (its clientMessageId among the
+    latest) is not a next message: it gets its stored reply as always."""
+    if recent[0].seq + 2 < settings.CHAT_CONVERSATION_MAX_MESSAGES:
+        return False
+    return not (client_message_id and any(
+        m.client_message_id == client_message_id and m.role == Message.Role.USER for m in recent))
 
 
 def opening_key(ip: str, client_message_id: str) -> str | None:

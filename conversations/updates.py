@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
-from . import payloads, sessions, shared_state
+from . import paging, sessions, shared_state
 from .db import in_db_thread
 from .models import Conversation, Message
 
@@ -85,6 +85,14 @@ class Snapshot:
     # compares when it has to ask the database instead of the cache.
     signature: tuple
     messages: list[dict] = field(default_factory=list)
+    # More messages after these than one answer holds (paging.py): the page asks again at once.
+    has_more: bool = False
+
+
+def answering() -> Exists:
+    """Whether a conversation (the outer query's row) has an answer slot being written: one EXISTS."""
+    return Exists(Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.ANSWERING,
+                                         lease_until__gt=timezone.now()))
 
 
 def _with_latest(conversations):
@@ -92,8 +100,7 @@ def _with_latest(conversations):
     return conversations.annotate(
         last_seq=Subquery(latest.values("seq")[:1]),
         last_status=Subquery(latest.values("status")[:1]),
-        answering=Exists(Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.ANSWERING,
-                                                lease_until__gt=timezone.now())),
+        answering=answering(),
     )
 
 
@@ -103,9 +110,10 @@ def _turn_in_progress(conversation) -> bool:
 
 
 def snapshot(session_id, after: int) -> Snapshot | None:
-    """The conversation's state and its messages after `after`; None if the session is unknown.
+    """The conversation's state and a page of its messages after `after` (paging.py); None if the
+    session is unknown.
 
-    One query, and a second only when there are new messages.
+    One query, and two more only when there are new messages.
     """
     conversation = _with_latest(Conversation.objects.active().filter(session_id=session_id)).first()
     if conversation is None:
@@ -118,10 +126,8 @@ def snapshot(session_id, after: int) -> Snapshot | None:
     )
     if conversation.last_seq is not None and conversation.last_seq > after:
         # A reply being written is not shown until it is stored (its slot then changes).
-        found.messages = [
-            payloads.message(message)
-            for message in conversation.messages.filter(seq__gt=after).exclude(status=Message.Status.ANSWERING)
-        ]
+        page = paging.after(conversation.messages.exclude(status=Message.Status.ANSWERING), after)
+        found.messages, found.has_more = page.messages, page.has_more
     return found
 
 

@@ -9,9 +9,10 @@ from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.clickjacking import xframe_options_exempt
 from prometheus_client import CollectorRegistry, Gauge
 
-from . import forget, knowledge, limits, llm, metrics, payloads, runtime, turns, updates
+from . import forget, knowledge, limits, llm, metrics, paging, payloads, runtime, turns, updates
 from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError, DatabaseUnavailable
@@ -21,24 +22,42 @@ logger = logging.getLogger(__name__)
 
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 AFTER = re.compile(r"-?[0-9]{1,10}")
+SEQ = re.compile(r"[0-9]{1,10}")
+LIMIT = re.compile(r"[0-9]{1,3}")
 
 
 def index(request):
     """The chat page: static/chat/main.js and its modules talk to the API below."""
-    response = render(request, "index.html", {
+    response = render(request, "index.html", _page_context())
+    response["Content-Security-Policy"] = PAGE_POLICY + "frame-ancestors 'none'"
+    return response
+
+
+@xframe_options_exempt  # framing is decided by frame-ancestors below
+def embed(request):
+    """The chat page inside a shop's page (static/widget.js frames it; static/chat/embed.js
+    gets the session id from the shop's page): framed only by CHAT_EMBED_ORIGINS."""
+    origins = " ".join(settings.CHAT_EMBED_ORIGINS)
+    response = render(request, "index.html", {**_page_context(), "embedded": True, "embed_origins": origins})
+    response["Content-Security-Policy"] = PAGE_POLICY + "frame-ancestors " + (origins or "'none'")
+    return response
+
+
+# The page renders what a model wrote, so nothing but our own files may run or
+# load there: no inline script or style, no other origin. Framing: each page says.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+)
+
+
+def _page_context() -> dict:
+    return {
         "suggestions": [entry.question for entry in knowledge.entries()[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
         "shop_name": settings.CHAT_SHOP_NAME,
         "contact": knowledge.contact_details(),
-    })
-    # The page renders what a model wrote, so nothing but our own files may run
-    # or load there: no inline script or style, no other origin, no framing.
-    response["Content-Security-Policy"] = (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    )
-    return response
+    }
 
 
 @api_view("POST")
@@ -62,7 +81,8 @@ async def chat(request):
 async def _events(turn: turns.Turn) -> AsyncIterator[str]:
     """The turn as server-sent events: session, delta..., then done or error. Always ends
     with done or error: a stream cut off without either would leave the page guessing."""
-    yield payloads.event("session", {"sessionId": str(turn.session_id)})
+    yield payloads.event("session", {"sessionId": str(turn.session_id), "newSession": turn.new_session,
+                                     "previousConversationFull": turn.follows_full})
     try:
         if turn.reply is not None:  # answered before: replay it
             yield payloads.event("delta", {"text": turn.reply.content})
@@ -125,7 +145,9 @@ async def history(request):
     session_id = _session_id_header(request)
     if request.method == "DELETE":
         return await _forget(session_id)
-    found = await in_db_thread(_history, session_id)
+    before = _before(request.GET.get("before"))
+    limit = _limit(request.GET.get("limit"))
+    found = await in_db_thread(_history, session_id, before, limit)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
     return JsonResponse({"sessionId": str(session_id), **found})
@@ -151,22 +173,40 @@ def _session_id_header(request):
     return session_id_from(header)
 
 
-def _history(session_id) -> dict | None:
-    """The conversation's messages, and whether its latest question is being answered now
-    (a reply being written is not shown until it is stored)."""
-    conversation = Conversation.objects.active().filter(session_id=session_id).first()
+def _history(session_id, before: int | None, limit: int) -> dict | None:
+    """A page of the conversation's messages (the newest, or those before `before`), and whether its
+    latest question is being answered now (a reply being written is not shown until it is stored)."""
+    conversation = (Conversation.objects.active().filter(session_id=session_id)
+                    .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
-    messages = list(conversation.messages.all())
+    page = paging.before(conversation.messages.exclude(status=Message.Status.ANSWERING), before, limit)
     return {
-        "messages": [
-            payloads.message(message)  # with the seq and author (GET /api/updates has the same)
-            for message in messages
-            if message.status != Message.Status.ANSWERING
-        ],
-        "turnInProgress": any(message.being_answered() for message in messages),
+        "messages": page.messages,  # with the seq and author (GET /api/updates has the same)
+        "hasMore": page.has_more,
+        # What to send as `before` for the page of older messages; null when there are none.
+        "before": page.messages[0]["seq"] if page.has_more and page.messages else None,
+        "turnInProgress": conversation.answering,
         "handoff": conversation.handoff,
     }
+
+
+def _before(value: str | None) -> int | None:
+    """The seq of the oldest message the page shows, to ask for the page before it; None: the newest."""
+    if value is None:
+        return None
+    if not SEQ.fullmatch(value):
+        raise ApiError(400, "invalid_before", "before must be the seq of the oldest message shown (0 or more).")
+    return int(value)
+
+
+def _limit(value: str | None) -> int:
+    """How many messages a history page may hold (paging.py)."""
+    if value is None:
+        return paging.DEFAULT_LIMIT
+    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= paging.MAX_LIMIT:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {paging.MAX_LIMIT}.")
+    return int(value)
 
 
 @api_view("GET")
@@ -290,6 +330,7 @@ async def handoff_request(request):
         # Null when a person had been asked for already: the notice is not repeated.
         "notice": asked.notice,
         "newSession": asked.new_session,
+        "previousConversationFull": asked.follows_full,
     })
 
 
@@ -309,6 +350,8 @@ async def updates_poll(request):
         "handoff": found.handoff,
         "turnInProgress": found.turn_in_progress,
         "messages": found.messages,
+        # More messages after these than one answer holds: the page asks again at once.
+        "hasMore": found.has_more,
     })
 
 

@@ -4,7 +4,7 @@ It answers "Echo: <the customer's last message>", word by word when streamed,
 and can be told to fail in every way a real LLM fails (errors, rate limits,
 hangs, dripping bytes, reset connections, broken JSON).
 
-By hand (``make fake-llm``, then ``make run`` pointed at it; see the README):
+By hand (``make fake-llm``, then ``make run`` pointed at it; see docs/development.md, "Dev tools"):
 
     python -m devtools.fake_llm --port 8001
     curl -d '{"mode": "status", "status": 500, "fail_times": 2}' http://127.0.0.1:8001/_control

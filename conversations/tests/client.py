@@ -89,8 +89,10 @@ class SiteClient:
             body["clientMessageId"] = client_message_id
         return self.send(body, stream=stream, headers=headers, timeout=timeout)
 
-    def history(self, session_id: str, timeout: float | None = None) -> Response:
-        return self.request("GET", "/api/history", headers={"X-Session-Id": session_id}, timeout=timeout)
+    def history(self, session_id: str, timeout: float | None = None, **query: Any) -> Response:
+        """GET /api/history: the newest page, or with `before=<seq>` an older one (and `limit`)."""
+        path = f"/api/history?{urlencode(query)}" if query else "/api/history"
+        return self.request("GET", path, headers={"X-Session-Id": session_id}, timeout=timeout)
 
     def forget(self, session_id: str, timeout: float | None = None) -> Response:
         """DELETE /api/history: the customer deletes the conversation."""

@@ -70,3 +70,23 @@ def conversations(
                 seq += 1
     Message.objects.bulk_create(messages)
     return made
+
+
+def long_conversation(messages: int, *, question_chars: int = 4000, reply_chars: int = 20000,
+                      filler: str = "Where is my order? ", session_id: uuid.UUID | None = None) -> Conversation:
+    """A conversation of `messages` messages, questions and replies in turn (seq 0 a question),
+    each `question_chars` or `reply_chars` long and starting with "<seq>:", active now; made with
+    bulk inserts, in seconds even at the longest a conversation may be."""
+    now = timezone.now()
+    made = Conversation.objects.create(session_id=session_id or uuid.uuid4(), last_activity_at=now)
+    started = now - timedelta(seconds=messages)
+    text = filler * (max(question_chars, reply_chars) // len(filler) + 1)
+    Message.objects.bulk_create(
+        (Message(
+            conversation=made, seq=seq, role=Message.Role.ASSISTANT if seq % 2 else Message.Role.USER,
+            content=(f"{seq}: " + text)[: reply_chars if seq % 2 else question_chars],
+            client_message_id=f"q{seq // 2}", created_at=started + timedelta(seconds=seq),
+        ) for seq in range(messages)),
+        batch_size=200,
+    )
+    return made

@@ -120,16 +120,16 @@ def test_a_scrape_of_a_served_site_reports_the_turns_of_every_worker(live_site, 
             return samples(response.body)
 
         def workers(found) -> set[str]:
-            """The pids of the workers that have served a turn (each has a gauge of held turns)."""
+            """The pids of the workers that have streamed a turn (each has a gauge of held streams)."""
             return {dict(pairs)["pid"] for (name, pairs), _ in found.items()
-                    if name == "chat_held_requests" and dict(pairs).get("kind") == "turn"}
+                    if name == "chat_held_requests" and dict(pairs).get("kind") == "stream"}
 
         assert api.request("GET", "/metrics").status == 401
         sent = 0
         with ThreadPoolExecutor(8) as pool:
             # Turns at once, until both workers have served some (the kernel picks which accepts).
             while sent < 200 and len(workers(scrape_site())) < 2:
-                statuses = list(pool.map(lambda n: api.chat(f"Question {n}").status, range(16)))
+                statuses = list(pool.map(lambda n: api.chat(f"Question {n}", stream=True).status, range(16)))
                 assert statuses == [200] * 16
                 sent += 16
         scrapes = [scrape_site() for _ in range(6)]  # landing on either worker
@@ -138,7 +138,7 @@ def test_a_scrape_of_a_served_site_reports_the_turns_of_every_worker(live_site, 
         for found in scrapes:
             assert value(found, "chat_turns_total", outcome="complete") == sent
             assert value(found, "chat_llm_calls_total") == sent
-            assert value(found, "chat_held_requests", kind="turn") == 0  # none held now
+            assert value(found, "chat_held_requests", kind="stream") == 0  # none held now
     finally:
         site.stop()
 

@@ -256,3 +256,27 @@ def test_staff_reply_sent_twice_is_stored_once_and_moves_the_state(backend):
     assert stored == [True, False]
     assert Conversation.objects.get().handoff == Handoff.STAFF
     assert Message.objects.filter(role=Message.Role.STAFF).count() == 1
+
+
+def test_a_full_conversation_gives_way_to_a_new_one_and_keeps_its_stored_replies(backend, settings):
+    settings.CHAT_CONVERSATION_MAX_MESSAGES = 6  # three questions and their replies
+
+    async def scenario(rt):
+        first = await turn("Where is my order?", client_message_id="q1")
+        await turn("And the invoice?", first.session_id, "q2")
+        last = await turn("Thanks", first.session_id, "q3")  # positions 4 and 5: the last that fit
+        again = await turn("Thanks", first.session_id, "q3")  # sent again: its stored reply
+        moved = await turn("One more thing", first.session_id, "q4")
+        person = await turns.request_person(ADDRESS, first.session_id)
+        return first, last, again, moved, person
+
+    first, last, again, moved, person = run(backend, scenario)
+
+    assert (last.session_id, last.follows_full) == (first.session_id, False)
+    assert (again.session_id, again.reply.content) == (first.session_id, last.reply.content)
+    assert moved.new_session and moved.follows_full and moved.session_id != first.session_id
+    assert person.new_session and person.follows_full and person.handoff == Handoff.WAITING
+    old = Conversation.objects.get(session_id=first.session_id)
+    assert list(old.messages.values_list("seq", flat=True)) == [0, 1, 2, 3, 4, 5]
+    assert [m.content for m in Conversation.objects.get(session_id=moved.session_id).messages.all()] == [
+        "One more thing", moved.reply.content]

@@ -76,7 +76,7 @@ def test_with_nothing_new_it_waits_then_answers_empty(client, settings):
 
     assert status == 200
     assert answer == {"sessionId": body["sessionId"], "handoff": "assistant", "turnInProgress": False,
-                      "messages": []}
+                      "messages": [], "hasMore": False}
     assert time.monotonic() - began >= 0.3
 
 

@@ -65,9 +65,11 @@ async function json(response, signal) {
   }
 }
 
-/** GET /api/history: {sessionId, handoff, turnInProgress, messages}. */
-export async function getHistory(sessionId, signal) {
-  return json(await request("/api/history", { sessionId, signal }), signal);
+/** GET /api/history: {sessionId, handoff, turnInProgress, messages, hasMore, before}: the newest
+ * page, or with `before` (a seq) the page of messages older than it. */
+export async function getHistory(sessionId, signal, before = null) {
+  const path = before === null ? "/api/history" : `/api/history?${new URLSearchParams({ before: String(before) })}`;
+  return json(await request(path, { sessionId, signal }), signal);
 }
 
 /** DELETE /api/history: resolves when the conversation is gone (also when it was already). */
@@ -83,7 +85,7 @@ export async function requestHandoff(sessionId) {
   return json(await request("/api/handoff", { method: "POST", body }));
 }
 
-/** One long poll of GET /api/updates: {sessionId, handoff, turnInProgress, messages} once something
+/** One long poll of GET /api/updates: {sessionId, handoff, turnInProgress, messages, hasMore} once something
  * is newer than message `after` or the state is no longer `state`, or empty after ~25 s. */
 export async function getUpdates(sessionId, after, state, signal) {
   const query = new URLSearchParams({ after: String(after), state });
@@ -105,13 +107,14 @@ export async function* sendMessage({ text, clientMessageId, sessionId }, signal)
   if (!response.ok) throw await errorFrom(response);
   if (!(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
     const data = await json(response, signal); // a JSON reply: the same events, at once
-    yield { type: "session", sessionId: data.sessionId };
+    yield { type: "session", sessionId: data.sessionId, previousConversationFull: data.previousConversationFull };
     yield { type: "done", data };
     return;
   }
   for await (const event of serverSentEvents(response.body, signal)) {
     if (event.name === "session") {
-      yield { type: "session", sessionId: event.data.sessionId };
+      yield { type: "session", sessionId: event.data.sessionId,
+        previousConversationFull: event.data.previousConversationFull };
     } else if (event.name === "delta") {
       yield { type: "delta", text: event.data.text };
     } else if (event.name === "done") {

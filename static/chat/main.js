@@ -27,7 +27,13 @@ const state = {
   author: null, // the staff member last heard from
   requesting: false, // a "Talk to a person" request is in flight
   othersTurn: false, // the server said another tab's turn is being answered
+  before: null, // the cursor of the older page of the history not shown yet (null: none is left)
+  loadingOlder: false, // that page is being fetched
 };
+
+// What the customer reads when their message started a new conversation because the old one was full.
+const FULL_NOTICE = "Your previous conversation reached its maximum length, so this message started a new one. "
+  + "Our team can still see the earlier conversation.";
 
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("chat") : null;
 
@@ -67,6 +73,7 @@ function resetView() {
   state.floor = -1;
   state.author = null;
   state.othersTurn = false;
+  state.before = null;
   view.clearView();
   setHandoff("assistant");
 }
@@ -125,10 +132,55 @@ function renderHistory(data) {
   });
   state.shown = data.sessionId;
   for (const message of messages) state.seqs.add(message.seq);
+  // The newest page only: what lies below it comes by scrolling up, not by the poll.
+  if (messages.length) state.floor = messages[0].seq - 1;
   if (!data.turnInProgress) closeGaps();
   setHandoff(handoff);
   followOthersTurn(data.turnInProgress);
+  state.before = data.hasMore ? data.before : null;
+  view.showEarlier({ more: state.before !== null });
   view.scrollToBottom();
+  loadOlderIfInSight();
+}
+
+/** The page of older messages, when the customer has scrolled up to the top of the log (or the
+ * log does not fill the screen), shown above without moving what they read. */
+async function loadOlderIfInSight() {
+  if (state.before === null || state.loadingOlder || !view.nearTop()) return;
+  const { generation, shown, before } = state;
+  state.loadingOlder = true;
+  view.showEarlier({ more: true, loading: true });
+  let data = null;
+  try {
+    data = await api.getHistory(shown, undefined, before);
+  } catch (error) {
+    if (!(error instanceof api.ApiError)) throw error;
+  } finally {
+    state.loadingOlder = false;
+  }
+  if (generation !== state.generation || shown !== state.shown) return;
+  if (!data) {
+    view.showEarlier({ more: true, failed: true });
+    return;
+  }
+  state.before = data.hasMore ? data.before : null;
+  view.keepScroll(() => {
+    for (const message of data.messages) {
+      if (!state.seqs.has(message.seq)) showOlder(message);
+    }
+    view.showEarlier({ more: state.before !== null });
+  });
+  loadOlderIfInSight();
+}
+
+function showOlder(message) {
+  if (message.role !== "user") {
+    showMessage(message, true);
+    return;
+  }
+  state.seqs.add(message.seq);
+  const item = view.addUserMessage(message.content, { message, restored: true });
+  if (message.status === "failed") view.markUnanswered(item, "This message was not answered.", null, state.busy);
 }
 
 function unansweredFromHistory(item, message, last, handoff, turnInProgress) {
@@ -343,6 +395,7 @@ async function runTurn(turn, signal, generation) {
         if (generation !== state.generation) continue;
         if (event.type === "session") {
           adopt(event.sessionId, turn);
+          if (event.previousConversationFull) view.showNotice(FULL_NOTICE);
         } else if (event.type === "delta") {
           if (!turn.replyItem) turn.replyItem = state.replyItem = view.addAssistantMessage({ pending: true });
           if (!turn.started) {
@@ -417,6 +470,8 @@ function adopt(id, turn) {
     state.seqs.clear();
     state.floor = -1;
     state.author = null;
+    state.before = null;
+    view.showEarlier({ more: false });
     setHandoff("assistant");
   }
   remember(id);
@@ -447,6 +502,7 @@ async function askForPerson() {
       resetView();
       state.shown = data.sessionId;
     }
+    if (data.previousConversationFull) view.showNotice(FULL_NOTICE);
     remember(data.sessionId);
     setHandoff(data.handoff); // its notice comes to the log as an event, by the poll
     announceChange();
@@ -517,6 +573,7 @@ box.addEventListener("keydown", (event) => {
   }
 });
 box.addEventListener("input", view.resizeBox);
+view.onScroll(loadOlderIfInSight);
 
 stopButton.addEventListener("click", () => {
   stopTurn();

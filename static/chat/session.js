@@ -4,11 +4,32 @@
 // backend returned: the page never makes one up. It is read again before every
 // request (another tab may have changed it). When localStorage is unavailable
 // (storage disabled) the id is kept in memory, for this tab only.
+//
+// Inside a shop's page (embed.js) the shop's page keeps the id instead, in its
+// own storage: a third-party frame's storage is partitioned or wiped by the
+// browsers. Here it is then kept in memory only, and every change is handed
+// back to the shop's page (keepInHost).
 
 export const KEY = "sessionId";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 let memoryId = null;
+let handBack = null; // embedded: tells the shop's page the id changed (null: forgotten)
+
+/** Embedded: start from the id the shop's page keeps; hand each change back to it. */
+export function keepInHost(id, onChange) {
+  memoryId = isSessionId(id) ? id : null;
+  handBack = onChange;
+}
+
+/** Embedded: the shop's page has another id (its other tab changed it). The page follows it as
+ * it follows another tab's localStorage: by the same storage event. */
+export function takeFromHost(id) {
+  const next = isSessionId(id) ? id : null;
+  if (next === memoryId) return;
+  memoryId = next;
+  window.dispatchEvent(new StorageEvent("storage", { key: KEY }));
+}
 
 export function isSessionId(value) {
   return typeof value === "string" && UUID.test(value);
@@ -16,6 +37,7 @@ export function isSessionId(value) {
 
 /** The stored id, or null; a malformed one is dropped quietly. */
 export function readSessionId() {
+  if (handBack) return memoryId;
   let value;
   try {
     value = localStorage.getItem(KEY);
@@ -31,7 +53,12 @@ export function readSessionId() {
 
 export function storeSessionId(id) {
   if (!isSessionId(id)) return;
+  const changed = id !== memoryId;
   memoryId = id;
+  if (handBack) {
+    if (changed) handBack(id);
+    return;
+  }
   try {
     if (localStorage.getItem(KEY) !== id) localStorage.setItem(KEY, id);
   } catch (error) {
@@ -40,7 +67,12 @@ export function storeSessionId(id) {
 }
 
 export function forgetSessionId() {
+  const had = memoryId !== null;
   memoryId = null;
+  if (handBack) {
+    if (had) handBack(null);
+    return;
+  }
   try {
     localStorage.removeItem(KEY);
   } catch (error) {

@@ -4,7 +4,7 @@
 // One loop per tab. It runs while the page is visible and has a conversation;
 // while the tab is hidden it stops asking (the request in flight is dropped)
 // and polls at once when the tab is shown again. Errors back off, 1 s doubling
-// to 30 s; any answer resets that. kick() ends a wait or a poll and asks again
+// to 30 s, or longer if the server's Retry-After says so; any answer resets that. kick() ends a wait or a poll and asks again
 // at once (the cursor or the session changed, or the customer acted).
 
 import { ApiError, getUpdates } from "./api.js";
@@ -61,7 +61,9 @@ export function startUpdates({ position, onUpdate, onGone }) {
         controller = null;
         if (!(error instanceof ApiError && error.code === "session_not_found")) {
           failures++;
-          await pause(Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS));
+          // A busy server (429 too_many_connections, 503 overloaded) says how long to wait.
+          const told = error instanceof ApiError && error.retryAfter ? error.retryAfter * 1000 : 0;
+          await pause(Math.max(Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS), told));
           continue;
         }
       }
@@ -69,6 +71,7 @@ export function startUpdates({ position, onUpdate, onGone }) {
       failures = 0;
       if (data) onUpdate(data, asked);
       else onGone(asked);
+      if (data && data.hasMore) continue; // one page of many: the next one at once
       const gap = MIN_GAP_MS - (Date.now() - started);
       if (gap > 0) await pause(gap);
     }

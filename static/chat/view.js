@@ -81,8 +81,37 @@ function updateEmptyState() {
 
 export function clearView() {
   log.replaceChildren();
+  showEarlier({ more: false });
   updateEmptyState();
   hideNotice();
+}
+
+// --- Older pages of a long conversation -------------------------------------------
+
+const earlier = $("earlier");
+
+/** Runs `change` (messages added above) so that what the customer reads stays where it was. */
+export function keepScroll(change) {
+  const fromBottom = conversation.scrollHeight - conversation.scrollTop;
+  change();
+  conversation.scrollTop = conversation.scrollHeight - fromBottom;
+}
+
+/** The line above the log: there only while older messages remain, its text while they load. */
+export function showEarlier({ more, loading = false, failed = false }) {
+  earlier.hidden = !more;
+  earlier.classList.toggle("idle", !loading && !failed);
+  earlier.textContent = failed ? "Could not load earlier messages. Scroll up to try again." : "Loading earlier messages…";
+}
+
+/** Whether the top of the conversation is in sight (or nearly), so older messages are wanted. */
+export function nearTop() {
+  return conversation.scrollTop < 200;
+}
+
+/** Calls `handler` when the customer scrolls the conversation. */
+export function onScroll(handler) {
+  conversation.addEventListener("scroll", handler, { passive: true });
 }
 
 // --- Messages ------------------------------------------------------------------
