@@ -57,7 +57,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import limits, payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations import limits, metrics, payloads, runtime  # noqa: E402 - needs the apps loaded above
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -90,7 +90,7 @@ async def application(scope, receive, send):
     if scope["type"] != "http":
         return await site(scope, receive, send)
     path = scope.get("path", "")
-    is_api = path.startswith("/api/") or path == "/healthz"
+    is_api = path.startswith("/api/") or path in ("/healthz", "/livez", "/metrics")
     is_turn = path == "/api/chat" and scope.get("method") == "POST"
     limit = settings.CHAT_MAX_BODY_BYTES if is_api else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
@@ -131,16 +131,19 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
     if _is_held(scope):
         address = _client_address(scope)
         if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
+            metrics.REFUSALS.labels("too_many_connections").inc()
             return await _refuse(send, scope, True, 429, "too_many_connections",
                                  "Too many open connections from your address; try again in a few seconds.",
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
         if settings.CHAT_MAX_HELD and held_in_flight >= settings.CHAT_MAX_HELD:
+            metrics.REFUSALS.labels("overloaded").inc()
             return await _refuse(send, scope, True, 503, "overloaded",
                                  "The site is busy right now; try again in a few seconds.",
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = _held(handler, address)
+        handler = metrics.held("long_poll" if scope.get("path") == "/api/updates" else "stream", _held(handler, address))
     if is_turn:
         if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+            metrics.REFUSALS.labels("overloaded").inc()
             return await _refuse(send, scope, True, 503, "overloaded",
                                  "The assistant is busy right now; try again in a few seconds.",
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)

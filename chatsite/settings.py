@@ -289,7 +289,7 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 # A load balancer checks each instance directly, over plain HTTP: a 301 would
 # read as unhealthy. (SecurityMiddleware matches these against the path
 # without its leading slash.)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
 # The preload directive has no effect until someone submits the domain to the
@@ -438,6 +438,13 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
+
+# --- Health and metrics (docs/health.md, docs/metrics.md) -------------------------
+
+# The bearer token Prometheus sends to GET /metrics; unset, /metrics answers 404. Each
+# worker's counts go to files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's own
+# variable), which gunicorn.conf.py makes for the served site unless it is set.
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
 
 # --- Error reports ------------------------------------------------------------
 

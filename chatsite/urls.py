@@ -8,6 +8,8 @@ urlpatterns = [
     path("embed", views.embed, name="embed"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
+    path("metrics", views.metrics_scrape, name="metrics"),
     path("", include("conversations.urls")),
 ]
 

@@ -10,6 +10,7 @@ on. A conversation's page shows its newest MESSAGES_PER_PAGE messages, with
 links to older ones.
 """
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from itertools import islice
@@ -23,6 +24,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -30,6 +32,8 @@ from django.utils.timesince import timesince
 
 from . import forget, handoff
 from .models import Conversation, Handoff, Message, WaitingConversation
+
+logger = logging.getLogger(__name__)
 
 REPLY_PERMISSION = "conversations.reply_conversation"
 # Messages a conversation's page shows at a time (the newest first; links to older ones).
@@ -83,7 +87,10 @@ class FailedTurnsFilter(admin.SimpleListFilter):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["reference", "session_id", "created_at", "last_activity_at", "message_count",
+    # The reference, never the session id: it works like a password (whoever has it can read
+    # and continue the conversation as the customer). A full id is shown only on a logged
+    # request (session_id_view); staff still find a conversation by the id a customer reads out.
+    list_display = ["reference", "created_at", "last_activity_at", "message_count",
                     "has_failed_turns", "latest_model", "handoff"]
     list_filter = [FailedTurnsFilter, "handoff", "created_at", "last_activity_at"]
     # Searching is done by get_search_results below; a non-empty search_fields
@@ -91,7 +98,7 @@ class ConversationAdmin(admin.ModelAdmin):
     search_fields = ["session_id"]
     search_help_text = "The whole session id, or the 8-character reference the customer sees."
     ordering = ["-last_activity_at"]
-    fields = ["reference", "session_id", "created_at", "last_activity_at", "failed_turns", "handoff",
+    fields = ["reference", "created_at", "last_activity_at", "failed_turns", "handoff",
               "waiting_since", "closed_at"]
     readonly_fields = fields
     inlines = [MessageInline]
@@ -106,7 +113,9 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         reply = self.admin_site.admin_view(self.reply_view)
+        session_id = self.admin_site.admin_view(self.session_id_view)
         return [path("<path:object_id>/reply/", reply, name="conversations_conversation_reply"),
+                path("<path:object_id>/session-id/", session_id, name="conversations_conversation_session_id"),
                 *super().get_urls()]
 
     def has_reply_permission(self, request) -> bool:
@@ -121,6 +130,9 @@ class ConversationAdmin(admin.ModelAdmin):
         if conversation is not None:
             extra_context["message_pages"] = pages = self.message_pages(request, conversation)
             request.conversation_message_pages = pages  # type: ignore[attr-defined]  # for get_formset_kwargs
+        if conversation is not None:
+            extra_context["session_id_url"] = reverse("admin:conversations_conversation_session_id",
+                                                      args=[object_id])
         if conversation is not None and self.has_reply_permission(request):
             last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
             extra_context["reply_form"] = ReplyForm(initial={
@@ -218,6 +230,30 @@ class ConversationAdmin(admin.ModelAdmin):
                                  else "Handed back: the assistant answers again.")
         return HttpResponseRedirect(page)
 
+    def session_id_view(self, request, object_id):
+        """The conversation's full session id, shown on an explicit request (a POST from the
+        button on its page) and recorded with who asked: in the conversation's history
+        (Django's LogEntry) and in the log. A GET goes back to the conversation's page."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404("No conversation has that id.")
+        if request.method != "POST":
+            page = reverse("admin:conversations_conversation_change", args=[quote(conversation.pk)])
+            return HttpResponseRedirect(page)
+        self.log_change(request, conversation, "Showed the full session id.")
+        logger.info("staff showed a session id", extra={
+            "user": request.user.get_username(), "conversation": conversation.pk,
+            "reference": conversation.reference,
+        })
+        # admin_view makes it no-store: never kept in a browser's or a proxy's cache.
+        return TemplateResponse(request, "admin/conversations/conversation/session_id.html", {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "original": conversation, "title": f"Session id of {conversation}",
+            "session_id": conversation.session_id,
+        })
+
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
@@ -255,7 +291,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def export_jsonl(self, request, queryset):
         """Streamed, as chat_export is: a chunk of conversations in memory at a time,
         however many are selected, and the first line is sent before the last is read."""
-        lines = queryset.export_lines()
+        lines = queryset.export_lines()  # named by reference: no session ids
         response = StreamingHttpResponse(
             read_in_thread(lines) if isinstance(request, ASGIRequest) else lines,
             content_type="application/x-ndjson; charset=utf-8",

@@ -136,13 +136,13 @@ def session_id_from(value: object) -> uuid.UUID:
 
 def server_error(request):
     """Django's 500 handler: JSON for the API and /healthz, the plain page elsewhere."""
-    if request.path.startswith("/api/") or request.path == "/healthz":
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/livez", "/metrics"):
         return error_response(500, "server_error", "Something went wrong on our side.")
     return defaults.server_error(request)
 
 
 def bad_request(request, exception=None):
     """Django's 400 handler (e.g. a Host header not in ALLOWED_HOSTS): JSON for the API and /healthz."""
-    if request.path.startswith("/api/") or request.path == "/healthz":
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/livez", "/metrics"):
         return error_response(400, "bad_request", "The request could not be understood.")
     return defaults.bad_request(request, exception)

@@ -38,7 +38,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from . import llm, sessions, shared_state
+from . import llm, metrics, sessions, shared_state
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ class Window:
     def check(self, count: int) -> None:
         """Raise Limited if `count` hits in this window are over the rate."""
         if count > self.rate.limit:
+            metrics.REFUSALS.labels("rate_limit_" + self.key.split(":")[1]).inc()
             raise Limited("rate_limited", f"Too many requests; try again in {self.retry_after} s.",
                           self.retry_after)
 
@@ -204,6 +205,7 @@ def budgets_left(session_id: uuid.UUID | None, spent: list[int | None]) -> bool:
                settings.CHAT_DAILY_TOKENS_PER_ADDRESS, settings.CHAT_DAILY_TOKENS_SITE]
     for name, budget, used in zip(("session", "address", "site"), budgets, spent, strict=True):
         if budget and (used or 0) >= budget:
+            metrics.BUDGET_SPENT.labels(name).inc()
             logger.info("budget spent, answering offline", extra={"budget": name})
             return False
     return True
@@ -264,6 +266,7 @@ async def settle(gateway: shared_state.Gateway, session_id: uuid.UUID, ip: str, 
     """After a turn, in one round trip: its tokens spent against the budgets, and `changed`, the
     values that tell waiting pages to look (updates.py)."""
     counters = [(name, tokens, BUDGET_SECONDS) for name in budget_keys(session_id, ip)] if tokens > 0 else []
+    metrics.TOKENS_SPENT.inc(max(tokens, 0))
     await gateway.round_trip(counters=counters, values=changed)
 
 

@@ -17,13 +17,16 @@ than RESPONSE_MAX_BYTES, or a line of a stream, is not read at all.
 
 Every failure of the LLM (timeout, refused connection, 429, 5xx, a reply that
 does not parse, or too large to) becomes AssistantUnavailable, and the whole call, retries
-included, ends within settings.CHAT_LLM_DEADLINE seconds.
+included, ends within settings.CHAT_LLM_DEADLINE seconds. It is logged once with its
+cause (`failure_cause`: refused, DNS, TLS, timeout, HTTP status and the server's error
+code...) and the LLM's host, never the API key, and counted in the metrics by cause.
 
 The circuit breaker: the LLM counts as down, and customers get the offline
 responder, after CHAT_LLM_DOWN_AFTER_FAILURES (5) failed calls in a row in one
 worker, each within FAILURE_WINDOW seconds of the one before (one slow hour of
 sporadic failures is not an outage). The worker then sets a shared `llm:down`
-flag that limits.admit reads with the budget counters (no extra round trip).
+flag, holding since when (Unix seconds), that limits.admit reads with the budget
+counters (no extra round trip) and /healthz reports (`health`).
 While it is set, one turn every PROBE_SECONDS, site-wide, still tries the LLM:
 its success clears the flag at once, its failure renews it. The flag lapses on
 its own after DOWN_SECONDS, so a lost "back up" costs at most that.
@@ -39,16 +42,20 @@ import contextlib
 import json
 import logging
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx2
 import openai
 from django.conf import settings
 
-from . import knowledge, shared_state
+from . import knowledge, metrics, shared_state
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -92,15 +99,57 @@ class AssistantUnavailable(ApiError):
 LLM_CONNECTIONS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
 
 
-def _timed_out(error: openai.APITimeoutError) -> bool:
-    """Whether the client timed out. The aiohttp transport reports a connection the server
-    dropped or refused as a connect timeout too (its ClientConnectionError); the cause tells."""
-    cause = error.__cause__
-    while cause is not None:
-        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
-            return False
-        cause = cause.__cause__
-    return True
+def failure_cause(error: BaseException) -> tuple[str, str]:
+    """Why a call to the LLM failed, as (cause, detail): a short name for the metrics and the
+    log (refused, dns, tls, reset, connection, timeout, http_<status>, bad_reply, too_large)
+    and what the log line says. The openai client reports every transport failure as a
+    timeout (APITimeoutError), a refused connection too: the exceptions it was raised from tell.
+    Never the error's own text for an HTTP answer: a 401's names the API key, partly masked."""
+    if isinstance(error, openai.APIStatusError):
+        code = error.code or error.type  # what the server named the error, e.g. invalid_api_key
+        return f"http_{error.status_code}", f"HTTP {error.status_code}" + (f" {code!s:.80}" if code else "")
+    if isinstance(error, _TooLarge):
+        return "too_large", str(error)
+    if not isinstance(error, openai.APIConnectionError):
+        return "bad_reply", f"a reply that does not parse: {type(error).__name__}"
+    seen: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in seen and len(seen) < 10:
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    # A failure of the connection that the client dressed up as a timeout.
+    transport = any(isinstance(e, (aiohttp.ClientConnectionError, OSError)) and not isinstance(e, TimeoutError)
+                    for e in seen)
+    for name, kinds, detail in [
+        ("dns", (socket.gaierror, aiohttp.ClientConnectorDNSError), "DNS lookup failed"),
+        ("tls", (ssl.SSLError, ssl.CertificateError, aiohttp.ClientSSLError), "TLS handshake failed"),
+        ("refused", (ConnectionRefusedError,), "connection refused"),
+        ("reset", (ConnectionResetError, aiohttp.ServerDisconnectedError), "connection closed by the server"),
+    ]:
+        found = next((e for e in seen if isinstance(e, kinds)), None)
+        if found is not None:
+            return name, detail + (f" ({_reason(found)})" if name in ("dns", "tls") else "")
+    if not transport and isinstance(error, openai.APITimeoutError):
+        return "timeout", "timed out"
+    return "connection", f"connection failed: {type(seen[-1]).__name__} ({_reason(seen[-1])})"
+
+
+def _reason(error: BaseException) -> str:
+    """The operating system's or the TLS library's words for `error`, e.g. "Name or service not known"."""
+    return str(getattr(error, "strerror", None) or getattr(error, "reason", None) or error)[:200]
+
+
+def llm_host() -> str:
+    """Host and port of the LLM (OPENAI_BASE_URL's, else OpenAI's), never a user or password in it."""
+    parts = urlsplit(settings.OPENAI_BASE_URL or "https://api.openai.com/v1")
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _log_failure(cause: str, detail: str) -> None:
+    metrics.LLM_FAILURES.labels(cause).inc()
+    logger.warning("LLM call failed: %s, at %s", detail, llm_host(), extra={"cause": cause, "llm_host": llm_host()})
+
 
 def _config() -> tuple:
     return (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.CHAT_LLM_DEADLINE,
@@ -220,10 +269,15 @@ class ReplyStream:
                 await asyncio.sleep(settings.CHAT_OFFLINE_WORD_DELAY)
 
     async def _openai(self) -> AsyncIterator[str]:
+        metrics.LLM_CALLS.inc()
+        first = True
         try:
             # aclosing: on Stop, the upstream call is closed now, not when garbage collected.
             async with contextlib.aclosing(self._openai_checked()) as pieces:
                 async for piece in pieces:
+                    if first:
+                        metrics.FIRST_TOKEN_SECONDS.observe(time.monotonic() - self._started)
+                        first = False
                     yield piece
         except AssistantUnavailable as error:
             if error.outage:
@@ -243,30 +297,27 @@ class ReplyStream:
                 if piece:
                     yield piece
         except TimeoutError as error:
-            logger.warning("LLM deadline of %ss passed", settings.CHAT_LLM_DEADLINE)
-            raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
-        except openai.APITimeoutError as error:
-            if not _timed_out(error):
-                logger.warning("LLM connection failed: %r", error)
-                raise AssistantUnavailable("The assistant is unavailable right now.", status=502) from error
-            logger.warning("LLM timed out: %r", error)
+            _log_failure("timeout", f"the deadline of {settings.CHAT_LLM_DEADLINE}s passed")
             raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
         except openai.RateLimitError as error:
-            logger.warning("LLM rate limited: %r", error)
+            _log_failure(*failure_cause(error))
             raise AssistantUnavailable(
                 "The assistant is busy right now.", status=503, retry_after=_retry_after(error)
             ) from error
         except (openai.OpenAIError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-            # Refused connections, 4xx/5xx answers, and replies that do not parse
+            # Refused connections, timeouts, 4xx/5xx answers, and replies that do not parse
             # (ValueError from JSON, KeyError/TypeError/IndexError from odd shapes).
-            logger.warning("LLM call failed: %r", error)
+            cause, detail = failure_cause(error)
+            _log_failure(cause, detail)
+            if cause == "timeout":
+                raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
             # A reply too large to read: this question asked for it, as far as we can tell.
             refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError, _TooLarge))
             raise AssistantUnavailable(
                 "The assistant is unavailable right now.", status=502, outage=not refused
             ) from error
         if not self._length:
-            logger.warning("LLM returned an empty reply")
+            _log_failure("empty_reply", "the LLM returned an empty reply")
             raise AssistantUnavailable("The assistant returned an empty reply.", status=502, outage=False)
 
 
@@ -447,19 +498,39 @@ FAILURE_WINDOW = 60
 PROBE_SECONDS = 30
 DOWN_SECONDS = 600
 
-_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False}
+_llm_health = {"failures": 0, "last_failure": 0.0, "down_seen": False, "down_since": 0}
 _llm_lock = threading.Lock()
 
 
 def is_down(flag: int | None) -> bool:
-    """Whether the shared `llm:down` flag, as read, says the LLM is down (and remember what was seen)."""
+    """Whether the shared `llm:down` flag, as read, says the LLM is down (and remember what was seen).
+    The flag's value is since when, in Unix seconds, so that every worker reports the same."""
     down = bool(flag) and settings.CHAT_LLM_DOWN_AFTER_FAILURES > 0
     _llm_health["down_seen"] = down
+    _llm_health["down_since"] = flag if down and flag else 0
     return down
 
 
+def health(flag: int | None) -> dict[str, str | None]:
+    """The LLM's part of /healthz, from the shared `llm:down` flag as read (docs/health.md).
+
+    The check calls no LLM: the breaker already watches every real call, and a probe from
+    each load balancer every few seconds would cost requests (tokens, with some servers)
+    and say less than the customers' own calls do.
+    """
+    if not settings.OPENAI_API_KEY:
+        return {"llm": "offline"}  # the offline responder, by configuration
+    if settings.CHAT_LLM_DOWN_AFTER_FAILURES <= 0:
+        return {"llm": "unchecked"}  # the breaker is off: nothing watches the LLM
+    if not flag:
+        return {"llm": "ok"}
+    # 1 is the flag as written before it held a time (for the few minutes of an upgrade).
+    since = datetime.fromtimestamp(flag, UTC).isoformat().replace("+00:00", "Z") if flag > 1 else None
+    return {"llm": "down", "llmDownSince": since}
+
+
 def reset_health() -> None:
-    _llm_health.update(failures=0, last_failure=0.0, down_seen=False)
+    _llm_health.update(failures=0, last_failure=0.0, down_seen=False, down_since=0)
 
 
 def failed() -> None:
@@ -480,12 +551,15 @@ def failed() -> None:
         mark = _llm_health["failures"] >= threshold or _llm_health["down_seen"]
         newly = mark and not _llm_health["down_seen"]
         _llm_health["down_seen"] = _llm_health["down_seen"] or mark
+        if mark and not _llm_health["down_since"]:
+            _llm_health["down_since"] = int(time.time())
+        since = _llm_health["down_since"]
     if mark:
         if newly:
             logger.warning("the LLM failed %s times in a row: customers get the offline responder "
-                           "until a probe succeeds", threshold)
+                           "until a probe succeeds", threshold, extra={"llm_host": llm_host()})
         # The next probe in PROBE_SECONDS, not now.
-        shared_state.set_many({DOWN: 1}, DOWN_SECONDS)
+        shared_state.set_many({DOWN: since}, DOWN_SECONDS)
         shared_state.set_many({PROBE: 1}, PROBE_SECONDS)
 
 
@@ -495,6 +569,7 @@ def succeeded() -> None:
     with _llm_lock:
         _llm_health["failures"] = 0
         was_down, _llm_health["down_seen"] = _llm_health["down_seen"], False
+        _llm_health["down_since"] = 0
     if was_down:
-        logger.warning("the LLM answered again: customers get it again")
+        logger.warning("the LLM answered again: customers get it again", extra={"llm_host": llm_host()})
         shared_state.delete_many([DOWN, PROBE])

@@ -144,15 +144,16 @@ class ConversationQuerySet(models.QuerySet):
         questions = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER)
         return self.annotate(latest_question=Subquery(questions.order_by("-seq").values("content")[:1]))
 
-    def export_lines(self, chunk_size: int = 500) -> Iterator[str]:
-        """One JSON line per conversation, with its messages, oldest conversation first.
+    def export_lines(self, chunk_size: int = 500, with_session_ids: bool = False) -> Iterator[str]:
+        """One JSON line per conversation, with its messages, oldest conversation first; with
+        each one's session id only if asked (it works like a password), always its reference.
 
         Streams: only `chunk_size` conversations and their messages are in
         memory at a time (one query for the messages of each chunk).
         """
         conversations = self.order_by("pk").prefetch_related("messages")
         for conversation in conversations.iterator(chunk_size=chunk_size):
-            line = json.dumps(conversation.export_record(), ensure_ascii=False)
+            line = json.dumps(conversation.export_record(with_session_ids), ensure_ascii=False)
             yield line.translate(CONTROLS_AS_JSON_ESCAPES) + "\n"
 
 
@@ -211,14 +212,18 @@ class Conversation(models.Model):
         return str(self.session_id)[:8]
 
     def transcript(self) -> str:
-        """The conversation as readable text, for support staff (one query)."""
+        """The conversation as readable text, for support staff (one query). It names the
+        reference, never the session id, which works like a password."""
         messages = list(self.messages.all())
         started = timezone.localtime(self.created_at)
+        # last_activity_at is moved on at most once a minute (turns.ACTIVITY_RESOLUTION):
+        # the latest message says when exactly.
+        last_activity = max([self.last_activity_at, *(message.created_at for message in messages)])
         failed = f", {self.failed_turns} failed turn{'s' if self.failed_turns != 1 else ''}"
         lines = [
-            f"Conversation {self.reference} (session {self.session_id})",
+            f"Conversation {self.reference}",
             f"Started {started:%Y-%m-%d %H:%M:%S %Z}, last activity "
-            f"{timezone.localtime(self.last_activity_at):%Y-%m-%d %H:%M:%S}, "
+            f"{timezone.localtime(last_activity):%Y-%m-%d %H:%M:%S}, "
             f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
             + (failed if self.failed_turns else "")
             + ("" if self.handoff == Handoff.ASSISTANT else f", {self.get_handoff_display()}"),
@@ -231,10 +236,10 @@ class Conversation(models.Model):
             lines.extend("    " + line for line in visible(message.content).split("\n"))
         return "\n".join(lines) + "\n"
 
-    def export_record(self) -> dict:
+    def export_record(self, with_session_id: bool = False) -> dict:
         """The conversation and its messages as one JSON object (see chat_export)."""
         return {
-            "sessionId": str(self.session_id),
+            **({"sessionId": str(self.session_id)} if with_session_id else {}),
             "reference": self.reference,
             "createdAt": self.created_at.isoformat(),
             "lastActivityAt": self.last_activity_at.isoformat(),

@@ -65,6 +65,7 @@ the id (`opening_key`), so an id seen or guessed by anyone else finds nothing.
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import handoff, knowledge, limits, llm, runtime, sessions, updates
+from . import handoff, knowledge, limits, llm, metrics, runtime, sessions, updates
 from .errors import ApiError, ConversationDeleted, DatabaseUnavailable, RetrySuperseded, TurnInProgress
 from .models import Conversation, Handoff, Message, idle_cutoff, lease_end
 from .store.base import Conflict
@@ -127,6 +128,7 @@ class Turn:
     # The session's cache entry to write with the turn's last round trip (a cache miss).
     cache_entry: tuple | None = None
     runtime: "runtime.Runtime" = field(default_factory=runtime.current)
+    started: float = field(default_factory=time.monotonic)  # for the metrics' turn latency
 
 
 async def start(ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str) -> Turn:
@@ -235,6 +237,7 @@ async def _store(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, tex
         raise TurnInProgress(session_id=session_id, retry_after=1)
     turn.address, turn.offline, turn.runtime = ip, not admission.use_llm, rt
     if turn.for_staff:  # stored for staff: nothing more to come, so the turn ends here
+        metrics.TURNS.labels("for_staff").inc()
         await _settle(turn, tokens=0)
     return turn
 
@@ -510,6 +513,7 @@ async def _store_reply(turn: Turn, stream: llm.ReplyStream, status: str) -> Mess
         logger.warning("turn lost its lease before the reply was stored")
         raise TurnInProgress(session_id=turn.session_id)
     await _settle(turn, tokens=stream.tokens_used if stream.responder != "offline" else 0)
+    metrics.turn_ended(status, turn.started)
     logger.info("turn", extra={
         "session": sessions.short_hash(turn.session_id), "status": status, "model": stream.model,
         "llm_ms": stream.latency_ms, "prompt_tokens": stream.prompt_tokens,
@@ -535,6 +539,7 @@ async def _release(turn: Turn, count: bool) -> None:
     """
     assert turn.answer is not None and turn.question is not None
     logger.info("turn", extra={"session": sessions.short_hash(turn.session_id), "status": "failed"})
+    metrics.TURNS.labels("failed" if count else "stopped").inc()
     await turn.runtime.store.release(turn.answer, turn.question, turn.owner, count)
     await _settle(turn, tokens=0)
 

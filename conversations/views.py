@@ -1,17 +1,21 @@
 import asyncio
+import hmac
 import logging
 import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
+from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
+from prometheus_client import CollectorRegistry, Gauge
 
-from . import forget, knowledge, limits, paging, payloads, runtime, turns, updates
-from .api import api_view, json_body, session_id_from
+from . import forget, knowledge, limits, llm, metrics, paging, payloads, runtime, turns, updates
+from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
-from .errors import ApiError
+from .errors import ApiError, DatabaseUnavailable
 from .models import Conversation, Handoff, Message
 
 logger = logging.getLogger(__name__)
@@ -207,37 +211,107 @@ def _limit(value: str | None) -> int:
 
 @api_view("GET")
 async def healthz(request):
-    """For the load balancer: 503 only when the database is down; Redis down is "degraded".
+    """For the load balancer and monitoring (docs/health.md): 503 only when the database is
+    down; the cache (Redis) or the LLM down is "degraded", since the site still serves
+    (from the database; from the offline responder).
 
     The database is asked through the turn store, as a turn would: on PostgreSQL its
     pool tests every idle connection after a failure (a restart, a failover), where
     Django's would hand out its dead ones one by one, backing off between them. A
     database that does not answer within CHAT_HEALTH_TIMEOUT (a pool exhausted behind a
     held lock, a stalled server) counts as down: the check must answer the load balancer
-    in time, whatever the database is doing.
+    in time, whatever the database is doing. The LLM's state is the circuit breaker's
+    shared flag (llm.health): the check calls no LLM.
     """
     try:
-        database, cache_state = await asyncio.wait_for(
+        database, cache_state, llm_state = await asyncio.wait_for(
             _dependency_states(runtime.current()), settings.CHAT_HEALTH_TIMEOUT
         )
     except TimeoutError:
         logger.warning("health check: no answer within %ss", settings.CHAT_HEALTH_TIMEOUT)
-        database, cache_state = "down", "unknown"
+        database, cache_state, llm_state = "down", "unknown", {"llm": "unknown"}
     if database != "ok":
         status, code = "down", 503
+    elif cache_state == "down" or llm_state["llm"] == "down":
+        status, code = "degraded", 200
     else:
-        status, code = ("degraded", 200) if cache_state == "down" else ("ok", 200)
-    return JsonResponse({"status": status, "database": database, "cache": cache_state}, status=code)
+        status, code = "ok", 200
+    return JsonResponse({"status": status, "database": database, "cache": cache_state, **llm_state},
+                        status=code)
 
 
-async def _dependency_states(rt: runtime.Runtime) -> tuple[str, str]:
+async def _dependency_states(rt: runtime.Runtime) -> tuple[str, str, dict]:
     try:
         await rt.store.ping()
         database = "ok"
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
         database = "down"
-    return database, await rt.gateway.ping()
+    cache_state = await rt.gateway.ping()
+    # Read like limits.admit reads it: from Redis, else what this worker holds while Redis is away.
+    [down] = await rt.gateway.round_trip(reads=[llm.DOWN])
+    return database, cache_state, llm.health(down)
+
+
+@api_view("GET")
+async def livez(request):
+    """Liveness, for a process supervisor: this worker's event loop answers. It touches no
+    dependency, so a database or Redis outage never gets healthy workers restarted."""
+    return JsonResponse({"status": "alive"})
+
+
+@api_view("GET")
+async def metrics_scrape(request):
+    """Prometheus's scrape (docs/metrics.md): every worker's counts, and what is read now.
+
+    Only with CHAT_METRICS_TOKEN set, and sent as `Authorization: Bearer <token>`: unset,
+    there is no such endpoint (404), so a site never publishes its figures by default.
+    """
+    token = settings.CHAT_METRICS_TOKEN
+    if not token:
+        raise ApiError(404, "not_found", "There is no such endpoint.")
+    sent = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        response = error_response(401, "unauthorized", "Send the metrics token as Authorization: Bearer <token>.")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    now = await _metrics_now(runtime.current())
+    body, content_type = metrics.exposition(now)
+    return HttpResponse(body, content_type=content_type)
+
+
+async def _metrics_now(rt: runtime.Runtime) -> CollectorRegistry:
+    """What a scrape reads at the time: the queue, the site's tokens today and its budgets, and
+    whether the LLM is down (shared by every worker, so read here rather than counted)."""
+    site_tokens_key = limits.budget_keys(None, "")[2]
+    spent, down = await rt.gateway.round_trip(reads=[site_tokens_key, llm.DOWN])
+    registry = CollectorRegistry()
+    try:
+        waiting, oldest = await in_db_thread(_queue)
+    except DatabaseUnavailable:
+        pass  # logged; the scrape reports the rest, when it matters most (the queue's series pause)
+    else:
+        Gauge("chat_conversations_waiting", "Conversations whose customer waits for a person's answer.",
+              registry=registry).set(waiting)
+        Gauge("chat_oldest_wait_seconds", "How long the longest-waiting customer has waited (0: nobody waits).",
+              registry=registry).set(oldest)
+    Gauge("chat_tokens_site_today", "LLM tokens the whole site spent today (UTC), as the budget counts them.",
+          registry=registry).set(spent or 0)
+    budget = Gauge("chat_token_budget_daily", "Daily LLM token budgets (0: none), by budget.", ["budget"],
+                   registry=registry)
+    budget.labels("site").set(settings.CHAT_DAILY_TOKENS_SITE)
+    budget.labels("address").set(settings.CHAT_DAILY_TOKENS_PER_ADDRESS)
+    budget.labels("session").set(settings.CHAT_DAILY_TOKENS_PER_SESSION)
+    Gauge("chat_llm_down", "1 while the circuit breaker has the LLM down (customers get the offline responder).",
+          registry=registry).set(1 if llm.health(down)["llm"] == "down" else 0)
+    return registry
+
+
+def _queue() -> tuple[int, float]:
+    waiting = Conversation.objects.waiting()
+    found = waiting.aggregate(count=Count("pk"), oldest=Min("waiting_since"))
+    oldest = (timezone.now() - found["oldest"]).total_seconds() if found["oldest"] else 0.0
+    return found["count"], oldest
 
 
 # --- Talking to a person (conversations/handoff.py, updates.py) ----------------

@@ -44,7 +44,9 @@ def test_the_list_shows_each_conversation_newest_first(admin_client):
         (1, True, None), (4, False, "gpt-4o-mini")
     ]
     page = response.content.decode()
-    assert str(older.session_id) in page and "gpt-4o-mini" in page
+    assert older.reference in page and "gpt-4o-mini" in page
+    # The session id works like a password: out of sight.
+    assert str(older.session_id) not in page and str(newer.session_id) not in page
 
 
 @pytest.mark.parametrize("rows", [10, 1000])
@@ -173,7 +175,9 @@ def test_export_action_returns_the_selected_conversations_as_json_lines(admin_cl
     assert response["Content-Disposition"].startswith('attachment; filename="conversations-')
     lines = b"".join(response.streaming_content).decode().splitlines()  # streamed
     records = [json.loads(line) for line in lines]
-    assert [r["sessionId"] for r in records] == [str(first.session_id), str(third.session_id)]
+    assert [r["reference"] for r in records] == [first.reference, third.reference]
+    assert not any("sessionId" in r for r in records)
+    assert str(first.session_id) not in "".join(lines)
     assert [(m["seq"], m["role"], m["content"]) for m in records[0]["messages"]] == [
         (0, "user", "Question 1?"), (1, "assistant", "Answer 1."),
         (2, "user", "Question 2?"), (3, "assistant", "Answer 2."),
@@ -209,6 +213,54 @@ def test_staff_need_the_view_permission(client):
     # Viewing is not deleting.
     assert client.post(f"{CHANGELIST}{conversation.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Conversation.objects.count() == 1
+
+
+# --- The session id: out of sight, shown on a recorded request --------------------------
+
+
+def session_id_url(conversation: Conversation) -> str:
+    return f"{CHANGELIST}{conversation.pk}/session-id/"
+
+
+def test_the_conversation_page_names_the_reference_not_the_session_id(admin_client):
+    conversation = data.conversation()
+    page = admin_client.get(change_url(conversation)).content.decode()
+    assert conversation.reference in page and "Show the full session id" in page
+    assert str(conversation.session_id) not in page
+
+
+def test_the_session_id_is_shown_on_a_post_recorded_with_who_asked(admin_client, admin_user, caplog):
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    conversation = data.conversation()
+    caplog.set_level("INFO", logger="conversations.admin")
+
+    looked = admin_client.get(session_id_url(conversation))  # a link followed, a page prefetched
+    assert looked.status_code == 302 and str(conversation.session_id) not in looked.content.decode()
+    assert not LogEntry.objects.exists()
+
+    response = admin_client.post(session_id_url(conversation))
+
+    assert response.status_code == 200 and str(conversation.session_id) in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
+    [entry] = LogEntry.objects.all()
+    assert (entry.user, entry.object_id, entry.action_flag) == (admin_user, str(conversation.pk), CHANGE)
+    assert entry.get_change_message() == "Showed the full session id."
+    [record] = [r for r in caplog.records if r.getMessage() == "staff showed a session id"]
+    assert (record.user, record.conversation) == (admin_user.username, conversation.pk)
+    assert str(conversation.session_id) not in caplog.text
+    # The conversation's history page says who looked.
+    history = admin_client.get(f"{CHANGELIST}{conversation.pk}/history/").content.decode()
+    assert "Showed the full session id." in history
+
+
+def test_only_staff_who_may_view_the_conversation_can_show_its_session_id(client):
+    conversation = data.conversation()
+    staff = User.objects.create_user("helper", password="pw-staff-123", is_staff=True)
+    client.force_login(staff)
+    response = client.post(session_id_url(conversation))
+    assert response.status_code == 403 and str(conversation.session_id) not in response.content.decode()
+    assert client.post(f"{CHANGELIST}999999/session-id/").status_code == 403
 
 
 def test_admin_keeps_csrf_protection(admin_user):

@@ -2,12 +2,16 @@
 
 import io
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -47,7 +51,8 @@ def test_chat_show_prints_the_transcript_by_reference_or_id():
     by_reference = run("chat_show", conversation.reference)
 
     assert by_reference == run("chat_show", str(conversation.session_id))
-    assert by_reference.startswith(f"Conversation {conversation.reference} (session {conversation.session_id})")
+    assert by_reference.startswith(f"Conversation {conversation.reference}\n")
+    assert str(conversation.session_id) not in by_reference  # it works like a password
     assert "Customer:\n    Question 1?" in by_reference
     assert "Assistant (gpt-4o-mini, 812 ms, 50+20 tokens):\n    Answer 2." in by_reference
     assert by_reference.index("Question 2?") < by_reference.index("Answer 2.")
@@ -70,7 +75,7 @@ def test_chat_show_asks_for_more_when_a_reference_is_shared():
 
     with pytest.raises(CommandError, match="give more of the session id"):
         run("chat_show", "a1c9a0a3")
-    assert str(first.session_id) in run("chat_show", str(first.session_id))
+    assert "Question 1?" in run("chat_show", str(first.session_id))
 
 
 # --- chat_export -------------------------------------------------------------
@@ -82,7 +87,7 @@ def test_chat_export_writes_one_json_line_per_conversation_oldest_first():
     lines = run("chat_export").splitlines()
 
     records = [json.loads(line) for line in lines]
-    assert [r["sessionId"] for r in records] == [str(c.session_id) for c in (first, second, failed)]
+    assert [r["reference"] for r in records] == [c.reference for c in (first, second, failed)]
     assert [(m["seq"], m["role"], m["content"], m["status"]) for m in records[2]["messages"]] == [
         (0, "user", "Question 1?", "failed")
     ]
@@ -93,6 +98,27 @@ def test_chat_export_writes_one_json_line_per_conversation_oldest_first():
         "author": None,
     }
     assert records[2]["failedTurns"] == 1 and records[2]["reference"] == failed.reference
+
+
+def test_chat_export_names_session_ids_only_when_asked():
+    first, second = data.conversations(2)
+
+    plain = run("chat_export")
+    with_ids = [json.loads(line) for line in run("chat_export", "--with-session-ids").splitlines()]
+
+    assert str(first.session_id) not in plain and str(second.session_id) not in plain
+    assert [r["sessionId"] for r in with_ids] == [str(first.session_id), str(second.session_id)]
+
+
+def test_chat_show_says_when_the_last_message_was_written_to_the_second():
+    conversation = data.conversation(turns=1)
+    # A turn moves last_activity_at on at most once a minute (turns.ACTIVITY_RESOLUTION).
+    latest = conversation.last_activity_at + timedelta(seconds=47)
+    conversation.messages.filter(seq=1).update(created_at=latest)
+
+    header = run("chat_show", conversation.reference).splitlines()[1]
+
+    assert f"last activity {timezone.localtime(latest):%Y-%m-%d %H:%M:%S}," in header
 
 
 def test_chat_export_keeps_one_conversation_a_line_whatever_the_customer_typed():
@@ -114,9 +140,9 @@ def test_chat_export_selects_by_day_of_last_activity(tmp_path):
     since = days_ago(10).date().isoformat()
     until = days_ago(5).date().isoformat()
 
-    exported = [json.loads(line)["sessionId"] for line in run("chat_export", "--since", since,
+    exported = [json.loads(line)["reference"] for line in run("chat_export", "--since", since,
                                                               "--until", until).splitlines()]
-    assert exported == [str(old.session_id), str(middle.session_id)]
+    assert exported == [old.reference, middle.reference]
     only_since = run("chat_export", "--since", days_ago(5).date().isoformat()).splitlines()
     assert len(only_since) == 2
 
@@ -304,3 +330,46 @@ def test_chat_stats_per_day():
 def test_chat_stats_with_no_data():
     rows = stats_rows(run("chat_stats", "--days", "1"))
     assert rows[timezone.localdate().isoformat()] == ["0", "0", "0", "-", "-", "0", "0"]
+
+
+# --- a database that is not the site's ---------------------------------------------------
+
+
+def manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
+    """A command in a new shell that reaches `database_url` (none of the site's settings)."""
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SECRET_KEY": "test-only-secret-key"}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", [["chat_stats"], ["chat_queue"], ["chat_show", "a1c9a0a3"],
+                                     ["chat_export"], ["chat_purge", "--dry-run"]])
+def test_a_command_against_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path, command):
+    database = tmp_path / "db.sqlite3"
+
+    finished = manage(*command, database_url=f"sqlite:///{database}")
+
+    assert finished.returncode != 0
+    assert ("the database has no tables: run migrate, or point DATABASE_URL at the site's database"
+            in finished.stderr)
+    assert "Traceback" not in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) <= 2  # the message (and the settings' note), no more
+    assert not database.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_command_against_an_empty_database_says_so(postgres):
+    name = f"chatsite_empty_{os.getpid()}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        db = connection.settings_dict
+        url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
+        finished = manage("chat_stats", database_url=url)
+        assert finished.returncode != 0
+        assert f"the database has no tables: run migrate, or point DATABASE_URL at the site's database ({name}" \
+            in finished.stderr
+        assert "Traceback" not in finished.stderr
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

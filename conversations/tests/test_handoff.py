@@ -337,7 +337,7 @@ def test_commands_show_staff_messages_with_their_author(client):
     out = io.StringIO()
     call_command("chat_export", stdout=out)
     record = next(json.loads(line) for line in out.getvalue().splitlines()
-                  if json.loads(line)["sessionId"] == body["sessionId"])
+                  if json.loads(line)["reference"] == body["sessionId"][:8])
     assert record["handoff"] == "staff"
     assert [(m["role"], m["author"]) for m in record["messages"]][2:] == [("event", None), ("staff", "Mia")]
     assert "mia.schmidt" not in out.getvalue()  # the name chosen, never the login

@@ -1,14 +1,17 @@
 """GET /healthz: what a load balancer asks."""
 
+import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
 
 from devtools.processes import Site, free_port
 
-from .client import SiteClient
+from .client import SiteClient, post_chat
 from .helpers import site_env
 
 
@@ -17,7 +20,7 @@ def test_health_is_ok_with_the_database_and_the_local_cache(client, settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "cache": "local"}
+    assert response.json() == {"status": "ok", "database": "ok", "cache": "local", "llm": "offline"}
 
 
 @pytest.mark.django_db
@@ -32,9 +35,11 @@ def test_health_is_not_redirected_to_https(client, settings):
 def test_health_with_redis_up_then_down(live_site, fake_llm_server, own_redis):
     site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
     try:
-        assert SiteClient(site).health()[:2] == (200, {"status": "ok", "database": "ok", "cache": "ok"})
+        assert SiteClient(site).health()[:2] == (200, {"status": "ok", "database": "ok", "cache": "ok",
+                                                       "llm": "unchecked"})
         own_redis.stop()
-        assert SiteClient(site).health()[:2] == (200, {"status": "degraded", "database": "ok", "cache": "down"})
+        assert SiteClient(site).health()[:2] == (200, {"status": "degraded", "database": "ok", "cache": "down",
+                                                       "llm": "unchecked"})
     finally:
         site.stop()
 
@@ -51,6 +56,8 @@ def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
         assert status == 503
         assert body["status"] == "down" and body["database"] == "down"
         assert time.monotonic() - started < 10
+        # Liveness asks no dependency: a supervisor restarts no worker for the database's outage.
+        assert SiteClient(site).request("GET", "/livez")[:2] == (200, {"status": "alive"})
     finally:
         site.stop()
 
@@ -87,5 +94,107 @@ def test_health_answers_at_once_after_every_database_connection_was_killed(live_
 
         assert (status, body["database"]) == (200, "ok")
         assert time.monotonic() - started < 1.5
+    finally:
+        site.stop()
+
+
+# --- liveness -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_liveness_touches_no_dependency(client, queries, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    response = client.get("/livez")
+    assert (response.status_code, response.json()) == (200, {"status": "alive"})
+    assert queries.statements == []
+    assert client.post("/livez").json()["error"]["code"] == "method_not_allowed"
+
+
+# --- the LLM: its failures' causes in the log, its state in /healthz --------------
+
+
+def failures_logged(caplog) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.getMessage().startswith("LLM call failed")]
+
+
+@pytest.mark.parametrize("where, cause, says", [
+    ("closed port", "refused", "connection refused"),
+    ("unresolvable host", "dns", "DNS lookup failed"),
+    ("TLS to a plain HTTP server", "tls", "TLS handshake failed"),
+])
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_llm_is_logged_with_its_cause_and_host(client, llm, settings, caplog, where, cause, says):
+    port = free_port()
+    settings.OPENAI_BASE_URL, host = {
+        "closed port": (f"http://127.0.0.1:{port}/v1", f"127.0.0.1:{port}"),
+        "unresolvable host": ("http://llm.nowhere.invalid/v1", "llm.nowhere.invalid"),
+        "TLS to a plain HTTP server": (llm.url.replace("http://", "https://"), llm.url.split("/")[2]),
+    }[where]
+    settings.OPENAI_API_KEY = "sk-the-secret-key"
+    caplog.set_level(logging.WARNING, logger="conversations.llm")
+
+    assert post_chat(client, message="Hi")[0] == 502
+
+    [record] = failures_logged(caplog)
+    assert (record.cause, record.llm_host) == (cause, host)
+    assert says in record.getMessage() and host in record.getMessage()
+    assert "secret" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_http_error_is_logged_with_its_status_and_code_never_the_key(client, llm, caplog):
+    # OpenAI's 401 repeats the key, partly masked, in its message.
+    llm.control("status", status=401, code="invalid_api_key", message="Incorrect API key provided: test-key")
+    caplog.set_level(logging.WARNING, logger="conversations.llm")
+
+    assert post_chat(client, message="Hi")[0] == 502
+
+    [record] = failures_logged(caplog)
+    assert record.cause == "http_401"
+    assert "HTTP 401 invalid_api_key" in record.getMessage()
+    assert "test-key" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_timeout_is_logged_as_one(client, llm, settings, caplog):
+    settings.CHAT_LLM_DEADLINE = 1.0
+    llm.control("hang")
+    caplog.set_level(logging.WARNING, logger="conversations.llm")
+    assert post_chat(client, message="Hi")[0] == 504
+    [record] = failures_logged(caplog)
+    assert record.cause == "timeout"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_health_reports_the_llm_down_since_the_breaker_marked_it(client, llm, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CHAT_LLM_DOWN_AFTER_FAILURES = 2
+    assert client.get("/healthz").json()["llm"] == "ok"
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    before = datetime.now(UTC).replace(microsecond=0)
+
+    post_chat(client, message="Hi")
+    assert client.get("/healthz").json()["llm"] == "ok"  # one failure is no outage
+    post_chat(client, message="Hi")
+    response = client.get("/healthz")
+
+    body = response.json()
+    assert (response.status_code, body["status"], body["database"], body["llm"]) == (200, "degraded", "ok", "down")
+    since = datetime.fromisoformat(body["llmDownSince"])
+    assert before <= since <= datetime.now(UTC)
+
+
+def test_a_served_site_reports_an_unreachable_llm_in_its_log_and_health(live_site, fake_llm_server):
+    site = Site(site_env(fake_llm_server, OPENAI_BASE_URL="http://llm.nowhere.invalid/v1",
+                         CHAT_LLM_DOWN_AFTER_FAILURES="1"))
+    try:
+        api = SiteClient(site)
+        assert api.health().ok()["llm"] == "ok"
+        assert api.chat("Hi").status == 502
+        status, body, _ = api.health()
+        assert (status, body["status"], body["llm"]) == (200, "degraded", "down")
+        assert body["llmDownSince"].endswith("Z")
+        lines = [json.loads(line) for line in site.log().splitlines() if '"LLM call failed' in line]
+        assert [(line["cause"], line["llm_host"]) for line in lines] == [("dns", "llm.nowhere.invalid")]
     finally:
         site.stop()

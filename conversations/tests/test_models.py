@@ -82,7 +82,7 @@ def test_transcript_reads_like_the_conversation():
 
     assert len(queries) == 1
     lines = transcript.splitlines()
-    assert lines[0] == f"Conversation {conversation.reference} (session {conversation.session_id})"
+    assert lines[0] == f"Conversation {conversation.reference}"  # never the session id
     assert lines[1].startswith("Started ") and lines[1].endswith("5 messages, 1 failed turn")
     bodies = [line for line in lines if line.startswith("    ")]
     assert bodies == ["    Question 1?", "    Answer 1.", "    Question 2?", "    Answer 2.",

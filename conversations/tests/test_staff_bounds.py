@@ -80,7 +80,7 @@ def test_chat_export_leaves_no_terminal_control_raw_and_loses_nothing():
     assert not raw_controls(out), repr(out)
     assert "\\u001b]0;pwned\\u0007" in out and "\\u009b31m\\u202eevil" in out
     (record,) = [json.loads(line) for line in out.splitlines()]
-    assert record["sessionId"] == str(conversation.session_id)
+    assert record["reference"] == conversation.reference
     assert [m["content"] for m in record["messages"]][-1] == HOSTILE  # JSON escapes: nothing lost
     assert record["messages"][2]["author"] == HOSTILE
 
@@ -208,7 +208,7 @@ def test_the_export_action_streams_the_lines_as_they_are_read(admin_client):
     assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
     assert response["Content-Disposition"].startswith('attachment; filename="conversations-')
     lines = b"".join(response.streaming_content).decode().splitlines()
-    assert [json.loads(line)["sessionId"] for line in lines] == [str(c.session_id) for c in chosen]
+    assert [json.loads(line)["reference"] for line in lines] == [c.reference for c in chosen]
     assert len(json.loads(lines[0])["messages"]) == 4
 
 
@@ -234,7 +234,7 @@ def test_the_export_action_streams_asynchronously_under_asgi(admin_user, monkeyp
     assert response.status_code == 200 and response.streaming and response.is_async
     assert len(chunks) == 3  # two lines, two lines, one line
     lines = b"".join(chunks).decode().splitlines()
-    assert [json.loads(line)["sessionId"] for line in lines] == [str(c.session_id) for c in chosen]
+    assert [json.loads(line)["reference"] for line in lines] == [c.reference for c in chosen]
 
 
 def test_chat_export_writes_each_line_as_soon_as_it_is_made(monkeypatch):

@@ -5,9 +5,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_start
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
+from conversations.management.base import SupportCommand
 from conversations.models import Conversation
 
 # Conversations (with their messages) in memory at a time.
@@ -39,10 +40,11 @@ def bound(option: str, value: date, days_after: int = 0) -> datetime:
     return start
 
 
-class Command(BaseCommand):
+class Command(SupportCommand):
     help = (
         "Export conversations with their messages as JSON Lines (one conversation a line), "
-        "oldest first, streamed. --since/--until select by day of last activity (UTC)."
+        "oldest first, streamed, each named by its reference (--with-session-ids adds the session ids). "
+        "--since/--until select by day of last activity (UTC)."
     )
 
     def add_arguments(self, parser):
@@ -51,8 +53,11 @@ class Command(BaseCommand):
         parser.add_argument("--until", type=day, metavar="DATE",
                             help="only conversations last active on or before this day")
         parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+        parser.add_argument("--with-session-ids", action="store_true",
+                            help="include each conversation's session id, which works like a password "
+                                 "(by default only its reference)")
 
-    def handle(self, *args, since, until, output, **options):
+    def handle(self, *args, since, until, output, with_session_ids, **options):
         if since and until and since > until:
             raise CommandError("--since must not be after --until.")
         conversations = Conversation.objects.all()
@@ -64,20 +69,20 @@ class Command(BaseCommand):
         progress = Progress(self.stderr, conversations.count()) if self.stderr.isatty() else None
         if output is None:
             try:
-                self.write_lines(conversations, self.stdout, progress)
+                self.write_lines(conversations, self.stdout, progress, with_session_ids)
             except BrokenPipeError:  # `chat_export | head`: the reader has had enough
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         else:
             try:
                 with open(output, "w", encoding="utf-8") as out:
-                    exported = self.write_lines(conversations, out, progress)
+                    exported = self.write_lines(conversations, out, progress, with_session_ids)
             except OSError as error:
                 raise CommandError(f"Cannot write {output}: {error.strerror}") from None
             self.stdout.write(f"Exported {exported:,} conversations to {output}.")
 
-    def write_lines(self, conversations, out, progress) -> int:
+    def write_lines(self, conversations, out, progress, with_session_ids: bool) -> int:
         exported = 0
-        for line in conversations.export_lines(chunk_size=CHUNK_SIZE):
+        for line in conversations.export_lines(chunk_size=CHUNK_SIZE, with_session_ids=with_session_ids):
             out.write(line)
             exported += 1
             if progress:

@@ -1,9 +1,10 @@
 import argparse
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from conversations import forget
+from conversations.management.base import SupportCommand
 from conversations.models import Conversation, Message, idle_cutoff
 
 # The most days a command counts back: a hundred years. A datetime holds no
@@ -26,7 +27,7 @@ def day_count(value: str) -> int:
     return days
 
 
-class Command(BaseCommand):
+class Command(SupportCommand):
     help = (
         "Delete conversations idle longer than --older-than days (default CHAT_RETENTION_DAYS), "
         "with their messages and Redis keys, in batches."

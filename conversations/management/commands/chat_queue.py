@@ -1,12 +1,12 @@
-from django.core.management.base import BaseCommand
 from django.db.models import F
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from conversations.management.base import SupportCommand
 from conversations.models import Conversation, Handoff, visible
 
 
-class Command(BaseCommand):
+class Command(SupportCommand):
     help = (
         "List the conversations a person was asked for: those waiting for a staff answer first "
         "(longest waiting first), then those a staff member is on."

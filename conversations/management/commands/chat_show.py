@@ -1,9 +1,10 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from conversations.management.base import SupportCommand
 from conversations.models import Conversation
 
 
-class Command(BaseCommand):
+class Command(SupportCommand):
     help = "Print the transcript of a conversation, found by its session id or 8-character reference."
 
     def add_arguments(self, parser):

@@ -1,10 +1,10 @@
 from datetime import datetime, time, timedelta
 
-from django.core.management.base import BaseCommand
 from django.db.models import Avg, Count, F, Q, Sum, Window
 from django.db.models.functions import RowNumber, TruncDate
 from django.utils import timezone
 
+from conversations.management.base import SupportCommand
 from conversations.models import Conversation, Message
 
 from .chat_purge import MAX_DAYS, day_count
@@ -39,7 +39,7 @@ def p95_latency_by_day(replies) -> dict:
     return dict(nearest_rank.order_by().values_list("day", "latency_ms"))
 
 
-class Command(BaseCommand):
+class Command(SupportCommand):
     help = (
         "Conversations and turns per day, failed turns, average and p95 reply latency and tokens, "
         "for the last --days days (UTC)."
