@@ -31,11 +31,14 @@ USER 10001
 ENV PORT=8000
 EXPOSE 8000
 
-# Docker's own health check (docker ps, Compose, Swarm): GET /healthz on the
-# container's port. It answers only to DJANGO_ALLOWED_HOSTS, so it asks by the
-# first of them; a 503 (or no answer) within the timeout counts as unhealthy.
+# Docker's own health check (docker ps, Compose, Swarm): GET /livez on the
+# container's port, the liveness answer that touches no dependency: Swarm replaces
+# an unhealthy container, and a new one would not bring back a database that is
+# down (that is /healthz's 503, for the load balancer: docs/health.md). It answers
+# only to DJANGO_ALLOWED_HOSTS, so it asks by the first of them; no answer within
+# the timeout counts as unhealthy.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; host = os.environ.get('DJANGO_ALLOWED_HOSTS', '').split(',')[0].strip().lstrip('.*') or 'localhost'; u.urlopen(u.Request(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", headers={'Host': host}), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request as u; host = os.environ.get('DJANGO_ALLOWED_HOSTS', '').split(',')[0].strip().lstrip('.*') or 'localhost'; u.urlopen(u.Request(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/livez\", headers={'Host': host}), timeout=4)"]
 
 # The Procfile's web command, read from the Procfile so that the two cannot
 # drift apart; `exec` makes gunicorn PID 1, so `docker stop` reaches it. The
