@@ -393,6 +393,15 @@ CHAT_UPDATES_TICK = env_float("CHAT_UPDATES_TICK", 0.5)
 CHAT_HANDOFF_EMAILS = [
     address.strip() for address in os.environ.get("CHAT_HANDOFF_EMAILS", "").split(",") if address.strip()
 ]
+# Handoff emails per client address and for the whole site, per clock hour (0: no cap).
+# Past either, the handoff still waits in the queue and goes into the digest instead:
+# one email per CHAT_HANDOFF_DIGEST_MINUTES listing what waited without an email.
+CHAT_HANDOFF_EMAILS_PER_ADDRESS = env_int("CHAT_HANDOFF_EMAILS_PER_ADDRESS", 3)
+CHAT_HANDOFF_EMAILS_PER_HOUR = env_int("CHAT_HANDOFF_EMAILS_PER_HOUR", 30)
+CHAT_HANDOFF_DIGEST_MINUTES = env_float("CHAT_HANDOFF_DIGEST_MINUTES", 15.0)
+# The site's address as staff reach it, e.g. https://chat.example.com: emails link to the
+# admin with it. Empty: links are paths only (/admin/...).
+CHAT_SITE_URL = os.environ.get("CHAT_SITE_URL", "").rstrip("/")
 # Django's mail settings; the console backend prints the emails to the log.
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
