@@ -320,13 +320,13 @@ def _digest_key(period: int, name: object) -> str:
 
 
 def _schedule_digest(period: int) -> None:
-    """Have this process offer `period`'s digest when the period ends (once per period)."""
+    """Have this process offer `period`'s digest a second after the period ends (once per period)."""
     with _digests_lock:
-        if period in _digests:
+        if (timer := _digests.get(period)) is not None and timer.is_alive():
             return
         for old in [old for old in _digests if old < period - 1]:
             del _digests[old]
-        delay = (period + 1) * _digest_seconds() - time.time()
+        delay = (period + 1) * _digest_seconds() - time.time() + 1.0
         timer = _digests[period] = threading.Timer(max(delay, 0.0), _mailer.submit, args=(_send_digest, period))
     timer.daemon = True
     timer.start()
