@@ -411,6 +411,9 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
+# The folder of EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend (one file a
+# connection): a way to read what the site sends without a mail server.
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH") or None
 
 # --- Error reports ------------------------------------------------------------
 
