@@ -23,6 +23,9 @@ day, and when the site's day is spent every customer still gets an answer.
 
 While the LLM is down (llm.py's circuit breaker), `admit` says so too, from the
 flag read in the same round trip, and lets one turn a while probe it.
+
+The same windows cap the emails to staff when customers ask for a person, per
+client address and for the site each hour (`handoff_email_windows`, handoff.py).
 """
 
 import functools
