@@ -429,6 +429,15 @@ CHAT_UPDATES_TICK = env_float("CHAT_UPDATES_TICK", 0.5)
 CHAT_HANDOFF_EMAILS = [
     address.strip() for address in os.environ.get("CHAT_HANDOFF_EMAILS", "").split(",") if address.strip()
 ]
+# Handoff emails per client address and for the whole site, per clock hour (0: no cap).
+# Past either, the handoff still waits in the queue and goes into the digest instead:
+# one email per CHAT_HANDOFF_DIGEST_MINUTES listing what waited without an email.
+CHAT_HANDOFF_EMAILS_PER_ADDRESS = env_int("CHAT_HANDOFF_EMAILS_PER_ADDRESS", 3)
+CHAT_HANDOFF_EMAILS_PER_HOUR = env_int("CHAT_HANDOFF_EMAILS_PER_HOUR", 30)
+CHAT_HANDOFF_DIGEST_MINUTES = env_float("CHAT_HANDOFF_DIGEST_MINUTES", 15.0)
+# The site's address as staff reach it, e.g. https://chat.example.com: emails link to the
+# admin with it. Empty: links are paths only (/admin/...).
+CHAT_SITE_URL = os.environ.get("CHAT_SITE_URL", "").rstrip("/")
 # Django's mail settings; the console backend prints the emails to the log.
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
@@ -438,6 +447,9 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
+# The folder of EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend (one file a
+# connection): a way to read what the site sends without a mail server.
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH") or None
 
 # --- Health and metrics (docs/health.md, docs/metrics.md) -------------------------
 

@@ -22,6 +22,7 @@ from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
+from django.db import DatabaseError
 from django.db.models import F
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -31,6 +32,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from . import forget, handoff
+from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, WaitingConversation
 
 logger = logging.getLogger(__name__)
@@ -135,7 +137,7 @@ class ConversationAdmin(admin.ModelAdmin):
                                                       args=[object_id])
         if conversation is not None and self.has_reply_permission(request):
             last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
-            extra_context["reply_form"] = ReplyForm(initial={
+            extra_context["reply_form"] = ReplyForm(initial=request.session.pop(unsent_key(conversation.pk), None) or {
                 "author": remembered_name(request.user),
                 # Made once per form shown: sending this form twice stores one reply.
                 "token": uuid.uuid4().hex,
@@ -188,9 +190,31 @@ class ConversationAdmin(admin.ModelAdmin):
         checked before the id is even looked at: staff without them get 403 for
         any id, and learn nothing of which conversations exist. Then an id that
         names no conversation (or is no id at all: "abc", "1.5", "1/2") is 404.
+
+        While the conversation is busy (its row or its messages locked by a long
+        transaction elsewhere: a statement or lock timeout, after the store's one
+        retry) or the database fails, nothing is stored and staff are told so on
+        the page, their reply kept in the box to send again: never a 500. Sending
+        it again stores it once (its token).
         """
         if not self.has_reply_permission(request):
             raise PermissionDenied
+        try:
+            return self._reply(request, object_id)
+        except (DatabaseError, DatabaseUnavailable, TurnInProgress) as error:
+            logger.warning("admin: a staff change was refused, the database is busy: %r", error)
+        action = request.POST.get("action", "reply")
+        form = ReplyForm(request.POST)
+        if action == "reply" and form.is_valid():
+            request.session[unsent_key(object_id)] = form.cleaned_data
+            messages.error(request, "Your reply was not sent: the conversation is busy just now (the database did "
+                           "not answer in time). It is kept in the box below: press Send again in a moment.")
+        else:
+            messages.error(request, "Nothing was changed: the conversation is busy just now (the database did not "
+                           "answer in time). Try again in a moment.")
+        return HttpResponseRedirect(reverse("admin:conversations_conversation_change", args=[object_id]))
+
+    def _reply(self, request, object_id):
         # get_object() answers None for an id that is not a valid primary key too.
         conversation = self.get_object(request, unquote(object_id))
         if conversation is None:
@@ -339,6 +363,11 @@ class ReplyForm(forms.Form):
         if not token.isalnum():
             raise forms.ValidationError("Reload the page and try again.")
         return token
+
+
+def unsent_key(conversation_id) -> str:
+    """Where a staff member's session keeps a reply the database refused, for the next page view."""
+    return f"unsent-reply-{conversation_id}"
 
 
 def remembered_name(user) -> str:

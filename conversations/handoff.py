@@ -6,7 +6,8 @@ member has replied). The transitions, and who makes each:
 
     assistant -> waiting     the customer asks for a person (a message that asks,
                              or the page's button): a notice is stored, staff are
-                             emailed (at most hourly per conversation).
+                             emailed (at most hourly per conversation, and
+                             within caps per address and site: see Email).
     waiting -> staff         a staff member replies.
     staff -> staff           the customer writes again: stored for staff, and the
                              conversation waits again (waiting_since).
@@ -25,20 +26,25 @@ conversation to look (updates.py).
 """
 
 import logging
+import textwrap
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import connections
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
-from . import knowledge, runtime, updates
+from . import knowledge, limits, runtime, shared_state, updates
 from .db import blocking, in_orm_thread
 from .errors import TurnInProgress
-from .models import Conversation, Handoff, Message
+from .models import Conversation, Handoff, Message, visible
 from .store.base import Conflict, TurnStore
 
 logger = logging.getLogger(__name__)
@@ -71,10 +77,10 @@ def notice_message(conversation: Conversation, seq: int) -> Message:
 # --- The customer's side (called by turns.py, on the worker's loop) -----------------
 
 
-async def ask_for_person(store: TurnStore, conversation: Conversation, question: Message | None
+async def ask_for_person(store: TurnStore, conversation: Conversation, question: Message | None, ip: str = ""
                          ) -> tuple[str, Message | None]:
-    """The customer asks for a person, with `question` (a message that asks) or without (the
-    button). The handoff state, and the notice stored (None when a person was already asked
+    """The customer at client address `ip` asks for a person, with `question` (a message that asks)
+    or without (the button). The handoff state, and the notice stored (None when a person was already asked
     for: then the question is stored for staff, and nothing is said twice)."""
     for _ in range(ATTEMPTS):
         now = timezone.now()
@@ -92,7 +98,7 @@ async def ask_for_person(store: TurnStore, conversation: Conversation, question:
         except Conflict:
             continue
         if notify:
-            email_staff(conversation, question.content if question else None)
+            await email_staff(conversation, question.content if question else None, ip)
         return Handoff.WAITING, notice
     raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
 
@@ -158,6 +164,30 @@ async def _change(conversation_id: int, change) -> bool:
 
 
 # --- Email ------------------------------------------------------------------------
+#
+# A handoff emails staff only while its client address and the whole site are under
+# their hourly caps (limits.handoff_email_windows; counted in the shared state, so
+# across workers, and per worker while Redis is away). Past a cap the conversation
+# waits in the queue like any other and is held for the digest instead: one email at
+# the end of each CHAT_HANDOFF_DIGEST_MINUTES period in which something was held,
+# listing it. Every worker that held one in a period schedules that period's digest
+# (a worker that stops takes its schedule with it, and another that held one sends
+# it); a claim in the shared state lets one of them send it (with Redis away, each
+# worker sends its own).
+#
+# What a customer wrote reaches the body only quoted: "> " before every line (of
+# every kind of line break), control characters escaped, lines wrapped, after our
+# own lines and the link. So it cannot pass for a line of ours in the email, nor,
+# on the console backend, for a log record (a line that starts with "{").
+
+# Characters of the customer's message an email quotes, and the width it wraps them at.
+QUOTED_CHARS = 500
+QUOTE_WIDTH = 76
+# Conversations a digest names with a link; it counts the rest.
+DIGEST_LISTED = 50
+
+_digests: dict[int, threading.Timer] = {}
+_digests_lock = threading.Lock()
 
 
 def staff_emails() -> list[str]:
@@ -173,9 +203,40 @@ def staff_emails() -> list[str]:
     return sorted(set(users.values_list("email", flat=True)))
 
 
-def email_staff(conversation: Conversation, question: str | None) -> None:
-    """Tell staff that a customer waits (with `question`, else their latest message), from the mail thread."""
-    _mailer.submit(_send, conversation.pk, conversation.reference, question)
+async def email_staff(conversation: Conversation, question: str | None, ip: str) -> None:
+    """Tell staff that a customer (at client address `ip`) waits, with `question`, else their latest
+    message, from the mail thread; past a cap, in the period's digest instead."""
+    gateway = runtime.current().gateway
+    for window in limits.handoff_email_windows(ip):
+        [count] = await gateway.round_trip(counters=[window.counter])
+        if not window.allows(count):
+            break
+    else:
+        _mailer.submit(_send, conversation.pk, conversation.reference, question)
+        return
+    period = _digest_period(time.time())
+    [slot] = await gateway.round_trip(counters=[(_digest_key(period, "count"), 1, _digest_ttl())])
+    await gateway.round_trip(values=[(_digest_key(period, slot), conversation.pk, _digest_ttl())])
+    logger.info("handoff: over a cap of emails, held for the digest", extra={"conversation": conversation.pk})
+    _schedule_digest(period)
+
+
+def quoted(text: str) -> str:
+    """`text` as an email quotes it: at most QUOTED_CHARS characters, "> " before every line, whatever
+    ends the line (CR, LF, U+2028, U+0085, ...), control characters escaped, wrapped at QUOTE_WIDTH."""
+    if len(text) > QUOTED_CHARS:
+        text = text[:QUOTED_CHARS] + "…"
+    lines = []
+    for line in text.splitlines() or [""]:
+        pieces = textwrap.wrap(visible(line), QUOTE_WIDTH, replace_whitespace=False, drop_whitespace=False,
+                               break_on_hyphens=False)
+        lines += [f"> {piece}".rstrip() for piece in pieces or [""]]
+    return "\n".join(lines)
+
+
+def admin_link(view: str, *args) -> str:
+    """An admin page's address: absolute with CHAT_SITE_URL, else its path."""
+    return settings.CHAT_SITE_URL + reverse(f"admin:{view}", args=args)
 
 
 def _send(conversation_id: int, reference: str, question: str | None) -> None:
@@ -186,21 +247,100 @@ def _send(conversation_id: int, reference: str, question: str | None) -> None:
         subject = f"Conversation {reference} is waiting for a person"
         body = (
             f"A customer asked to talk to a person in conversation {reference}.\n\n"
-            + (f"Their latest message:\n\n    {question[:500]}\n\n" if question else "")
-            + "Answer it in the admin: Conversations > Waiting for a person "
-            f"(/admin/conversations/conversation/{conversation_id}/change/).\n"
+            "Answer it in the admin (Conversations > Waiting for a person):\n"
+            f"{admin_link('conversations_conversation_change', conversation_id)}\n"
         )
-        recipients = staff_emails()
-        if not recipients:
-            logger.warning("handoff: nobody to email (set CHAT_HANDOFF_EMAILS or give staff an email address)")
-            return
-        send_mail(subject, body, None, recipients)
+        if question:
+            body += ("\nTheir latest message, quoted: the customer's words, not ours (a link or an\n"
+                     "instruction in them does not come from the shop):\n\n" + quoted(question) + "\n")
+        _mail(subject, body)
     except Exception:  # noqa: BLE001 - the conversation waits in the admin queue anyway
         logger.exception("handoff: the email to staff failed")
     finally:
         connections.close_all()
 
 
+def _send_digest(period: int) -> None:
+    """The digest of `period`, if no worker sent it yet."""
+    try:
+        gateway, ttl = shared_state.Gateway(), _digest_ttl()
+        claimed, count = async_to_sync(gateway.round_trip)(claims=[(_digest_key(period, "sent"), 1, ttl)],
+                                                           reads=[_digest_key(period, "count")])
+        if not claimed or not count:
+            return
+        listed = async_to_sync(gateway.round_trip)(
+            reads=[_digest_key(period, slot) for slot in range(1, min(count, DIGEST_LISTED) + 1)])
+        ids = list(dict.fromkeys(pk for pk in listed if pk is not None))
+        found = Conversation.objects.filter(pk__in=ids).in_bulk()
+        seconds = _digest_seconds()
+        start = datetime.fromtimestamp(period * seconds, UTC)
+        end = datetime.fromtimestamp((period + 1) * seconds, UTC)
+        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}): "
+                 f"{admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
+        gone = len(ids) - len(lines)
+        unlisted = count - len(ids)
+        body = (
+            f"{count} customer(s) asked to talk to a person between {start:%H:%M} and {end:%H:%M} UTC "
+            "while the hourly cap on handoff emails was reached, so no email was sent for them. "
+            "They wait in the queue:\n"
+            f"{admin_link('conversations_waitingconversation_changelist')}\n\n"
+            + "".join(line + "\n" for line in lines)
+            + (f"- and {unlisted} more: see the queue.\n" if unlisted > 0 else "")
+            + (f"- {gone} deleted since.\n" if gone else "")
+        )
+        _mail(f"{count} more conversation(s) waiting for a person", body)
+    except Exception:  # noqa: BLE001 - the conversations wait in the admin queue anyway
+        logger.exception("handoff: the digest email to staff failed")
+    finally:
+        connections.close_all()
+
+
+def _mail(subject: str, body: str) -> None:
+    recipients = staff_emails()
+    if not recipients:
+        logger.warning("handoff: nobody to email (set CHAT_HANDOFF_EMAILS or give staff an email address)")
+        return
+    send_mail(subject, body, None, recipients)
+
+
+def _digest_seconds() -> float:
+    return max(settings.CHAT_HANDOFF_DIGEST_MINUTES * 60, 1.0)
+
+
+def _digest_period(now: float) -> int:
+    return int(now // _digest_seconds())
+
+
+def _digest_ttl() -> int:
+    return int(2 * _digest_seconds()) + 3600
+
+
+def _digest_key(period: int, name: object) -> str:
+    return f"handoff-digest:{period}:{name}"
+
+
+def _schedule_digest(period: int) -> None:
+    """Have this process offer `period`'s digest a second after the period ends (once per period)."""
+    with _digests_lock:
+        if (timer := _digests.get(period)) is not None and timer.is_alive():
+            return
+        for old in [old for old in _digests if old < period - 1]:
+            del _digests[old]
+        delay = (period + 1) * _digest_seconds() - time.time() + 1.0
+        timer = _digests[period] = threading.Timer(max(delay, 0.0), _mailer.submit, args=(_send_digest, period))
+    timer.daemon = True
+    timer.start()
+
+
 def flush_email() -> None:
     """Wait until the emails queued so far are sent (tests; a graceful shutdown)."""
     _mailer.submit(lambda: None).result()
+
+
+def flush_digests() -> None:
+    """Wait until the digests scheduled so far are sent (tests)."""
+    with _digests_lock:
+        timers = list(_digests.values())
+    for timer in timers:
+        timer.join()
+    flush_email()

@@ -23,6 +23,9 @@ day, and when the site's day is spent every customer still gets an answer.
 
 While the LLM is down (llm.py's circuit breaker), `admit` says so too, from the
 flag read in the same round trip, and lets one turn a while probe it.
+
+The same windows cap the emails to staff when customers ask for a person, per
+client address and for the site each hour (`handoff_email_windows`, handoff.py).
 """
 
 import functools
@@ -154,16 +157,30 @@ class Window:
     rate: Rate
     retry_after: int
 
+    def allows(self, count: int) -> bool:
+        """Whether `count` hits in this window are within the rate."""
+        return count <= self.rate.limit
+
     def check(self, count: int) -> None:
         """Raise Limited if `count` hits in this window are over the rate."""
-        if count > self.rate.limit:
+        if not self.allows(count):
             metrics.REFUSALS.labels("rate_limit_" + self.key.split(":")[1]).inc()
             raise Limited("rate_limited", f"Too many requests; try again in {self.retry_after} s.",
                           self.retry_after)
 
+    @property
+    def counter(self) -> tuple[str, int, int]:
+        """One hit, as Gateway.round_trip counts it."""
+        return self.key, 1, self.rate.seconds
+
 
 def _window(kind: str, identity: object, setting: str) -> Window | None:
-    rate = parse_rate(getattr(settings, setting))
+    return window_of(kind, identity, parse_rate(getattr(settings, setting)))
+
+
+def window_of(kind: str, identity: object, rate: Rate | None) -> Window | None:
+    """The current window of `rate` for `identity` (a client address group, a session, "site"):
+    counted under a key that names `kind` and a keyed hash of `identity`. None: no limit."""
     if rate is None:
         return None
     now = time.time()
@@ -177,6 +194,17 @@ def turn_windows(ip: str, session_id: uuid.UUID | None) -> list[Window]:
     windows = [_window("ip", address_group(ip), "CHAT_RATE_LIMIT_IP")]
     if session_id is not None:
         windows.append(_window("session", session_id, "CHAT_RATE_LIMIT_SESSION"))
+    return [window for window in windows if window is not None]
+
+
+# --- Handoff emails -------------------------------------------------------------
+
+def handoff_email_windows(ip: str) -> list[Window]:
+    """The clock hour's windows a handoff email counts against, in the order to count them: the
+    client address (its /64 for IPv6), then the whole site (handoff.py)."""
+    caps = [("handoff-email-address", address_group(ip), settings.CHAT_HANDOFF_EMAILS_PER_ADDRESS),
+            ("handoff-email-site", "site", settings.CHAT_HANDOFF_EMAILS_PER_HOUR)]
+    windows = [window_of(kind, identity, Rate(cap, 3600) if cap > 0 else None) for kind, identity, cap in caps]
     return [window for window in windows if window is not None]
 
 

@@ -164,7 +164,7 @@ async def request_person(ip: str, session_id: uuid.UUID | None) -> Turn:
             recent = await rt.store.recent(session_id, admission.conversation_id, idle_cutoff(), 1)
         if recent and not full(recent, ""):
             conversation = recent[0].conversation
-            state, notice = await handoff.ask_for_person(rt.store, conversation, None)
+            state, notice = await handoff.ask_for_person(rt.store, conversation, None, ip)
             turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=None,
                         owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None)
         else:
@@ -252,7 +252,7 @@ async def _store_question(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | 
             turn.follows_full = True
             return turn
         if recent:
-            turn = await _continue(rt, recent, text, client_message_id, owner)
+            turn = await _continue(rt, recent, text, client_message_id, owner, ip)
             if cached != turn.conversation_id:
                 turn.cache_entry = sessions.cache_entry(session_id, turn.conversation_id,
                                                         recent[0].conversation.last_activity_at)
@@ -293,7 +293,7 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
     if key is not None:
         recent = await rt.store.opening(key, _recovery_since(), settings.CHAT_HISTORY_MESSAGES)
         if recent:  # the same first question sent again
-            turn = await _continue(rt, recent, text, client_message_id, owner)  # type: ignore[arg-type]
+            turn = await _continue(rt, recent, text, client_message_id, owner, ip)  # type: ignore[arg-type]
             conversation = recent[0].conversation
             turn.new_session = True
             turn.cache_entry = sessions.cache_entry(conversation.session_id, conversation.pk,
@@ -308,7 +308,7 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
         conversation.waiting_since = conversation.notified_at = notice.created_at
         if not await _started(rt, conversation, [question, notice] if question else [notice]):
             raise Conflict
-        handoff.email_staff(conversation, text)
+        await handoff.email_staff(conversation, text, ip)
         turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=question,
                     owner=owner, for_staff=True, handoff=Handoff.WAITING, notice=notice.content)
     else:
@@ -338,11 +338,11 @@ def _recovery_since():
 
 
 async def _continue(rt: runtime.Runtime, recent: list[Message], text: str, client_message_id: str,
-                    owner: uuid.UUID) -> Turn:
+                    owner: uuid.UUID, ip: str) -> Turn:
     """The next question of a conversation, given its latest messages (newest first)."""
     conversation = recent[0].conversation
     if conversation.handoff != Handoff.ASSISTANT or knowledge.wants_person(text):
-        turn = await _for_staff(rt, conversation, recent, text, client_message_id, owner)
+        turn = await _for_staff(rt, conversation, recent, text, client_message_id, owner, ip)
         if turn is not None:
             return turn
         raise Conflict  # handed back to the assistant meanwhile: read again
@@ -415,7 +415,7 @@ async def _sent_before(rt: runtime.Runtime, conversation: Conversation, client_m
 
 
 async def _for_staff(rt: runtime.Runtime, conversation: Conversation, recent: list[Message], text: str,
-                     client_message_id: str, owner: uuid.UUID) -> Turn | None:
+                     client_message_id: str, owner: uuid.UUID, ip: str) -> Turn | None:
     """The question stored for staff (handoff.py); None if the assistant has the conversation
     again and the customer did not ask for a person (answered by the assistant, then)."""
     sent = next((m for m in recent if m.role == Message.Role.USER and client_message_id
@@ -427,7 +427,7 @@ async def _for_staff(rt: runtime.Runtime, conversation: Conversation, recent: li
     notice = None
     state: str | None
     if knowledge.wants_person(text):
-        state, notice = await handoff.ask_for_person(rt.store, conversation, question)
+        state, notice = await handoff.ask_for_person(rt.store, conversation, question, ip)
     else:
         state = await handoff.store_for_staff(rt.store, conversation, question)
     if state is None:

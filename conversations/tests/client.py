@@ -201,3 +201,43 @@ async def asgi_exchange(method: str, path: str, headers: Mapping[str, bytes | st
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     response_headers = {name.decode().lower(): value.decode("latin-1") for name, value in start["headers"]}
     return start["status"], response_headers, content
+
+
+# --- a staff member in the admin of a deployed site ------------------------------------
+
+
+class StaffSession:
+    """A staff member's browser on a deployed site's admin, over HTTP: cookies kept, forms posted
+    with their CSRF token, redirects not followed (`follow()` reads where one points)."""
+
+    def __init__(self, site, username: str, password: str):
+        self.http = SiteClient(site)
+        self.cookies: dict[str, str] = {}
+        self.get("/admin/login/")
+        response = self.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"})
+        assert response.status == 302, (response.status, response.text[-2000:])
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None, timeout: float | None = None
+                ) -> Response:
+        headers = {"Cookie": "; ".join(f"{name}={value}" for name, value in self.cookies.items())}
+        body = None
+        if form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode({"csrfmiddlewaretoken": self.cookies.get("csrftoken", ""), **form}).encode()
+        response = self.http.request(method, path, body, headers, timeout)
+        for cookie in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = cookie.partition("=")
+            self.cookies[name.strip()] = rest.split(";")[0]
+        return response
+
+    def get(self, path: str, timeout: float | None = None) -> Response:
+        return self.request("GET", path, timeout=timeout)
+
+    def post(self, path: str, form: dict[str, str], timeout: float | None = None) -> Response:
+        return self.request("POST", path, form, timeout)
+
+    def follow(self, response: Response) -> Response:
+        """The page a redirect points to."""
+        assert response.status in (301, 302, 303), (response.status, response.text[-2000:])
+        location = urlsplit(response.headers["Location"])
+        return self.get(location.path + (f"?{location.query}" if location.query else ""))

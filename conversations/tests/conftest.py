@@ -47,6 +47,8 @@ def _fresh_state(settings):
     settings.CHAT_DAILY_TOKENS_PER_SESSION = settings.CHAT_DAILY_TOKENS_SITE = 0
     # The per-address budget and "the LLM is down" too.
     settings.CHAT_DAILY_TOKENS_PER_ADDRESS = settings.CHAT_LLM_DOWN_AFTER_FAILURES = 0
+    # And the caps on handoff emails (test_handoff_email.py).
+    settings.CHAT_HANDOFF_EMAILS_PER_ADDRESS = settings.CHAT_HANDOFF_EMAILS_PER_HOUR = 0
     limits.reset_local_counts()
     shared_state.reset()
     yield

@@ -55,6 +55,8 @@ def site_env(fake_llm_server: FakeLLM, **overrides: str) -> dict[str, str]:
         "CHAT_DAILY_TOKENS_PER_ADDRESS": "0",
         "CHAT_LLM_DOWN_AFTER_FAILURES": "0",
         "CHAT_DAILY_TOKENS_SITE": "0",
+        "CHAT_HANDOFF_EMAILS_PER_ADDRESS": "0",
+        "CHAT_HANDOFF_EMAILS_PER_HOUR": "0",
         **overrides,
     }
 

@@ -104,3 +104,49 @@ def test_a_streamed_turn_logs_its_line_under_the_request_id(live_site, llm):
     turns = [json.loads(line) for line in live_site.log().splitlines()
              if line.startswith("{") and '"message": "turn"' in line]
     assert any(entry["request_id"] == "stream-req-1234" for entry in turns), turns[-3:]
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no str")
+
+    __repr__ = __str__
+
+
+FORGED = '\n{"time": "2026-01-01T00:00:00.000Z", "level": "ERROR", "logger": "forged", "message": "x"}\n'
+HOSTILE = f"a{FORGED}b\rc\u2028d\u2029e\x85f\x1b[2Jg\x00h\x0bi\x0cj\x1ck{FORGED}"
+
+
+@pytest.mark.parametrize(("message", "args", "extra"), [
+    (HOSTILE, (), {}),
+    ("customer wrote %s", (HOSTILE,), {}),
+    ("%s and %s", (HOSTILE,), {}),  # arguments that do not fit the message
+    ("%d", (HOSTILE,), {}),
+    ("extra", (), {"text": HOSTILE, "nested": {"list": [HOSTILE]}}),
+    ("extra that is no JSON", (), {"keys": {(1, 2): HOSTILE}, "object": Unprintable()}),
+    ("unprintable %s", (Unprintable(),), {}),
+])
+def test_every_record_is_one_json_line_whatever_it_holds(message, args, extra):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.hostile")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning(message, *args, extra=extra)
+        try:
+            raise ValueError(HOSTILE)
+        except ValueError:
+            logger.exception(message, *args, extra=extra, stack_info=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+    lines = stream.getvalue().split("\n")
+    assert lines.pop() == ""  # each record ends its line
+    assert len(lines) == 2, lines
+    for line in lines:
+        entry = json.loads(line)
+        assert entry["logger"] == "test.hostile" and line.isascii()
+    assert "forged" in json.loads(lines[1])["exception"]  # the exception's text is kept, escaped
