@@ -223,13 +223,13 @@ async def healthz(request):
     in time, whatever the database is doing. The LLM's state is the circuit breaker's
     shared flag (llm.health): the check calls no LLM.
     """
-    try:
-        database, cache_state, llm_state = await asyncio.wait_for(
-            _dependency_states(runtime.current()), settings.CHAT_HEALTH_TIMEOUT
-        )
-    except TimeoutError:
-        logger.warning("health check: no answer within %ss", settings.CHAT_HEALTH_TIMEOUT)
-        database, cache_state, llm_state = "down", "unknown", {"llm": "unknown"}
+    rt, timeout = runtime.current(), settings.CHAT_HEALTH_TIMEOUT
+    # Each asked on its own, at once: a database that does not answer still leaves the
+    # cache's and the LLM's states to report.
+    database, (cache_state, llm_state) = await asyncio.gather(
+        _within(timeout, _database_state(rt), "down"),
+        _within(timeout, _cache_and_llm_states(rt), ("unknown", {"llm": "unknown"})),
+    )
     if database != "ok":
         status, code = "down", 503
     elif cache_state == "down" or llm_state["llm"] == "down":
@@ -240,17 +240,29 @@ async def healthz(request):
                         status=code)
 
 
-async def _dependency_states(rt: runtime.Runtime) -> tuple[str, str, dict]:
+async def _within(timeout: float, check, unanswered):
+    """What `check` finds, or `unanswered` if it has not found it within `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(check, timeout)
+    except TimeoutError:
+        logger.warning("health check: no answer within %ss", timeout)
+        return unanswered
+
+
+async def _database_state(rt: runtime.Runtime) -> str:
     try:
         await rt.store.ping()
-        database = "ok"
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
-        database = "down"
+        return "down"
+    return "ok"
+
+
+async def _cache_and_llm_states(rt: runtime.Runtime) -> tuple[str, dict]:
     cache_state = await rt.gateway.ping()
     # Read like limits.admit reads it: from Redis, else what this worker holds while Redis is away.
     [down] = await rt.gateway.round_trip(reads=[llm.DOWN])
-    return database, cache_state, llm.health(down)
+    return cache_state, llm.health(down)
 
 
 @api_view("GET")
