@@ -115,7 +115,7 @@ def snapshot(session_id, after: int) -> Snapshot | None:
 
     One query, and two more only when there are new messages.
     """
-    conversation = _with_latest(Conversation.objects.active().filter(session_id=session_id)).first()
+    conversation = _with_latest(Conversation.objects.active().of_session(session_id)).first()
     if conversation is None:
         return None
     found = Snapshot(

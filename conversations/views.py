@@ -172,7 +172,7 @@ def _session_id_header(request):
 def _history(session_id, before: int | None, limit: int) -> dict | None:
     """A page of the conversation's messages (the newest, or those before `before`), and whether its
     latest question is being answered now (a reply being written is not shown until it is stored)."""
-    conversation = (Conversation.objects.active().filter(session_id=session_id)
+    conversation = (Conversation.objects.active().of_session(session_id)
                     .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
