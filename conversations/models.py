@@ -307,6 +307,9 @@ class DeviceLink(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(db_index=True, editable=False)
 
+    def __str__(self):  # never the hashes
+        return f"Device link of conversation {self.conversation_id}, until {self.expires_at:%Y-%m-%d %H:%M}"
+
 
 class WaitingConversation(Conversation):
     """The admin's queue: conversations a person was asked for (admin.QueueAdmin)."""

@@ -8,11 +8,11 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
-from . import forget, knowledge, limits, paging, payloads, runtime, turns, updates
+from . import devices, forget, knowledge, limits, paging, payloads, runtime, turns, updates
 from .api import api_view, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError
-from .models import Conversation, Handoff, Message
+from .models import Conversation, Handoff, Message, Session
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def _history(session_id, before: int | None, limit: int) -> dict | None:
                     .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
+    Session.objects.seen(session_id)
     page = paging.before(conversation.messages.exclude(status=Message.Status.ANSWERING), before, limit)
     return {
         "messages": page.messages,  # with the seq and author (GET /api/updates has the same)
@@ -268,6 +269,7 @@ async def updates_poll(request):
     state = request.GET.get("state")
     if state is not None and state not in Handoff.values:
         raise ApiError(400, "invalid_state", f"state must be one of {', '.join(Handoff.values)}.")
+    await in_db_thread(Session.objects.seen, session_id)
     found = await updates.wait(runtime.current().watcher, session_id, after, state, settings.CHAT_UPDATES_WAIT)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
@@ -286,3 +288,63 @@ def _after(value: str | None) -> int:
     if value is None or not AFTER.fullmatch(value) or int(value) < -1:
         raise ApiError(400, "invalid_after", "after must be the seq of the latest message seen (-1 for none).")
     return int(value)
+
+
+# --- Continue on another device, and "Not you?" (conversations/devices.py) -------
+
+
+@api_view("POST")
+async def device_link(request):
+    """A one-time link (also as a QR code) and a short code that bring another browser into this
+    session's conversation. The token is only in the link's fragment: no request line carries it."""
+    session_id = _session_id_header(request)
+    made = await in_db_thread(devices.offer, session_id, _device_label(request))
+    if made is None:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    link = request.build_absolute_uri("/") + "#join=" + made.token
+    return JsonResponse({
+        "link": link,
+        "qrSvg": devices.qr_svg(link),
+        "code": devices.shown_code(made.code),
+        "expiresAt": made.expires_at.isoformat(),
+        "expiresInSeconds": settings.CHAT_DEVICE_LINK_MINUTES * 60,
+    })
+
+
+@api_view("POST")
+async def device_join(request):
+    """Redeem a link's token or a code (one of them): this browser's own new session in that
+    conversation. Only ever a POST, which the page sends once the customer has confirmed."""
+    body = json_body(request)
+    if (body.get("token") is None) == (body.get("code") is None):
+        raise ApiError(400, "invalid_join", "Send either the link's token or the code, not both.")
+    token = None if body.get("token") is None else devices.parse_token(body["token"])
+    code = None if body.get("code") is None else devices.parse_code(body["code"])
+    session = await devices.join(limits.client_ip(request), token=token, code=code, label=_device_label(request))
+    return JsonResponse({"sessionId": str(session.session_id), "newSession": True})
+
+
+@api_view("GET")
+async def device_list(request):
+    """The browsers of this session's conversation: the browser and when, no more."""
+    session_id = _session_id_header(request)
+    found = await in_db_thread(devices.listed, session_id, _device_label(request))
+    if found is None:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    return JsonResponse({"sessionId": str(session_id), "devices": found})
+
+
+@api_view("POST")
+async def device_end(request):
+    """End a browser's session ({"device": its number}, or "this": "Not you? Start fresh"); the
+    conversation stays for the others."""
+    session_id = _session_id_header(request)
+    device = json_body(request).get("device")
+    if device != "this" and (type(device) is not int or not 0 < device < 2**63):
+        raise ApiError(400, "invalid_device", 'device must be a device\'s number from GET /api/devices, or "this".')
+    await devices.end(session_id, None if device == "this" else device)
+    return HttpResponse(status=204)
+
+
+def _device_label(request) -> str:
+    return devices.device_label(request.headers.get("User-Agent", "")[:512])
