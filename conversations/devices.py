@@ -33,6 +33,7 @@ conversation stays, for its other sessions and for staff.
 """
 
 import hashlib
+import io
 import logging
 import re
 import secrets
@@ -96,7 +97,10 @@ def shown_code(code: str) -> str:
 
 def qr_svg(link: str) -> str:
     """The link as a QR code, an SVG element (no XML declaration) the page puts in its dialog."""
-    return segno.make(link, error="m").svg_inline(scale=4, dark="#111318", light="#ffffff", border=2)
+    out = io.BytesIO()
+    segno.make(link, error="m").save(out, kind="svg", xmldecl=False, nl=False, omitsize=True, scale=4,
+                                     dark="#111318", light="#ffffff", border=2)
+    return out.getvalue().decode()
 
 
 def device_label(user_agent: str) -> str:
