@@ -125,7 +125,8 @@ class ConversationQuerySet(models.QuerySet):
         return found[0]
 
     def with_summary(self):
-        """Annotate `message_count` and `latest_model` (who wrote the latest reply).
+        """Annotate `message_count`, `latest_model` (who wrote the latest reply) and `device_count`
+        (its sessions: the browsers it is open in).
 
         Subqueries rather than a join with GROUP BY: they run only for the rows
         a page shows, however many conversations there are.
@@ -137,6 +138,10 @@ class ConversationQuerySet(models.QuerySet):
             ),
             latest_model=Subquery(
                 messages.filter(role=Message.Role.ASSISTANT).order_by("-seq").values("model")[:1]
+            ),
+            device_count=Subquery(
+                Session.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
+                .annotate(n=Count("pk")).values("n")
             ),
         )
 
