@@ -91,6 +91,12 @@ class ConversationQuerySet(models.QuerySet):
         every lookup by session id keeps (the turn store's backends write it in their own terms)."""
         return self.filter(pk__in=Session.objects.filter(session_id=session_id).values("conversation"))
 
+    def seen_by(self, session_id: uuid.UUID):
+        """Annotate `session_seen_at`: when the session was last seen (read in the same statement, so
+        that moving it costs a statement only when it is due: Session.objects.seen)."""
+        return self.annotate(session_seen_at=Subquery(
+            Session.objects.filter(session_id=session_id).values("last_seen_at")[:1]))
+
     def matching(self, id_or_reference: str):
         """Conversations with a session whose id is, or starts with, `id_or_reference` (e.g. the
         8-character reference a device's page shows), or whose first session's did; none if it
@@ -271,9 +277,11 @@ class Conversation(models.Model):
 
 
 class SessionQuerySet(models.QuerySet):
-    def seen(self, session_id: uuid.UUID) -> None:
-        """Move the session's last seen time, at most once every Session.SEEN_RESOLUTION (a
-        statement that writes nothing within it)."""
+    def seen(self, session_id: uuid.UUID, last_seen_at=None) -> None:
+        """Move the session's last seen time, at most once every Session.SEEN_RESOLUTION; with the
+        `last_seen_at` read before (ConversationQuerySet.seen_by), no statement until it is due."""
+        if last_seen_at is not None and not Session.seen_due(last_seen_at):
+            return
         now = timezone.now()
         self.filter(session_id=session_id, last_seen_at__lt=now - Session.SEEN_RESOLUTION).update(last_seen_at=now)
 
@@ -300,6 +308,11 @@ class Session(models.Model):
 
     def __str__(self):
         return f"{self.label or 'A browser'} (session {str(self.session_id)[:8]})"
+
+    @classmethod
+    def seen_due(cls, last_seen_at) -> bool:
+        """Whether a session last seen then is to be marked seen now."""
+        return last_seen_at is None or last_seen_at < timezone.now() - cls.SEEN_RESOLUTION
 
 
 class DeviceLink(models.Model):

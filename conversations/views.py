@@ -172,11 +172,11 @@ def _session_id_header(request):
 def _history(session_id, before: int | None, limit: int) -> dict | None:
     """A page of the conversation's messages (the newest, or those before `before`), and whether its
     latest question is being answered now (a reply being written is not shown until it is stored)."""
-    conversation = (Conversation.objects.active().of_session(session_id)
+    conversation = (Conversation.objects.active().of_session(session_id).seen_by(session_id)
                     .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
-    Session.objects.seen(session_id)
+    Session.objects.seen(session_id, conversation.session_seen_at)
     page = paging.before(conversation.messages.exclude(status=Message.Status.ANSWERING), before, limit)
     return {
         "messages": page.messages,  # with the seq and author (GET /api/updates has the same)
@@ -269,10 +269,11 @@ async def updates_poll(request):
     state = request.GET.get("state")
     if state is not None and state not in Handoff.values:
         raise ApiError(400, "invalid_state", f"state must be one of {', '.join(Handoff.values)}.")
-    await in_db_thread(Session.objects.seen, session_id)
     found = await updates.wait(runtime.current().watcher, session_id, after, state, settings.CHAT_UPDATES_WAIT)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
+        await in_db_thread(Session.objects.seen, session_id)
     return JsonResponse({
         "sessionId": str(session_id),
         "handoff": found.handoff,

@@ -255,3 +255,23 @@ def test_with_redis_down_devices_join_and_end_and_wrong_codes_are_still_limited(
         assert 429 in statuses and set(statuses) <= {404, 429}
     finally:
         site.stop()
+
+
+def test_a_device_is_seen_by_its_page_at_most_once_a_minute_and_never_by_a_turn(live_site):
+    api = SiteClient(live_site)
+    phone = api.chat("Hi").ok()["sessionId"]
+    long_ago = timezone.now() - timedelta(hours=2)
+
+    Session.objects.update(last_seen_at=long_ago)
+    api.chat("A turn", phone).ok()
+    assert Session.objects.get().last_seen_at == long_ago  # a turn writes no session
+
+    assert api.updates(phone, after=-1).status == 200  # the page's long poll
+    seen = Session.objects.get().last_seen_at
+    assert seen > timezone.now() - timedelta(minutes=1)
+    assert api.updates(phone, after=-1).status == 200
+    assert Session.objects.get().last_seen_at == seen  # within the minute: not again
+
+    Session.objects.update(last_seen_at=long_ago)
+    assert api.history(phone).status == 200  # the page loading the conversation
+    assert Session.objects.get().last_seen_at > long_ago
