@@ -138,6 +138,16 @@ def offer(session_id: uuid.UUID, label: str) -> Offer | None:
     return made
 
 
+async def admit_offer(ip: str, session_id: uuid.UUID) -> None:
+    """Count making an offer against the session's and the address's rates, as a turn counts
+    (limits.turn_windows): each offer is a write, and nobody needs more than a few."""
+    windows = limits.turn_windows(ip, session_id)
+    counts = await runtime.current().gateway.round_trip(
+        counters=[(window.key, 1, window.rate.seconds) for window in windows])
+    for window, count in zip(windows, counts, strict=True):
+        window.check(count)
+
+
 async def join(ip: str, *, token: str | None, code: str | None, label: str) -> Session:
     """Redeem a link's token or a code: a new session in its conversation. Refused (ApiError)
     while the address or the site is locked out, and for a wrong, used or expired one, which

@@ -299,6 +299,7 @@ async def device_link(request):
     """A one-time link (also as a QR code) and a short code that bring another browser into this
     session's conversation. The token is only in the link's fragment: no request line carries it."""
     session_id = _session_id_header(request)
+    await devices.admit_offer(limits.client_ip(request), session_id)
     made = await in_db_thread(devices.offer, session_id, _device_label(request))
     if made is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")

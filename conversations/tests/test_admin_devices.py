@@ -59,3 +59,11 @@ def test_ending_devices_needs_the_delete_permission(client: Client):
     client.post(CHANGELIST, {"action": "end_devices", "_selected_action": [conversation.pk]})
 
     assert Session.objects.filter(conversation=conversation).exists()
+
+
+def test_staff_find_a_conversation_by_the_reference_any_of_its_devices_shows(admin_client):
+    conversation = data.conversation()
+    other = second_device(conversation)
+
+    assert Conversation.objects.for_session(str(other)[:8]) == conversation
+    assert Conversation.objects.for_session(str(conversation.session_id)[:8]) == conversation

@@ -479,3 +479,13 @@ def test_the_devices_flow_fits_the_document(client, settings, own_counters):
     ended = post("/api/devices/end", {"device": "this"}, session_id=joined.json()["sessionId"])
     assert ended.status_code == 204
     assert post("/api/devices/end", {"device": "all"}, session_id=phone).status_code == 400
+
+
+def test_making_offers_counts_against_the_sessions_rate(client, settings, own_counters):
+    phone = new_session(client)
+    settings.CHAT_RATE_LIMIT_SESSION = "2/d"
+    answers = [client.post("/api/devices/link", headers={"X-Session-Id": phone}) for _ in range(3)]
+    for answer in answers:
+        assert_documented(answer, "/api/devices/link", "post")
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1].json()["error"]["code"] == "rate_limited"
