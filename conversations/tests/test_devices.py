@@ -2,13 +2,16 @@
 (gunicorn, PostgreSQL, Redis, the fake LLM): links and codes, their single use and expiry, the
 lockout for wrong ones, the devices list, ending one browser or all of them, Redis down."""
 
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
+from conversations import devices as devices_module
 from conversations.models import Conversation, DeviceLink, Session
 from devtools.processes import Site
 
@@ -275,3 +278,46 @@ def test_a_device_is_seen_by_its_page_at_most_once_a_minute_and_never_by_a_turn(
     Session.objects.update(last_seen_at=long_ago)
     assert api.history(phone).status == 200  # the page loading the conversation
     assert Session.objects.get().last_seen_at > long_ago
+
+
+def test_a_database_that_does_not_answer_refuses_a_join_with_503_and_the_offer_stays(live_site, fake_llm_server):
+    site = Site(site_env(fake_llm_server, DATABASE_LOCK_TIMEOUT_MS="300"))
+    try:
+        api = SiteClient(site)
+        made = offer(api, api.chat("Hi").ok()["sessionId"])
+        locked, release = threading.Event(), threading.Event()
+
+        def lock_table():
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {DeviceLink._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                release.wait(10)
+            connection.close()
+
+        holder = threading.Thread(target=lock_table)
+        holder.start()
+        locked.wait(5)
+        refused = join(api, code=made["code"])
+        release.set()
+        holder.join()
+
+        assert refused.status == 503 and refused.body["error"]["code"] == "database_unavailable"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert join(api, code=made["code"]).status == 200  # not used up, and not counted as wrong
+        assert "Traceback" not in site.log()
+    finally:
+        site.stop()
+
+
+@pytest.mark.parametrize(("user_agent", "label"), [
+    (PHONE["User-Agent"], "Chrome on Android"),
+    (LAPTOP["User-Agent"], "Firefox on Linux"),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/17.5 Mobile/15E148 Safari/604.1", "Safari on iPhone"),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 "
+     "Safari/537.36 Edg/126.0", "Edge on Windows"),
+    ("curl/8.5", "A browser"),
+    ("", "A browser"),
+])
+def test_a_device_is_named_by_its_browser_and_system_and_no_more(user_agent, label):
+    assert devices_module.device_label(user_agent) == label
