@@ -152,6 +152,29 @@ def test_an_expired_code_is_refused_with_a_clear_message(browsing, llm):
     assert stored_id(other) is None
 
 
+def test_a_browser_with_a_conversation_types_a_code_after_it_is_told_it_leaves_its_own(browsing, llm):
+    phone = browsing.page()
+    send(phone, "Hi from the phone")
+    _, code = make_offer(phone)
+    laptop = browsing.page()
+    send(laptop, "My own conversation")
+    own = stored_id(laptop)
+
+    laptop.get_by_test_id("devices-open").click()
+    laptop.get_by_test_id("code-enter").click()
+    expect(laptop.locator("#join-leave")).to_be_visible()
+    laptop.get_by_role("button", name="Cancel").click()
+    assert stored_id(laptop) == own  # cancelled: nothing changed
+    expect(bubbles(laptop, "user").first).to_have_text("My own conversation")
+
+    laptop.get_by_test_id("devices-open").click()
+    laptop.get_by_test_id("code-enter").click()
+    laptop.get_by_test_id("join-code").fill(code)
+    laptop.get_by_test_id("join-confirm").click()
+    expect(bubbles(laptop, "user").first).to_have_text("Hi from the phone")
+    assert stored_id(laptop) not in (own, stored_id(phone))
+
+
 @pytest.fixture
 def strict_site(live_site, fake_llm_server, own_redis):
     """The deployed site with the join lockout on (10 refusals an hour per address), counted in a

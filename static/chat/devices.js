@@ -173,6 +173,10 @@ export function startDevices({ sessionId, joined, ended }) {
   $("not-you").addEventListener("click", notYou);
   $("devices-close").addEventListener("click", () => dialog.close());
   $("join-with-code").addEventListener("click", () => askToJoin(null));
+  $("code-enter").addEventListener("click", () => {
+    dialog.close();
+    askToJoin(null);
+  });
   $("join-confirm").addEventListener("click", confirmJoin);
   codeInput.addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
