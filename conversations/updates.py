@@ -115,7 +115,11 @@ def snapshot(session_id, after: int) -> Snapshot | None:
 
     One query, and two more only when there are new messages.
     """
-    conversation = _with_latest(Conversation.objects.active().filter(session_id=session_id)).first()
+    return _snapshot(Conversation.objects.active().filter(session_id=session_id), after)
+
+
+def _snapshot(conversations, after: int) -> Snapshot | None:
+    conversation = _with_latest(conversations).first()
     if conversation is None:
         return None
     found = Snapshot(
@@ -148,10 +152,25 @@ def _look(session_id, after: int) -> tuple[int | None, Snapshot | None]:
 async def wait(watcher: "Watcher", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
     """Answer at once if there are messages after `after` or the handoff state is
     not `state`; else wait up to `timeout` seconds for that. None: no such session."""
+    return await _wait(watcher, _look, session_id, after, state, timeout)
+
+
+def _look_by_id(conversation_id: int, after: int) -> tuple[int | None, Snapshot | None]:
+    version = _version(conversation_id)  # first, as in _look
+    return version, _snapshot(Conversation.objects.filter(pk=conversation_id), after)
+
+
+async def wait_for_staff(watcher: "Watcher", conversation_id: int, after: int, state: str | None,
+                         timeout: float) -> Snapshot | None:
+    """wait() for a staff page (the admin's live view): the conversation by its id, idle or not."""
+    return await _wait(watcher, _look_by_id, conversation_id, after, state, timeout)
+
+
+async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, timeout: float) -> Snapshot | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        version, found = await in_db_thread(_look, session_id, after)
+        version, found = await in_db_thread(look, key, after)
         if found is None or found.messages or (state is not None and found.handoff != state):
             return found
         remaining = deadline - loop.time()
