@@ -57,7 +57,7 @@ _asked_lock = threading.Lock()
 
 @dataclass
 class Summary:
-    text: str  # the LLM's lines; "" when there are none (yet)
+    text: str  # the LLM's lines (maybe of an earlier episode while `pending`); "" when there are none
     pending: bool  # the LLM was asked and has not answered yet
     customer: list[str] = field(default_factory=list)  # the customer's latest messages, oldest first
     answers: list[str] = field(default_factory=list)  # the assistant's answers, oldest first
@@ -72,11 +72,11 @@ def for_staff(conversation: Conversation) -> Summary:
     customer = _latest(conversation, Message.Role.USER, CUSTOMER_MESSAGES, CUSTOMER_CHARS)
     answers = _latest(conversation, Message.Role.ASSISTANT, ANSWERS, ANSWER_CHARS)
     episode = conversation.waiting_since
+    # One written for an earlier episode is shown until this one's is there.
     text = conversation.staff_summary
-    if episode is not None and conversation.staff_summary_for != episode:
-        text = ""  # written for an earlier episode: the question may have changed
     pending = False
-    if episode is not None and not text and settings.OPENAI_API_KEY and customer:
+    if (episode is not None and conversation.staff_summary_for != episode and settings.OPENAI_API_KEY
+            and customer):
         pending = _ask(conversation.pk, episode)
     return Summary(text=text, pending=pending, customer=customer, answers=answers)
 

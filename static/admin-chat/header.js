@@ -47,6 +47,7 @@
           seen.add(id);
         }
         first = false;
+        if (count.textContent !== String(found.waiting)) refreshQueue();
         count.textContent = String(found.waiting);
         link.classList.toggle("staff-waiting-some", found.waiting > 0);
       }
@@ -54,6 +55,18 @@
       // the site did not answer: the next look tries again
     }
     return true;
+  }
+
+  // On the queue's page, the list follows the count: fetched again and swapped in, unless
+  // the staff member is working in it (focus inside).
+  async function refreshQueue() {
+    const list = document.getElementById("changelist-form");
+    if (!list || !document.body.classList.contains("model-waitingconversation")) return;
+    if (list.contains(document.activeElement)) return;
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("changelist-form");
+    if (fresh && !list.contains(document.activeElement)) list.replaceWith(document.importNode(fresh, true));
   }
 
   async function run() {

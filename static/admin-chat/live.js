@@ -70,7 +70,7 @@
     stateLine.dataset.state = handoff;
     stateLine.textContent = STATES[handoff] || handoff;
     if (waitingSince) {
-      stateLine.append(", since ");
+      stateLine.append(handoff === "waiting" ? ", since " : ": the customer waits, since ");
       stateLine.append(time(waitingSince));
     }
     if (actions) actions.hidden = handoff === "assistant";
@@ -88,11 +88,13 @@
 
   function showSummary(summary) {
     const text = document.getElementById("summary-text");
-    text.textContent = summary.text || (summary.pending ? "A summary is being written…" : "");
+    text.textContent = summary.text ? summary.text + (summary.pending ? " (being brought up to date…)" : "")
+      : summary.pending ? "A summary is being written…" : "";
     text.hidden = !text.textContent;
     fillList("summary-customer", summary.customer, "None yet.");
     fillList("summary-answers", summary.answers, "Nothing yet.");
     root.dataset.summaryPending = summary.pending ? "on" : "off";
+    if (summary.pending && !awaiting) awaitSummary();
   }
 
   async function look(wait) {
@@ -127,7 +129,9 @@
   }
 
   // The LLM's summary is written in the background; until it is there, ask now and then.
+  let awaiting = false;
   async function awaitSummary() {
+    awaiting = true;
     for (let i = 0; i < SUMMARY_TRIES && root.dataset.summaryPending === "on"; i++) {
       await sleep(SUMMARY_EVERY_MS);
       try {
@@ -136,6 +140,7 @@
         // the long poll reports trouble; this only waits for the summary
       }
     }
+    awaiting = false;
   }
 
   function say(text) {
