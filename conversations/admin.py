@@ -194,6 +194,7 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
             extra_context["message_pages"] = pages = self.message_pages(request, conversation)
             request.conversation_message_pages = pages  # type: ignore[attr-defined]  # for get_formset_kwargs
         if conversation is not None:
+            extra_context["live_url"] = inbox.live_url(conversation.pk)
             extra_context["session_id_url"] = reverse("admin:conversations_conversation_session_id",
                                                       args=[object_id])
         if conversation is not None and self.has_reply_permission(request):

@@ -315,9 +315,21 @@ def test_the_summary_is_the_llms_once_per_waiting_episode_and_counts_against_the
     again = summary.for_staff(conversation)
     assert (again.text, again.pending) == ("The customer wants a refund for a late parcel.", False)
     assert len(llm.requests()) == 1  # once per episode
+
+    # The customer writes again after a staff reply: a new episode, a new summary; the last one
+    # stays on screen meanwhile.
+    handoff.staff_reply(conversation.pk, None, "Mia", "Hi", "t1")
+    Conversation.objects.filter(pk=conversation.pk).update(waiting_since=timezone.now())
+    conversation.refresh_from_db()
+    llm.control("ok", reply="Now they ask about the refund's date.")
+    meanwhile = summary.for_staff(conversation)
+    assert meanwhile.pending and meanwhile.text == "The customer wants a refund for a late parcel."
+    summary.flush()
+    assert summary.for_staff(Conversation.objects.get(pk=conversation.pk)).text == "Now they ask about the refund's date."
     asked = llm.requests()[0]["messages"][-1]["content"]
     assert "Customer: Question 2?" in asked and "Assistant: Answer 1." in asked
     assert site_tokens_spent() > spent_before
+    assert len(llm.requests()) == 2
 
 
 def site_tokens_spent() -> int:
