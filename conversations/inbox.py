@@ -22,7 +22,7 @@ import re
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Min
+from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
@@ -96,10 +96,15 @@ def waiting_count(request):
     if request.method != "GET":
         return error(405, "method_not_allowed", "Use GET for this endpoint.")
     waiting = Conversation.objects.waiting()
-    found = waiting.aggregate(oldest=Min("waiting_since"))
-    newest = waiting.order_by("-waiting_since").first()
+    try:
+        found = waiting.aggregate(count=Count("pk"), oldest=Min("waiting_since"))
+        newest = waiting.order_by("-waiting_since").first()
+    except DatabaseError:
+        # The header keeps its last count and asks again at its next poll.
+        logger.warning("inbox: the database did not answer the waiting count")
+        return error(503, "database_unavailable", "The database did not answer; trying again.")
     return JsonResponse({
-        "waiting": waiting.count(),
+        "waiting": found["count"],
         "oldestWaitingSince": found["oldest"].isoformat() if found["oldest"] else None,
         "newest": None if newest is None else {
             "id": newest.pk, "reference": newest.reference, "url": live_url(newest.pk),

@@ -153,3 +153,42 @@ def test_the_conversations_list_fits_1280_px(browsing, mia):
         box_ = header.bounding_box()
         assert box_ is not None and box_["x"] + box_["width"] <= 1280, column
     fits(page)
+
+
+# The browser's Notification, recorded: what the page asks for and shows.
+RECORDED_NOTIFICATIONS = """
+window.shown = [];
+window.Notification = class {
+  // Kept across reloads, as a browser keeps it.
+  static get permission() { return sessionStorage.getItem("granted") ? "granted" : "default"; }
+  static async requestPermission() { sessionStorage.setItem("granted", "1"); return "granted"; }
+  constructor(title, options) { window.shown.push([title, options.body]); }
+  addEventListener() {}
+};
+"""
+
+
+def test_a_new_waiting_customer_notifies_an_open_staff_page_once_asked(browsing, mia):
+    from conversations import handoff
+
+    from . import data
+
+    earlier = data.conversation()
+    handoff.request_person(earlier.pk)  # waiting before the page opened: no notification for it
+    context = browsing.context()
+    context.add_init_script(RECORDED_NOTIFICATIONS)
+    staff = context.new_page()
+    log_in(staff, "mia")
+    notify = staff.get_by_role("button", name="Notify me")
+    notify.focus()
+    staff.keyboard.press("Enter")
+    expect(notify).to_be_hidden()
+    staff.reload()
+    expect(staff.locator("#staff-waiting .staff-waiting-count")).to_have_text("1")
+    expect(notify).to_be_hidden()  # asked once
+
+    waits = data.conversation()
+    handoff.request_person(waits.pk)
+    expect(staff.locator("#staff-waiting .staff-waiting-count")).to_have_text("2", timeout=COUNT_CHANGE)
+    assert staff.evaluate("() => window.shown") == [
+        ["A customer is waiting for a person", f"Conversation {waits.reference}"]]

@@ -1,6 +1,7 @@
 """The support inbox's staff side through Django's test client: the live view, its JSON endpoints
 (who may use them, what junk gets), staff profiles, saved replies, the queue's filter, the summary."""
 
+import threading
 import time
 from datetime import timedelta
 
@@ -364,3 +365,50 @@ def test_without_an_llm_the_summary_is_the_customers_own_messages(settings):
     assert (found.text, found.pending) == ("", False)
     assert found.customer == ["Question 1?", "Question 2?", "Question 3?"]
     assert found.answers == ["Answer 1.", "Answer 2.", "Answer 3."]
+
+
+# --- dependencies failing ---------------------------------------------------------------------
+
+
+def test_with_redis_stopped_the_live_view_still_follows_and_sends(own_redis, settings):
+    settings.CHAT_HANDOFF_EMAILS = []
+    settings.CHAT_UPDATES_WAIT = 10
+    conversation = waiting()
+    last = conversation.messages.order_by("-seq").first().seq
+    own_redis.stop()
+    reader = staff_client("view_conversation", username="reader")
+    answered: dict = {}
+
+    def poll():
+        started = time.monotonic()
+        answered["found"] = reader.get(live(conversation, f"updates/?after={last}&state=waiting")).json()
+        answered["waited"] = time.monotonic() - started
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)
+    assert send(answering_staff(), conversation, reply="Sent with Redis down.")["sent"]
+    thread.join(20)
+    assert [m["content"] for m in answered["found"]["messages"]] == ["Sent with Redis down."]
+    assert answered["waited"] < 9  # woken through the database, not by the poll's end
+    assert reader.get(COUNT).json()["waiting"] == 0
+
+
+def test_a_database_that_does_not_answer_is_a_json_503(settings, monkeypatch):
+    from django.db import OperationalError
+
+    from conversations import db, models
+
+    settings.CHAT_HANDOFF_EMAILS = []
+    conversation = waiting()
+    reader = staff_client("view_conversation")
+
+    def fails(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(models.ConversationQuerySet, "aggregate", fails)
+    response = reader.get(COUNT)
+    assert (response.status_code, error_code(response)) == (503, "database_unavailable")
+    monkeypatch.setattr(db, "_run", fails)
+    response = reader.get(live(conversation, "updates/?after=-1"))
+    assert (response.status_code, error_code(response)) == (503, "database_unavailable")

@@ -107,6 +107,10 @@
       say("You are logged out or may no longer read this conversation: reload the page.");
       return "stop";
     }
+    if (response.status === 404) {
+      say("This conversation was deleted.");
+      return "stop";
+    }
     if (!response.ok) return "retry";
     const found = await response.json();
     found.messages.forEach(append);
