@@ -412,3 +412,21 @@ def test_a_database_that_does_not_answer_is_a_json_503(settings, monkeypatch):
     monkeypatch.setattr(db, "_run", fails)
     response = reader.get(live(conversation, "updates/?after=-1"))
     assert (response.status_code, error_code(response)) == (503, "database_unavailable")
+
+
+def test_the_headers_count_costs_the_same_for_one_waiting_customer_as_for_fifty(settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.CHAT_HANDOFF_EMAILS = []
+    reader = staff_client("view_conversation")
+    counted = []
+    for customers in (1, 50):
+        while Conversation.objects.waiting().count() < customers:
+            waiting()
+        reader.get(COUNT)
+        with CaptureQueriesContext(connection) as queries:
+            assert reader.get(COUNT).json()["waiting"] == customers
+        counted.append(len(queries))
+    # Session, user, the user's and their groups' permissions, the count, the newest.
+    assert counted == [6, 6], counted
