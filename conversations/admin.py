@@ -8,6 +8,11 @@ hand it back to the assistant or close it (the reply permission alone is not
 enough); the queue ("Waiting for a person") lists the conversations a person is
 on. A conversation's page shows its newest MESSAGES_PER_PAGE messages, with
 links to older ones.
+
+Day to day, staff work from the support inbox (docs/staff.md): the live view of a
+conversation (InboxAdminMixin, with inbox.py's JSON endpoints), the queue's
+waiting / answered / closed filter (QueueFilter), their own profile
+(StaffProfileAdmin) and saved replies (SavedReplyAdmin).
 """
 
 import logging

@@ -49,7 +49,8 @@ PROMPT = (
 )
 
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staff-summary")
-# The episodes this process asked for, and those still being written.
+# The episodes this process asked for (at most ASKED_KEPT), and those still being written.
+ASKED_KEPT = 10_000
 _asked: set[tuple[int, str]] = set()
 _writing: dict[tuple[int, str], bool] = {}
 _asked_lock = threading.Lock()
@@ -99,6 +100,8 @@ def _ask(conversation_id: int, episode) -> bool:
     with _asked_lock:
         if key in _asked:
             return _writing.get(key, False)
+        if len(_asked) >= ASKED_KEPT:
+            _asked.clear()  # a worker's memory of old episodes; at worst one is asked again
         _asked.add(key)
         _writing[key] = True
     _writer.submit(_write, conversation_id, episode, key)
