@@ -83,13 +83,19 @@ def test_a_staff_members_day_in_the_inbox(browsing, llm, mia):
     expect(staff.locator("#summary-customer")).to_contain_text("My parcel is two weeks late")
     expect(staff.locator("#summary-answers")).to_contain_text("Echo: My parcel is two weeks late")
     expect(staff.locator("#live-state")).to_contain_text("Waiting for a person")
+    staff.evaluate("() => { window.liveNotReloaded = true; }")
     found = serious_accessibility_violations(staff)
     assert found == [], "\n".join(found)
     fits(staff)
 
-    # A saved reply, by the keyboard only: "/", part of its title, Enter; then Ctrl+Enter sends.
+    # A saved reply, by the keyboard only: Alt+1 for the first; "/", part of a title and Enter for
+    # any; then Ctrl+Enter sends (and the page does not reload).
     reply_box = staff.get_by_role("textbox", name=re.compile("Reply as"))
     reply_box.focus()
+    staff.keyboard.press("Alt+1")
+    expect(reply_box).to_have_value("We answer from 9 to 17, Monday to Friday.")
+    staff.keyboard.press("Control+a")
+    staff.keyboard.press("Delete")
     staff.keyboard.type("/refund")
     expect(staff.get_by_role("option", name="Refund for a late parcel")).to_be_visible()
     staff.keyboard.press("Enter")
@@ -110,7 +116,6 @@ def test_a_staff_members_day_in_the_inbox(browsing, llm, mia):
     expect(staff.locator("#transcript .msg-user").last).to_have_text(
         re.compile("Thank you! Order 1234, right?"), timeout=LIVE)
     expect(staff.locator("#live-state")).to_contain_text("With a person: the customer waits", timeout=LIVE)
-    staff.evaluate("() => { window.liveNotReloaded = true; }")
 
     screenshots(staff)
 
