@@ -8,6 +8,11 @@ hand it back to the assistant or close it (the reply permission alone is not
 enough); the queue ("Waiting for a person") lists the conversations a person is
 on. A conversation's page shows its newest MESSAGES_PER_PAGE messages, with
 links to older ones.
+
+Day to day, staff work from the support inbox (docs/staff.md): the live view of a
+conversation (InboxAdminMixin, with inbox.py's JSON endpoints), the queue's
+waiting / answered / closed filter (QueueFilter), their own profile
+(StaffProfileAdmin) and saved replies (SavedReplyAdmin).
 """
 
 import logging
@@ -23,7 +28,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db import DatabaseError
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -31,15 +36,17 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from . import devices, forget, handoff
+from . import devices, forget, handoff, inbox, summary
 from .errors import DatabaseUnavailable, TurnInProgress
-from .models import Conversation, Handoff, Message, WaitingConversation
+from .models import Conversation, Handoff, Message, SavedReply, StaffProfile, WaitingConversation
 
 logger = logging.getLogger(__name__)
 
 REPLY_PERMISSION = "conversations.reply_conversation"
 # Messages a conversation's page shows at a time (the newest first; links to older ones).
 MESSAGES_PER_PAGE = 200
+# Saved replies the live view offers (the first nine have Alt+1..9).
+SAVED_REPLIES_SHOWN = 100
 
 
 class MessageInline(admin.TabularInline):
@@ -87,13 +94,72 @@ class FailedTurnsFilter(admin.SimpleListFilter):
         return queryset
 
 
+# --- The support inbox: the live view of a conversation (inbox.py has its JSON) ---------
+
+
+class InboxAdminMixin:
+    """The live staff view of a conversation, and the staff JSON endpoints under /admin/.
+
+    The live view reads like a chat: the newest MESSAGES_PER_PAGE messages (links to
+    older ones), the summary for the person taking over at the top, the reply box at the
+    bottom; static/admin-chat/live.js keeps it live through inbox.live_updates.
+    """
+
+    def get_urls(self):
+        live = self.admin_site.admin_view(self.live_view)
+        return [path("waiting-count/", inbox.waiting_count, name="conversations_waiting_count"),
+                path("<path:object_id>/live/", live, name="conversations_conversation_live"),
+                path("<path:object_id>/live/updates/", inbox.live_updates,
+                     name="conversations_conversation_live_updates"),
+                path("<path:object_id>/live/send/", inbox.live_send, name="conversations_conversation_live_send"),
+                *super().get_urls()]  # type: ignore[misc]
+
+    def live_view(self, request, object_id):
+        if not self.has_view_permission(request):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        pk = inbox.conversation_id(object_id)
+        conversation = Conversation.objects.filter(pk=pk).first() if pk is not None else None
+        if conversation is None:
+            raise Http404("No conversation has that id.")
+        before = request.GET.get("before", "")
+        older = conversation.messages.exclude(status=Message.Status.ANSWERING)
+        if before.isdigit() and len(before) <= 10:
+            older = older.filter(seq__lt=int(before))
+        shown = list(older.order_by("-seq")[:MESSAGES_PER_PAGE + 1])
+        has_older = len(shown) > MESSAGES_PER_PAGE
+        shown = shown[:MESSAGES_PER_PAGE][::-1]
+        newest_page = not before
+        may_reply = request.user.has_perm(REPLY_PERMISSION)
+        saved = list(SavedReply.objects.all()[:SAVED_REPLIES_SHOWN]) if may_reply else []
+        return TemplateResponse(request, "admin/conversations/conversation/live.html", {
+            **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+            "opts": self.opts, "original": conversation,  # type: ignore[attr-defined]
+            "title": f"Conversation {conversation.reference}",
+            "messages_shown": shown,
+            "older_url": f"?before={shown[0].seq}" if has_older and shown else None,
+            "newest_page": newest_page,
+            "after": shown[-1].seq if shown else -1,
+            "summary": summary.for_staff(conversation),
+            "may_reply": may_reply,
+            "display_name": StaffProfile.name_of(request.user),
+            "saved_replies": saved,
+            "saved_replies_json": [{"title": reply.title, "text": reply.text} for reply in saved],
+            "token": uuid.uuid4().hex,
+            "updates_url": reverse("admin:conversations_conversation_live_updates", args=[conversation.pk]),
+            "send_url": reverse("admin:conversations_conversation_live_send", args=[conversation.pk]),
+            "details_url": reverse("admin:conversations_conversation_change", args=[conversation.pk]),
+            "profile_url": reverse("admin:conversations_staffprofile_mine"),
+        })
+
+
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
     # The reference, never the session id: it works like a password (whoever has it can read
     # and continue the conversation as the customer). A full id is shown only on a logged
     # request (session_id_view); staff still find a conversation by the id a customer reads out.
-    list_display = ["reference", "created_at", "last_activity_at", "message_count",
-                    "has_failed_turns", "latest_model", "handoff", "devices_open"]
+    # Fits 1280 px beside the filters: the start is in the filters and on the conversation's page.
+    list_display = ["reference", "last_activity_at", "message_count", "has_failed_turns", "latest_model",
+                    "handoff", "devices_open"]
     list_filter = [FailedTurnsFilter, "handoff", "created_at", "last_activity_at"]
     # Searching is done by get_search_results below; a non-empty search_fields
     # is what makes admin show the search box.
@@ -133,12 +199,13 @@ class ConversationAdmin(admin.ModelAdmin):
             extra_context["message_pages"] = pages = self.message_pages(request, conversation)
             request.conversation_message_pages = pages  # type: ignore[attr-defined]  # for get_formset_kwargs
         if conversation is not None:
+            extra_context["live_url"] = inbox.live_url(conversation.pk)
             extra_context["session_id_url"] = reverse("admin:conversations_conversation_session_id",
                                                       args=[object_id])
         if conversation is not None and self.has_reply_permission(request):
             last_seq = conversation.messages.order_by("-seq").values_list("seq", flat=True).first()
             extra_context["reply_form"] = ReplyForm(initial=request.session.pop(unsent_key(conversation.pk), None) or {
-                "author": remembered_name(request.user),
+                "author": StaffProfile.name_of(request.user),
                 # Made once per form shown: sending this form twice stores one reply.
                 "token": uuid.uuid4().hex,
                 "seen": -1 if last_seq is None else last_seq,
@@ -232,6 +299,8 @@ class ConversationAdmin(admin.ModelAdmin):
                 messages.error(request, f"{form.fields[field].label}: {' '.join(errors)}")
             return HttpResponseRedirect(page)
         author, text = form.cleaned_data["author"], form.cleaned_data["reply"]
+        if author != StaffProfile.name_of(request.user):
+            StaffProfile.set_name(request.user, author)  # the name field is the user's own profile's
         if action == "reply":
             if not text:
                 messages.error(request, "Write a reply first.")
@@ -303,13 +372,14 @@ class ConversationAdmin(admin.ModelAdmin):
     def message_count(self, obj):
         return obj.message_count or 0
 
-    @admin.display(description="failed turns", boolean=True, ordering="failed_turns")
+    @admin.display(description="failed", boolean=True, ordering="failed_turns")
     def has_failed_turns(self, obj):
         return obj.failed_turns > 0
 
     @admin.display(description="model", ordering="latest_model")
     def latest_model(self, obj):
-        return obj.latest_model or "-"
+        model = obj.latest_model or "-"
+        return model if len(model) <= 24 else model[:23] + "…"
 
     @admin.display(description="devices", ordering="device_count")
     def devices_open(self, obj):
@@ -363,7 +433,7 @@ async def read_in_thread(lines: Iterator[str]) -> AsyncIterator[str]:
 class ReplyForm(forms.Form):
     author = forms.CharField(
         label="Your name for customers", max_length=60,
-        help_text="Shown with your replies, e.g. your first name (never your login). Remembered.",
+        help_text="Shown with your replies, e.g. your first name (never your login). Kept in your profile.",
     )
     reply = forms.CharField(label="Reply", widget=forms.Textarea(attrs={"rows": 4}), required=False,
                             max_length=4000)
@@ -385,13 +455,30 @@ def unsent_key(conversation_id) -> str:
     return f"unsent-reply-{conversation_id}"
 
 
-def remembered_name(user) -> str:
-    """The name this staff member showed last time; never their login."""
-    return (
-        Message.objects.filter(sent_by=user).exclude(author="").order_by("-created_at")
-        .values_list("author", flat=True).first()
-        or ""
-    )
+class QueueFilter(admin.SimpleListFilter):
+    """The queue's three piles; by default the open ones (waiting first, then answered)."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Waiting"), ("answered", "Answered"), ("closed", "Closed")]
+
+    def choices(self, changelist):
+        for choice in super().choices(changelist):
+            if choice["display"] == "All":
+                choice["display"] = "Open (waiting and answered)"
+            yield choice
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "waiting":
+            return queryset.exclude(handoff=Handoff.ASSISTANT).filter(waiting_since__isnull=False)
+        if value == "answered":
+            return queryset.filter(handoff=Handoff.STAFF, waiting_since__isnull=True)
+        if value == "closed":
+            return queryset.filter(handoff=Handoff.ASSISTANT, closed_at__isnull=False).order_by("-closed_at")
+        return queryset.exclude(handoff=Handoff.ASSISTANT)
 
 
 @admin.register(WaitingConversation)
@@ -404,12 +491,15 @@ class QueueAdmin(admin.ModelAdmin):
 
     list_display = ["conversation", "state", "waited", "latest_question", "last_activity_at"]
     list_display_links = None
-    ordering = [F("waiting_since").asc(nulls_last=True), "last_activity_at"]
+    list_filter = [QueueFilter]
+    ordering = [F("waiting_since").asc(nulls_last=True), "-last_activity_at"]
     list_per_page = 100
     show_full_result_count = False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).exclude(handoff=Handoff.ASSISTANT).with_latest_question()
+        # Those a person is on, and those staff closed (QueueFilter shows one or the other).
+        on_it = ~Q(handoff=Handoff.ASSISTANT) | Q(closed_at__isnull=False)
+        return super().get_queryset(request).filter(on_it).with_latest_question()
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm("conversations.view_conversation")
@@ -425,8 +515,7 @@ class QueueAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation")
     def conversation(self, obj):
-        url = reverse("admin:conversations_conversation_change", args=[obj.pk])
-        return format_html('<a href="{}">{}</a>', url, obj.reference)
+        return format_html('<a href="{}">{}</a>', inbox.live_url(obj.pk), obj.reference)
 
     @admin.display(description="state", ordering="handoff")
     def state(self, obj):
@@ -435,10 +524,61 @@ class QueueAdmin(admin.ModelAdmin):
     @admin.display(description="waiting for", ordering="waiting_since")
     def waited(self, obj):
         if obj.waiting_since is None:
-            return "answered"
+            return "closed" if obj.handoff == Handoff.ASSISTANT else "answered"
         return timesince(obj.waiting_since, timezone.now())
 
     @admin.display(description="the customer's latest message")
     def latest_question(self, obj):
         text = obj.latest_question or ""
         return text if len(text) <= 120 else text[:119] + "…"
+
+
+# --- Staff profiles and saved replies -----------------------------------------------
+
+
+class ProfileForm(forms.ModelForm):
+    class Meta:
+        model = StaffProfile
+        fields = ["display_name"]
+
+    def clean_display_name(self):
+        name = self.cleaned_data["display_name"].strip()
+        if not name:
+            raise forms.ValidationError("Choose the name customers see with your replies.")
+        return name
+
+
+@admin.register(StaffProfile)
+class StaffProfileAdmin(admin.ModelAdmin):
+    """Every staff member edits their own profile ("Your profile", the mine/ page); the list of
+    everyone's is for whoever has the model's permissions (a superuser)."""
+
+    list_display = ["display_name", "user"]
+    search_fields = ["display_name", "user__username"]
+
+    def get_urls(self):
+        mine = self.admin_site.admin_view(self.mine_view)
+        return [path("mine/", mine, name="conversations_staffprofile_mine"), *super().get_urls()]
+
+    def mine_view(self, request):
+        profile = StaffProfile.objects.filter(user=request.user).first() or StaffProfile(user=request.user)
+        form = ProfileForm(request.POST or None, instance=profile)
+        if request.method == "POST" and form.is_valid():
+            form.save()
+            messages.success(request, "Saved: your replies are signed with this name.")
+            return HttpResponseRedirect(request.get_full_path())
+        return TemplateResponse(request, "admin/conversations/staffprofile/mine.html", {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "title": "Your profile", "form": form,
+        })
+
+
+@admin.register(SavedReply)
+class SavedReplyAdmin(admin.ModelAdmin):
+    list_display = ["title", "position", "start"]
+    list_editable = ["position"]
+    search_fields = ["title", "text"]
+
+    @admin.display(description="text")
+    def start(self, obj):
+        return obj.text if len(obj.text) <= 80 else obj.text[:79] + "…"

@@ -210,6 +210,10 @@ class Conversation(models.Model):
     # sessionId, and gets this conversation back instead of a second one.
     opening_client_message_id = models.CharField(max_length=64, null=True, blank=True, unique=True,
                                                  editable=False)
+    # The summary for the person taking over (summary.py): written once per waiting
+    # episode, for the waiting_since it was written for.
+    staff_summary = models.TextField(blank=True, default="", editable=False)
+    staff_summary_for = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -449,3 +453,45 @@ class Message(models.Model):
             "completionTokens": self.completion_tokens,
             "latencyMs": self.latency_ms,
         }
+
+
+class StaffProfile(models.Model):
+    """A staff member's own settings: the name customers see with their replies.
+
+    One per login, edited by its owner ("Your profile" in admin); a reply is signed
+    with its sender's profile, never with a name someone else typed.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_profile")
+    display_name = models.CharField(
+        "your name for customers", max_length=60, blank=True,
+        help_text="Shown with your replies, e.g. your first name (never your login).",
+    )
+
+    def __str__(self):
+        return self.display_name or f"Profile of user {self.user_id}"
+
+    @classmethod
+    def name_of(cls, user) -> str:
+        """The name `user` signs replies with; "" until they choose one."""
+        return cls.objects.filter(user=user).values_list("display_name", flat=True).first() or ""
+
+    @classmethod
+    def set_name(cls, user, name: str) -> None:
+        cls.objects.update_or_create(user=user, defaults={"display_name": name})
+
+
+class SavedReply(models.Model):
+    """A short reusable answer staff insert into the reply box (Alt+1..9, or the list)."""
+
+    title = models.CharField(max_length=80, unique=True)
+    text = models.TextField(max_length=4000)
+    # Lower comes first: the first nine are Alt+1..Alt+9.
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "title"]
+        verbose_name_plural = "saved replies"
+
+    def __str__(self):
+        return self.title

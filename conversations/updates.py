@@ -118,7 +118,11 @@ def snapshot(session_id, after: int) -> Snapshot | None:
 
     One query, and two more only when there are new messages.
     """
-    conversation = _with_latest(Conversation.objects.active().of_session(session_id).seen_by(session_id)).first()
+    return _snapshot(Conversation.objects.active().of_session(session_id).seen_by(session_id), after)
+
+
+def _snapshot(conversations, after: int) -> Snapshot | None:
+    conversation = _with_latest(conversations).first()
     if conversation is None:
         return None
     found = Snapshot(
@@ -126,7 +130,8 @@ def snapshot(session_id, after: int) -> Snapshot | None:
         handoff=conversation.handoff,
         turn_in_progress=_turn_in_progress(conversation),
         signature=(conversation.handoff, conversation.last_seq, conversation.last_status),
-        seen_at=conversation.session_seen_at,
+        # When the asking browser was last seen (Conversation.seen_by); a staff page is no browser.
+        seen_at=getattr(conversation, "session_seen_at", None),
     )
     if conversation.last_seq is not None and conversation.last_seq > after:
         # A reply being written is not shown until it is stored (its slot then changes).
@@ -152,10 +157,25 @@ def _look(session_id, after: int) -> tuple[int | None, Snapshot | None]:
 async def wait(watcher: "Watcher", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
     """Answer at once if there are messages after `after` or the handoff state is
     not `state`; else wait up to `timeout` seconds for that. None: no such session."""
+    return await _wait(watcher, _look, session_id, after, state, timeout)
+
+
+def _look_by_id(conversation_id: int, after: int) -> tuple[int | None, Snapshot | None]:
+    version = _version(conversation_id)  # first, as in _look
+    return version, _snapshot(Conversation.objects.filter(pk=conversation_id), after)
+
+
+async def wait_for_staff(watcher: "Watcher", conversation_id: int, after: int, state: str | None,
+                         timeout: float) -> Snapshot | None:
+    """wait() for a staff page (the admin's live view): the conversation by its id, idle or not."""
+    return await _wait(watcher, _look_by_id, conversation_id, after, state, timeout)
+
+
+async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, timeout: float) -> Snapshot | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        version, found = await in_db_thread(_look, session_id, after)
+        version, found = await in_db_thread(look, key, after)
         if found is None or found.messages or (state is not None and found.handoff != state):
             return found
         remaining = deadline - loop.time()

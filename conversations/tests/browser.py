@@ -86,3 +86,21 @@ def wait_idle(page):
 
 def stored_id(page):
     return page.evaluate("() => localStorage.getItem('sessionId')")
+
+
+# --- accessibility ---------------------------------------------------------------------
+
+# axe-core, vendored for the tests only (vendor/axe-core/README.md).
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+def serious_accessibility_violations(page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now; [] when there are none.
+    Evaluated through the DevTools protocol, which the page's strict CSP does not stop."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE.read_text() + "\n;undefined")
+    return page.evaluate("""async () => {
+        const found = await window.axe.run(document, { resultTypes: ["violations"] });
+        return found.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+            .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    }""")

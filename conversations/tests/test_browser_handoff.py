@@ -54,7 +54,8 @@ def test_a_customer_asks_for_a_person_staff_answer_from_the_admin_and_hand_back(
     expect(row).to_have_count(1)
     expect(row).to_contain_text("My parcel arrived damaged")
     expect(row).to_contain_text("waiting for a person")
-    row.get_by_role("link", name=reference).click()
+    row.get_by_role("link", name=reference).click()  # the live view (test_browser_inbox.py)
+    staff.get_by_role("link", name="Details and history").click()  # the change page, with its form
     expect(staff).to_have_title(re.compile(rf"Conversation {reference}"))
     expect(staff.locator(".inline-related td.field-content").last).to_have_text("My parcel arrived damaged")
 
