@@ -324,7 +324,7 @@ async def email_staff(conversation: Conversation, question: str | None, ip: str)
         if not window.allows(count):
             break
     else:
-        _mailer.submit(_send, conversation.pk, conversation.reference, question)
+        _mailer.submit(_send, conversation.pk, conversation.reference, question, timezone.now())
         return
     period = _digest_period(time.time())
     [slot] = await gateway.round_trip(counters=[(_digest_key(period, "count"), 1, _digest_ttl())])
@@ -351,14 +351,15 @@ def admin_link(view: str, *args) -> str:
     return settings.CHAT_SITE_URL + reverse(f"admin:{view}", args=args)
 
 
-def _send(conversation_id: int, reference: str, question: str | None) -> None:
+def _send(conversation_id: int, reference: str, question: str | None, since: datetime) -> None:
     try:
         if question is None:
             question = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.USER).order_by(
                 "-seq").values_list("content", flat=True).first()
         subject = f"Conversation {reference} is waiting for a person"
         body = (
-            f"A customer asked to talk to a person in conversation {reference}.\n\n"
+            f"A customer asked to talk to a person in conversation {reference}.\n"
+            f"Waiting since {_shop_clock(since)}.\n\n"
             "Answer it in the admin (Conversations > Waiting for a person):\n"
             f"{admin_link('conversations_conversation_change', conversation_id)}\n"
         )
@@ -445,8 +446,9 @@ def _send_digest(period: int) -> None:
         seconds = _digest_seconds()
         start = datetime.fromtimestamp(period * seconds, UTC)
         end = datetime.fromtimestamp((period + 1) * seconds, UTC)
-        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}): "
-                 f"{admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
+        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}"
+                 + (f", since {_shop_clock(found[pk].waiting_since)}" if found[pk].waiting_since else "")
+                 + f"): {admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
         gone = len(ids) - len(lines)
         unlisted = count - len(ids)
         body = (
@@ -463,6 +465,12 @@ def _send_digest(period: int) -> None:
         logger.exception("handoff: the digest email to staff failed")
     finally:
         connections.close_all()
+
+
+def _shop_clock(moment: datetime) -> str:
+    """ "14:02 CET (Thursday 3 December)": a time as staff read it, in the shop's time zone."""
+    local = shop_time(moment)
+    return f"{local:%H:%M} {local.tzname()} ({local:%A} {local.day} {local:%B})"
 
 
 def _mail(subject: str, body: str) -> None:
