@@ -4,7 +4,7 @@ staff reply goes to once; "anyone there?" answered with an offer, an explicit re
 and the check that the emails' links can be clicked."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
