@@ -446,9 +446,8 @@ def _send_digest(period: int) -> None:
         seconds = _digest_seconds()
         start = datetime.fromtimestamp(period * seconds, UTC)
         end = datetime.fromtimestamp((period + 1) * seconds, UTC)
-        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}"
-                 + (f", since {_shop_clock(found[pk].waiting_since)}" if found[pk].waiting_since else "")
-                 + f"): {admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
+        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}{_since(found[pk])}): "
+                 f"{admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
         gone = len(ids) - len(lines)
         unlisted = count - len(ids)
         body = (
@@ -471,6 +470,10 @@ def _shop_clock(moment: datetime) -> str:
     """ "14:02 CET (Thursday 3 December)": a time as staff read it, in the shop's time zone."""
     local = shop_time(moment)
     return f"{local:%H:%M} {local.tzname()} ({local:%A} {local.day} {local:%B})"
+
+
+def _since(conversation: Conversation) -> str:
+    return f", since {_shop_clock(conversation.waiting_since)}" if conversation.waiting_since else ""
 
 
 def _mail(subject: str, body: str) -> None:
