@@ -278,14 +278,13 @@ class _Knowledge:
         in "Can I pay with Klarna?". A name is a word written with a capital after the first word,
         or one after "with", "by", "via", "to", "in", "from" or "using" ("pay with klarna"; not
         "shoes" in "Can I return shoes?")."""
-        found = []
+        found: list[str] = []
         words = re.findall(r"[A-Za-z][A-Za-z'-]*", question)
-        for i, word in enumerate(words):
-            if len(word) < 3 or word in found:
-                continue
-            named = (i > 0 and word[0].isupper()) or (i > 0 and words[i - 1].lower() in NAME_BEFORE)
+        named = [w for i, w in enumerate(words) if i > 0 and len(w) >= 3
+                 and (w[0].isupper() or words[i - 1].lower() in NAME_BEFORE)]
+        for word in named[:MAX_CORRECTIONS]:  # each may be compared with every word of the file
             [term, *_] = self.terms(word) or [""]
-            if named and term not in STOPWORDS and term not in self.idf:
+            if term not in STOPWORDS and term not in self.idf and word not in found:
                 found.append(word)
         return found
 
@@ -402,11 +401,15 @@ QUESTION_BREAK = re.compile(
 )
 
 
+# A message cut into more parts than this is answered as a whole: each part costs a search.
+MAX_QUESTIONS = 3
+
+
 def _questions(text: str) -> list[str]:
     """The questions the message asks: its parts when it reads as more than one and a part finds
     an entry, else the whole message."""
     parts = [part for part in QUESTION_BREAK.split(text) if part and part.strip()]
-    if len(parts) > 1 and any(match(part) is not None for part in parts):
+    if 1 < len(parts) <= MAX_QUESTIONS and any(match(part) is not None for part in parts):
         return parts
     return [text]
 
@@ -515,7 +518,7 @@ def asks_if_anyone_there(text: str) -> bool:
     words = PERSON_WORD.findall(APOSTROPHE.sub("'", text.lower()))
     if not words or len(words) > 8 or not all(w in PRESENCE_WORDS for w in words):
         return False
-    return "?" in text or any(w in PERSON_PRONOUNS or w in ("there", "here") for w in words)
+    return "?" in text or not PERSON_PRONOUNS.isdisjoint(words)  # "hi there" is a greeting
 
 
 def upset(text: str) -> bool:
