@@ -85,6 +85,11 @@ export async function requestHandoff(sessionId) {
   return json(await request("/api/handoff", { method: "POST", body }));
 }
 
+/** POST /api/handoff/email: {sessionId, email}: the address the first staff reply is emailed to. */
+export async function leaveEmail(sessionId, email) {
+  return json(await request("/api/handoff/email", { method: "POST", body: { sessionId, email } }));
+}
+
 /** One long poll of GET /api/updates: {sessionId, handoff, turnInProgress, messages, hasMore} once something
  * is newer than message `after` or the state is no longer `state`, or empty after ~25 s. */
 export async function getUpdates(sessionId, after, state, signal) {

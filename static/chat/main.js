@@ -6,6 +6,7 @@
 // This module holds the page's state and decides what each answer means.
 
 import * as api from "./api.js";
+import * as handoffPage from "./handoff.js";
 import { forgetSessionId, isSessionId, KEY, newClientMessageId, readSessionId, storeSessionId } from "./session.js";
 import { startUpdates } from "./updates.js";
 import * as view from "./view.js";
@@ -61,6 +62,7 @@ function announceChange() {
 
 function setHandoff(next) {
   state.handoff = next;
+  if (next === "assistant") handoffPage.hideEmail();
   view.showHandoff(next, { author: state.author });
   refreshControls();
 }
@@ -358,8 +360,11 @@ function finishTurn(turn, outcome) {
     const data = outcome.done;
     // The notice (data.notice) is stored as an event too: the poll brings it to the log.
     if (data.handoff && data.handoff !== state.handoff) setHandoff(data.handoff);
+    if (data.offerEmail) handoffPage.offerEmail(readSessionId);
     if (typeof data.reply === "string") {
-      view.finishReply(replyItem || view.addAssistantMessage({ pending: true }), data.reply, data.stopped);
+      const item = replyItem || view.addAssistantMessage({ pending: true });
+      view.finishReply(item, data.reply, data.stopped);
+      if (data.offerPerson) handoffPage.offerPerson(item, askForPerson);
     } else {
       // Stored for our team: sent, and no answer is awaited from the assistant.
       if (replyItem) view.removeItem(replyItem);
@@ -505,6 +510,7 @@ async function askForPerson() {
     if (data.previousConversationFull) view.showNotice(FULL_NOTICE);
     remember(data.sessionId);
     setHandoff(data.handoff); // its notice comes to the log as an event, by the poll
+    if (data.offerEmail) handoffPage.offerEmail(readSessionId);
     announceChange();
     updates.kick();
   } catch (error) {
