@@ -319,3 +319,18 @@ def test_check_deploy_warns_when_the_emails_links_cannot_be_clicked_or_are_not_h
     ids = {message.id for message in run_checks(include_deployment_checks=True)}
 
     assert {"conversations.W003", "conversations.W004"} & ids == ({warned} if warned else set())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_address_left_is_shown_only_to_staff_who_may_answer(client, settings, tmp_path):
+    closed_now(settings, tmp_path)
+    _, chat = post_handoff(client)
+    assert leave_email(client, sessionId=chat["sessionId"], email="anna@example.org")[0] == 200
+    page = f"/admin/conversations/conversation/{Conversation.objects.get().pk}/change/"
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+
+    client.force_login(viewer)
+    assert "anna@example.org" not in client.get(page).content.decode()
+    client.force_login(staff())
+    assert "anna@example.org" in client.get(page).content.decode()
