@@ -338,7 +338,9 @@ def system_prompt() -> str:
         "using only the facts in the FAQ below. Be brief, friendly and concrete. "
         "If the FAQ does not answer a question, say so and give the contact details "
         "below; never invent policies, prices or order details. A customer who wants "
-        'a person can press the "Talk to a person" button.\n\n'
+        'a person can press the "Talk to a person" button. If the customer is upset or in a hurry, '
+        "apologise first and mention that button before anything else. If asked about something the FAQ "
+        "does not list (a payment method, a country), say plainly that it is not listed, then what is.\n\n"
         f"FAQ:\n\n{faq}\n\nContact details:\n\n{contact_details()}"
     )
 
