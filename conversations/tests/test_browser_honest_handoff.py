@@ -34,7 +34,7 @@ def closed_site(django_db_setup, django_db_blocker, fake_llm_server, tmp_path_fa
     with django_db_blocker.unblock():
         env = site_env(fake_llm_server, CHAT_KNOWLEDGE_FILE=str(faq), CHAT_SHOP_TIMEZONE="Europe/Berlin")
     server = Site(env)
-    server.day = day  # type: ignore[attr-defined]
+    server.day = day
     yield server
     server.stop()
 
