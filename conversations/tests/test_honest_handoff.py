@@ -4,11 +4,15 @@ staff reply goes to once; "anyone there?" answered with an offer, an explicit re
 and the check that the emails' links can be clicked."""
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.checks import run_checks
 from django.db import OperationalError
@@ -334,3 +338,15 @@ def test_the_address_left_is_shown_only_to_staff_who_may_answer(client, settings
     assert "anna@example.org" not in client.get(page).content.decode()
     client.force_login(staff())
     assert "anna@example.org" in client.get(page).content.decode()
+
+
+def test_a_time_zone_that_does_not_exist_stops_the_site_with_one_line():
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CHAT_"))}
+    env.update(DJANGO_DEBUG="1", DJANGO_SECRET_KEY="t", CHAT_SHOP_TIMEZONE="Mars/Olympus_Mons")
+
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env,
+                            capture_output=True, text=True)
+
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("chatsite: CHAT_SHOP_TIMEZONE='Mars/Olympus_Mons' is not a time zone: "
+                                     "use a name such as Europe/Berlin.")
