@@ -350,3 +350,51 @@ def test_a_time_zone_that_does_not_exist_stops_the_site_with_one_line():
     assert result.returncode != 0
     assert result.stderr.strip() == ("chatsite: CHAT_SHOP_TIMEZONE='Mars/Olympus_Mons' is not a time zone: "
                                      "use a name such as Europe/Berlin.")
+
+
+# --- dependencies failing ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_redis_stopped_a_staff_page_still_counts_in_its_own_process_and_nothing_fails(
+        client, settings, tmp_path, own_redis, monkeypatch):
+    knowledge_file(settings, tmp_path, "Monday to Friday, 9 am to 6 pm CET")
+    sunday = datetime(2026, 12, 6, 12, 0, tzinfo=handoff.ZoneInfo("Europe/Berlin"))
+    own_redis.stop()
+    assert "closed until" in async_to_sync(handoff.outlook)(sunday).text
+    monkeypatch.setattr(middleware, "_staff_marked", 0.0)
+    client.force_login(staff())
+
+    assert client.get("/admin/").status_code == 200
+
+    assert "usually within" in async_to_sync(handoff.outlook)(sunday).text
+
+
+class FailingMail:
+    """An email backend whose server is down."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def send_messages(self, messages):
+        raise ConnectionRefusedError("the mail server is down")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_mail_server_down_the_staff_reply_stands_and_no_second_email_is_tried(
+        client, settings, tmp_path, mailoutbox, caplog):
+    closed_now(settings, tmp_path)
+    _, chat = post_handoff(client)
+    assert leave_email(client, sessionId=chat["sessionId"], email="anna@example.org")[0] == 200
+    conversation = Conversation.objects.get()
+    settings.EMAIL_BACKEND = f"{__name__}.FailingMail"
+
+    _, stored = handoff.staff_reply(conversation.pk, staff(), "Mia", "Hello!", "t1")
+    handoff.flush_email()
+
+    assert stored and conversation.messages.filter(role="staff").count() == 1
+    assert "handoff: the email to the customer failed" in caplog.text
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    handoff.staff_reply(conversation.pk, User.objects.get(), "Mia", "Still there?", "t2")
+    handoff.flush_email()
+    assert [m for m in mailoutbox if m.to == ["anna@example.org"]] == []  # at most one, never two
