@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
 from prometheus_client import CollectorRegistry, Gauge
 
-from . import forget, knowledge, limits, llm, metrics, paging, payloads, runtime, turns, updates
+from . import forget, handoff, knowledge, limits, llm, metrics, paging, payloads, runtime, turns, updates
 from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError, DatabaseUnavailable
@@ -152,6 +152,8 @@ async def history(request):
     found = await in_db_thread(_history, session_id, before, limit)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    # Still waiting for a first reply while the shop is closed: the page offers the email field again.
+    found["offerEmail"] = found["handoff"] == Handoff.WAITING and (await handoff.outlook(timezone.now())).offer_email
     return JsonResponse({"sessionId": str(session_id), **found})
 
 

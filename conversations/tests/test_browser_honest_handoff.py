@@ -96,3 +96,20 @@ def test_anyone_there_is_answered_with_a_button_that_asks_for_a_person(live_site
     expect(page.get_by_test_id("handoff-status")).to_have_attribute("data-state", "waiting")
     wait_idle(page)
     assert box(page).is_enabled()
+
+
+def test_after_a_reload_the_email_field_is_offered_again_while_the_shop_is_closed(
+        closed_site, postgres, llm, browsing):
+    browsing.url = closed_site.url
+    page = browsing.page()
+    page.get_by_role("button", name="Talk to a person").click()
+    expect(page.get_by_test_id("handoff-email")).to_be_visible()
+
+    page.reload()
+
+    expect(page.get_by_test_id("handoff-status")).to_have_attribute("data-state", "waiting")
+    expect(page.get_by_test_id("handoff-email")).to_be_visible()
+    page.get_by_role("textbox", name="Leave your email").fill("anna@example.org")
+    page.get_by_role("button", name="Save email").click()
+    expect(page.locator("#handoff-email-status")).to_contain_text("We'll write to anna@example.org")
+    assert Conversation.objects.get(session_id=stored_id(page)).customer_email == "anna@example.org"

@@ -398,3 +398,19 @@ def test_with_the_mail_server_down_the_staff_reply_stands_and_no_second_email_is
     handoff.staff_reply(conversation.pk, User.objects.get(), "Mia", "Still there?", "t2")
     handoff.flush_email()
     assert [m for m in mailoutbox if m.to == ["anna@example.org"]] == []  # at most one, never two
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_history_offers_the_email_again_only_while_waiting_with_the_shop_closed(client, settings, tmp_path):
+    closed_now(settings, tmp_path)
+    _, chat = post_handoff(client)
+
+    def offered():
+        return client.get("/api/history", headers={"X-Session-Id": chat["sessionId"]}).json()["offerEmail"]
+
+    assert offered() is True
+    open_now(settings, tmp_path)
+    assert offered() is False
+    closed_now(settings, tmp_path)
+    handoff.staff_reply(Conversation.objects.get().pk, staff(), "Mia", "Hello!", "t1")
+    assert offered() is False  # answered: the page shows the reply

@@ -138,6 +138,7 @@ function renderHistory(data) {
   if (messages.length) state.floor = messages[0].seq - 1;
   if (!data.turnInProgress) closeGaps();
   setHandoff(handoff);
+  if (data.offerEmail) handoffPage.offerEmail(readSessionId);
   followOthersTurn(data.turnInProgress);
   state.before = data.hasMore ? data.before : null;
   view.showEarlier({ more: state.before !== null });
