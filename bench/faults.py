@@ -169,6 +169,31 @@ def llm_hang(site, database, llm):
             rows(database, session_id), blocked_for(site, session_id, done))
 
 
+def llm_megabytes(site, database, llm):
+    """An upstream that ignores max_tokens: 2 MiB of reply."""
+    session_id = post(site, {"message": "Hi"})[1]["sessionId"]
+    llm.control("ok", reply="word " * 1000, repeat=420, ignore_max_tokens=True, piece_chars=4096)
+    status, answer, took = post(site, {"message": "Tell me everything", "sessionId": session_id})
+    done = time.monotonic()
+    llm.control("ok")
+    size = len(answer.get("reply") or "")
+    return ("LLM answers 2 MiB, ignoring max_tokens",
+            f"{outcome(status, answer)} after {took:.1f} s, the reply cut at {size:,} characters with a note",
+            rows(database, session_id), blocked_for(site, session_id, done))
+
+
+def llm_garbage(site, database, llm):
+    """An answer that parses but whose content is not text, and a model name that cannot be stored."""
+    session_id = post(site, {"message": "Hi"})[1]["sessionId"]
+    llm.control("ok", content=12345, model="m" * 300, usage={"prompt_tokens": -5, "completion_tokens": "x"})
+    status, answer, took = post(site, {"message": "Garbage?", "sessionId": session_id})
+    done = time.monotonic()
+    llm.control("ok")
+    return ("LLM answers a number as content, a 300-character model, bad usage",
+            f"{outcome(status, answer)} after {took:.1f} s", rows(database, session_id),
+            blocked_for(site, session_id, done))
+
+
 def redis_down(site, database, llm, redis):
     session_id = post(site, {"message": "Hi"})[1]["sessionId"]
     llm.control("ok")
@@ -200,7 +225,8 @@ def main() -> int:
     site = Site(env, name="faults")
     try:
         table = [scenario(site, database, llm) for scenario in
-                 (duplicate_retries, worker_killed, connections_killed, lock_held, llm_hang)]
+                 (duplicate_retries, worker_killed, connections_killed, lock_held, llm_hang, llm_megabytes,
+                  llm_garbage)]
         table.append(redis_down(site, database, llm, redis))
     finally:
         site.stop()

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations import sessions
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Session
 
 
 def conversations(count: int, history: int, path: Path, cached: bool = True) -> list[str]:
@@ -27,6 +27,11 @@ def conversations(count: int, history: int, path: Path, cached: bool = True) -> 
     created = Conversation.objects.bulk_create(
         [Conversation(session_id=uuid.uuid4(), created_at=started, last_activity_at=started)
          for _ in range(count)],
+        batch_size=2000,
+    )
+    # Each with its first session, as Conversation.save makes it (bulk_create does not call save).
+    Session.objects.bulk_create(
+        [Session(session_id=c.session_id, conversation=c, created_at=started, last_seen_at=started) for c in created],
         batch_size=2000,
     )
     roles = [Message.Role.USER, Message.Role.ASSISTANT]

@@ -420,6 +420,18 @@ CHAT_SESSION_CACHE_SECONDS = env_int("CHAT_SESSION_CACHE_SECONDS", 24 * 3600)
 # conversation for a while after the customer can no longer continue it.
 CHAT_RETENTION_DAYS = env_int("CHAT_RETENTION_DAYS", 90)
 
+# --- Continue on another device (conversations/devices.py, docs/session-flow.md) ---
+
+# Minutes a "Continue on another device" link and its code can be redeemed (once).
+CHAT_DEVICE_LINK_MINUTES = env_int("CHAT_DEVICE_LINK_MINUTES", 10)
+# Browsers one conversation may have at once; joining another is refused.
+CHAT_DEVICES_MAX = env_int("CHAT_DEVICES_MAX", 10)
+# Wrong (or used, or expired) links and codes before joining is refused, per client
+# address (an IPv6 /64 counts as one) and for the whole site; the lockout lasts until
+# the window ends. The guessing odds they give: docs/session-flow.md.
+CHAT_DEVICE_JOIN_FAILURES_IP = os.environ.get("CHAT_DEVICE_JOIN_FAILURES_IP", "10/h")
+CHAT_DEVICE_JOIN_FAILURES_SITE = os.environ.get("CHAT_DEVICE_JOIN_FAILURES_SITE", "1000/h")
+
 # --- Talking to a person (conversations/handoff.py, updates.py) -------------
 
 # Seconds GET /api/updates waits for something new before it answers empty.

@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from . import forget, handoff
+from . import devices, forget, handoff
 from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, WaitingConversation
 
@@ -93,7 +93,7 @@ class ConversationAdmin(admin.ModelAdmin):
     # and continue the conversation as the customer). A full id is shown only on a logged
     # request (session_id_view); staff still find a conversation by the id a customer reads out.
     list_display = ["reference", "created_at", "last_activity_at", "message_count",
-                    "has_failed_turns", "latest_model", "handoff"]
+                    "has_failed_turns", "latest_model", "handoff", "devices_open"]
     list_filter = [FailedTurnsFilter, "handoff", "created_at", "last_activity_at"]
     # Searching is done by get_search_results below; a non-empty search_fields
     # is what makes admin show the search box.
@@ -101,10 +101,10 @@ class ConversationAdmin(admin.ModelAdmin):
     search_help_text = "The whole session id, or the 8-character reference the customer sees."
     ordering = ["-last_activity_at"]
     fields = ["reference", "created_at", "last_activity_at", "failed_turns", "handoff",
-              "waiting_since", "closed_at"]
+              "waiting_since", "closed_at", "devices_open"]
     readonly_fields = fields
     inlines = [MessageInline]
-    actions = ["export_jsonl"]
+    actions = ["export_jsonl", "end_devices"]
     list_per_page = 50
     # Counting every conversation again next to the filtered count is a second
     # full count per page view on a big table, for a "(N total)" nobody needs.
@@ -321,6 +321,21 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description="model", ordering="latest_model")
     def latest_model(self, obj):
         return obj.latest_model or "-"
+
+    @admin.display(description="devices", ordering="device_count")
+    def devices_open(self, obj):
+        return obj.device_count or 0
+
+    @admin.action(description="End all devices of selected conversations (a lost phone)", permissions=["delete"])
+    def end_devices(self, request, queryset):
+        """Every browser of these conversations loses it at once; the conversations stay."""
+        chosen = list(queryset.values_list("pk", flat=True))
+        ended = devices.end_all(chosen)
+        for conversation in Conversation.objects.filter(pk__in=chosen):
+            self.log_change(request, conversation, f"Ended all devices ({ended} sessions in the selection).")
+        logger.info("staff ended all devices", extra={"conversations": len(chosen), "sessions": ended,
+                                                      "user": request.user.get_username()})
+        self.message_user(request, f"Ended {ended} session(s) of {len(chosen)} conversation(s).", messages.SUCCESS)
 
     @admin.action(description="Export selected conversations as JSON Lines", permissions=["view"])
     def export_jsonl(self, request, queryset):

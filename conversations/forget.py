@@ -1,5 +1,8 @@
 """Forgetting conversations: the customer's "forget me", staff's Delete, and chat_purge.
 
+A conversation goes with every session of it (every browser that joined it), and
+the cache entries of all of them.
+
 The database goes first (store.forget: the conversations and every message in
 them, even while messages arrive), then, in one round trip, their cache entries
 go and their waiting pages are told, so an open page learns at once that its
@@ -18,12 +21,12 @@ async def forget(*, session_ids: list[uuid.UUID] | None = None, conversation_ids
                  idle_before: datetime | None = None) -> tuple[int, int]:
     """Delete these conversations (see store.forget); how many conversations and messages went."""
     rt = runtime.current()
-    rows, messages = await rt.store.forget(session_ids=session_ids, conversation_ids=conversation_ids,
-                                           idle_before=idle_before)
-    if rows:
-        await rt.gateway.round_trip(values=[updates.version_entry(pk) for pk, _ in rows],
-                                    deletes=[sessions.cache_key(session_id) for _, session_id in rows])
-    return len(rows), messages
+    ids, ended, messages = await rt.store.forget(session_ids=session_ids, conversation_ids=conversation_ids,
+                                                 idle_before=idle_before)
+    if ids:
+        await rt.gateway.round_trip(values=[updates.version_entry(pk) for pk in ids],
+                                    deletes=[sessions.cache_key(session_id) for session_id in ended])
+    return len(ids), messages
 
 
 def conversations(queryset, idle_before: datetime | None = None) -> tuple[int, int]:

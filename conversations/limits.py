@@ -208,6 +208,16 @@ def handoff_email_windows(ip: str) -> list[Window]:
     return [window for window in windows if window is not None]
 
 
+# --- Device links ---------------------------------------------------------------
+
+def join_windows(ip: str) -> list[Window]:
+    """The windows a refused device link or code counts against (devices.py): the client address
+    (its /64 for IPv6), and the whole site, which no number of addresses gets past."""
+    windows = [_window("join-ip", address_group(ip), "CHAT_DEVICE_JOIN_FAILURES_IP"),
+               _window("join-site", "site", "CHAT_DEVICE_JOIN_FAILURES_SITE")]
+    return [window for window in windows if window is not None]
+
+
 # --- Budgets --------------------------------------------------------------------
 
 # Budget counters outlive their day by one, whatever the time zone of whoever reads them.

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
@@ -86,13 +86,26 @@ class ConversationQuerySet(models.QuerySet):
         """Conversations idle longer than `days` (by default the idle timeout)."""
         return self.filter(last_activity_at__lt=idle_cutoff(days))
 
+    def of_session(self, session_id: uuid.UUID):
+        """The conversation a session belongs to (none for an unknown or ended session): the one rule
+        every lookup by session id keeps (the turn store's backends write it in their own terms)."""
+        return self.filter(pk__in=Session.objects.filter(session_id=session_id).values("conversation"))
+
+    def seen_by(self, session_id: uuid.UUID):
+        """Annotate `session_seen_at`: when the session was last seen (read in the same statement, so
+        that moving it costs a statement only when it is due: Session.objects.seen)."""
+        return self.annotate(session_seen_at=Subquery(
+            Session.objects.filter(session_id=session_id).values("last_seen_at")[:1]))
+
     def matching(self, id_or_reference: str):
-        """Conversations whose session id is, or starts with, `id_or_reference`
-        (e.g. the 8-character reference); none if it is neither."""
+        """Conversations with a session whose id is, or starts with, `id_or_reference` (e.g. the
+        8-character reference a device's page shows), or whose first session's did; none if it
+        is neither."""
         bounds = session_id_range(id_or_reference)
         if bounds is None:
             return self.none()
-        return self.filter(session_id__range=bounds)
+        return self.filter(models.Q(session_id__range=bounds) | models.Q(
+            pk__in=Session.objects.filter(session_id__range=bounds).values("conversation")))
 
     def for_session(self, id_or_reference: "str | uuid.UUID") -> "Conversation":
         """The conversation with this session id or reference, for support staff:
@@ -118,7 +131,8 @@ class ConversationQuerySet(models.QuerySet):
         return found[0]
 
     def with_summary(self):
-        """Annotate `message_count` and `latest_model` (who wrote the latest reply).
+        """Annotate `message_count`, `latest_model` (who wrote the latest reply) and `device_count`
+        (its sessions: the browsers it is open in).
 
         Subqueries rather than a join with GROUP BY: they run only for the rows
         a page shows, however many conversations there are.
@@ -130,6 +144,10 @@ class ConversationQuerySet(models.QuerySet):
             ),
             latest_model=Subquery(
                 messages.filter(role=Message.Role.ASSISTANT).order_by("-seq").values("model")[:1]
+            ),
+            device_count=Subquery(
+                Session.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
+                .annotate(n=Count("pk")).values("n")
             ),
         )
 
@@ -166,8 +184,11 @@ class Handoff(models.TextChoices):
 
 
 class Conversation(models.Model):
-    """One anonymous visitor's conversation, found by the sessionId their browser keeps."""
+    """One anonymous visitor's conversation, found by the sessionId their browser keeps (each
+    browser that joined it keeps its own: Session)."""
 
+    # The first session's id: what staff search by and what the transcript names. Which
+    # sessions the conversation has now is Session's to say (that one may have ended).
     session_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_activity_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -211,6 +232,16 @@ class Conversation(models.Model):
     def __str__(self):
         return f"Conversation {self.reference}"
 
+    def save(self, *args, **kwargs):
+        """A conversation is made with its first session (the turn store's postgres backend makes
+        both in one statement)."""
+        adding = self._state.adding
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if adding:
+                Session.objects.create(session_id=self.session_id, conversation=self, created_at=self.created_at,
+                                       last_seen_at=self.created_at)
+
     @property
     def reference(self) -> str:
         """The short reference the page shows a customer: the first 8 characters of the id."""
@@ -253,6 +284,59 @@ class Conversation(models.Model):
             "closedAt": self.closed_at.isoformat() if self.closed_at else None,
             "messages": [message.export_record() for message in self.messages.all()],
         }
+
+
+class SessionQuerySet(models.QuerySet):
+    def seen(self, session_id: uuid.UUID, last_seen_at=None) -> None:
+        """Move the session's last seen time, at most once every Session.SEEN_RESOLUTION; with the
+        `last_seen_at` read before (ConversationQuerySet.seen_by), no statement until it is due."""
+        if last_seen_at is not None and not Session.seen_due(last_seen_at):
+            return
+        now = timezone.now()
+        self.filter(session_id=session_id, last_seen_at__lt=now - Session.SEEN_RESOLUTION).update(last_seen_at=now)
+
+
+class Session(models.Model):
+    """One browser's session of a conversation: its sessionId, and what its customer sees of it in
+    the list of devices (the browser and when, no more). A conversation's first session is made
+    with it; "Continue on another device" adds one (devices.py); ending one deletes it."""
+
+    session_id = models.UUIDField(unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="sessions")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Moved at most once every SEEN_RESOLUTION, by the page's history and long poll, not by a turn.
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    # "Firefox on Android", from the User-Agent (devices.device_label); "" until a page of it says.
+    label = models.CharField(max_length=40, blank=True, default="")
+
+    SEEN_RESOLUTION = timedelta(minutes=1)
+
+    objects = SessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.label or 'A browser'} (session {str(self.session_id)[:8]})"
+
+    @classmethod
+    def seen_due(cls, last_seen_at) -> bool:
+        """Whether a session last seen then is to be marked seen now."""
+        return last_seen_at is None or last_seen_at < timezone.now() - cls.SEEN_RESOLUTION
+
+
+class DeviceLink(models.Model):
+    """An offer to bring another browser into a conversation: a one-time link and a short code,
+    stored only as a hash of the link's token and a keyed hash of the code (devices.py)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="device_links")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(db_index=True, editable=False)
+
+    def __str__(self):  # never the hashes
+        return f"Device link of conversation {self.conversation_id}, until {self.expires_at:%Y-%m-%d %H:%M}"
 
 
 class WaitingConversation(Conversation):

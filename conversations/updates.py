@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -87,6 +88,8 @@ class Snapshot:
     messages: list[dict] = field(default_factory=list)
     # More messages after these than one answer holds (paging.py): the page asks again at once.
     has_more: bool = False
+    # When the asking session was last seen (models.Session.seen_due).
+    seen_at: datetime | None = None
 
 
 def answering() -> Exists:
@@ -115,7 +118,7 @@ def snapshot(session_id, after: int) -> Snapshot | None:
 
     One query, and two more only when there are new messages.
     """
-    conversation = _with_latest(Conversation.objects.active().filter(session_id=session_id)).first()
+    conversation = _with_latest(Conversation.objects.active().of_session(session_id).seen_by(session_id)).first()
     if conversation is None:
         return None
     found = Snapshot(
@@ -123,6 +126,7 @@ def snapshot(session_id, after: int) -> Snapshot | None:
         handoff=conversation.handoff,
         turn_in_progress=_turn_in_progress(conversation),
         signature=(conversation.handoff, conversation.last_seq, conversation.last_status),
+        seen_at=conversation.session_seen_at,
     )
     if conversation.last_seq is not None and conversation.last_seq > after:
         # A reply being written is not shown until it is stored (its slot then changes).

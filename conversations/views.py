@@ -14,11 +14,24 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
 from prometheus_client import CollectorRegistry, Gauge
 
-from . import forget, handoff, knowledge, limits, llm, metrics, paging, payloads, runtime, turns, updates
+from . import (
+    devices,
+    forget,
+    handoff,
+    knowledge,
+    limits,
+    llm,
+    metrics,
+    paging,
+    payloads,
+    runtime,
+    turns,
+    updates,
+)
 from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError, DatabaseUnavailable
-from .models import Conversation, Handoff, Message, idle_cutoff
+from .models import Conversation, Handoff, Message, Session
 
 logger = logging.getLogger(__name__)
 
@@ -180,10 +193,11 @@ def _session_id_header(request):
 def _history(session_id, before: int | None, limit: int) -> dict | None:
     """A page of the conversation's messages (the newest, or those before `before`), and whether its
     latest question is being answered now (a reply being written is not shown until it is stored)."""
-    conversation = (Conversation.objects.active().filter(session_id=session_id)
+    conversation = (Conversation.objects.active().of_session(session_id).seen_by(session_id)
                     .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
+    Session.objects.seen(session_id, conversation.session_seen_at)
     page = paging.before(conversation.messages.exclude(status=Message.Status.ANSWERING), before, limit)
     return {
         "messages": page.messages,  # with the seq and author (GET /api/updates has the same)
@@ -227,13 +241,13 @@ async def healthz(request):
     in time, whatever the database is doing. The LLM's state is the circuit breaker's
     shared flag (llm.health): the check calls no LLM.
     """
-    try:
-        database, cache_state, llm_state = await asyncio.wait_for(
-            _dependency_states(runtime.current()), settings.CHAT_HEALTH_TIMEOUT
-        )
-    except TimeoutError:
-        logger.warning("health check: no answer within %ss", settings.CHAT_HEALTH_TIMEOUT)
-        database, cache_state, llm_state = "down", "unknown", {"llm": "unknown"}
+    rt, timeout = runtime.current(), settings.CHAT_HEALTH_TIMEOUT
+    # Each asked on its own, at once: a database that does not answer still leaves the
+    # cache's and the LLM's states to report.
+    database, (cache_state, llm_state) = await asyncio.gather(
+        _within(timeout, _database_state(rt), "down"),
+        _within(timeout, _cache_and_llm_states(rt), ("unknown", {"llm": "unknown"})),
+    )
     if database != "ok":
         status, code = "down", 503
     elif cache_state == "down" or llm_state["llm"] == "down":
@@ -244,17 +258,29 @@ async def healthz(request):
                         status=code)
 
 
-async def _dependency_states(rt: runtime.Runtime) -> tuple[str, str, dict]:
+async def _within(timeout: float, check, unanswered):
+    """What `check` finds, or `unanswered` if it has not found it within `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(check, timeout)
+    except TimeoutError:
+        logger.warning("health check: no answer within %ss", timeout)
+        return unanswered
+
+
+async def _database_state(rt: runtime.Runtime) -> str:
     try:
         await rt.store.ping()
-        database = "ok"
     except Exception:  # noqa: BLE001 - any failure means the database is not usable
         logger.exception("health check: database down")
-        database = "down"
+        return "down"
+    return "ok"
+
+
+async def _cache_and_llm_states(rt: runtime.Runtime) -> tuple[str, dict]:
     cache_state = await rt.gateway.ping()
     # Read like limits.admit reads it: from Redis, else what this worker holds while Redis is away.
     [down] = await rt.gateway.round_trip(reads=[llm.DOWN])
-    return database, cache_state, llm.health(down)
+    return cache_state, llm.health(down)
 
 
 @api_view("GET")
@@ -368,8 +394,8 @@ def _email_or_empty(email: str) -> bool:
 
 
 def _leave_email(session_id, email: str) -> bool:
-    return bool(Conversation.objects.filter(session_id=session_id, last_activity_at__gte=idle_cutoff()).update(
-        customer_email=email, customer_emailed_at=None))
+    return bool(Conversation.objects.active().of_session(session_id).update(customer_email=email,
+                                                                            customer_emailed_at=None))
 
 
 @api_view("GET")
@@ -383,6 +409,8 @@ async def updates_poll(request):
     found = await updates.wait(runtime.current().watcher, session_id, after, state, settings.CHAT_UPDATES_WAIT)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
+        await in_db_thread(Session.objects.seen, session_id)
     return JsonResponse({
         "sessionId": str(session_id),
         "handoff": found.handoff,
@@ -398,3 +426,64 @@ def _after(value: str | None) -> int:
     if value is None or not AFTER.fullmatch(value) or int(value) < -1:
         raise ApiError(400, "invalid_after", "after must be the seq of the latest message seen (-1 for none).")
     return int(value)
+
+
+# --- Continue on another device, and "Not you?" (conversations/devices.py) -------
+
+
+@api_view("POST")
+async def device_link(request):
+    """A one-time link (also as a QR code) and a short code that bring another browser into this
+    session's conversation. The token is only in the link's fragment: no request line carries it."""
+    session_id = _session_id_header(request)
+    await devices.admit_offer(limits.client_ip(request), session_id)
+    made = await in_db_thread(devices.offer, session_id, _device_label(request))
+    if made is None:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    link = request.build_absolute_uri("/") + "#join=" + made.token
+    return JsonResponse({
+        "link": link,
+        "qrSvg": devices.qr_svg(link),
+        "code": devices.shown_code(made.code),
+        "expiresAt": made.expires_at.isoformat(),
+        "expiresInSeconds": settings.CHAT_DEVICE_LINK_MINUTES * 60,
+    })
+
+
+@api_view("POST")
+async def device_join(request):
+    """Redeem a link's token or a code (one of them): this browser's own new session in that
+    conversation. Only ever a POST, which the page sends once the customer has confirmed."""
+    body = json_body(request)
+    if (body.get("token") is None) == (body.get("code") is None):
+        raise ApiError(400, "invalid_join", "Send either the link's token or the code, not both.")
+    token = None if body.get("token") is None else devices.parse_token(body["token"])
+    code = None if body.get("code") is None else devices.parse_code(body["code"])
+    session = await devices.join(limits.client_ip(request), token=token, code=code, label=_device_label(request))
+    return JsonResponse({"sessionId": str(session.session_id), "newSession": True})
+
+
+@api_view("GET")
+async def device_list(request):
+    """The browsers of this session's conversation: the browser and when, no more."""
+    session_id = _session_id_header(request)
+    found = await in_db_thread(devices.listed, session_id, _device_label(request))
+    if found is None:
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    return JsonResponse({"sessionId": str(session_id), "devices": found})
+
+
+@api_view("POST")
+async def device_end(request):
+    """End a browser's session ({"device": its number}, or "this": "Not you? Start fresh"); the
+    conversation stays for the others."""
+    session_id = _session_id_header(request)
+    device = json_body(request).get("device")
+    if device != "this" and (type(device) is not int or not 0 < device < 2**63):
+        raise ApiError(400, "invalid_device", 'device must be a device\'s number from GET /api/devices, or "this".')
+    await devices.end(session_id, None if device == "this" else device)
+    return HttpResponse(status=204)
+
+
+def _device_label(request) -> str:
+    return devices.device_label(request.headers.get("User-Agent", "")[:512])

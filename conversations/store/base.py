@@ -34,12 +34,17 @@ class TurnStore:
                      limit: int) -> list[Message]:
         """The latest `limit` messages of the session's conversation if it was active since
         `active_since`, newest first, each with its conversation; [] if it has none. A
-        `conversation_id` (from the cache) narrows the read; the session id is checked anyway."""
+        `conversation_id` (from the cache) narrows the read; the session id is checked anyway.
+
+        A conversation may have several sessions (one per browser, models.Session): the
+        conversation read here is as this session sees it, its `session_id` this session's, so
+        that what a turn answers (and every error) names the asking browser's id, never another's."""
         raise NotImplementedError
 
     async def opening(self, opening_key: str, started_since: datetime, limit: int) -> list[Message]:
         """The latest messages of the conversation that a first question with this key started, if it
-        started since `started_since`; newest first, each with its conversation."""
+        started since `started_since` and its first session has not ended; newest first, each with
+        its conversation."""
         raise NotImplementedError
 
     async def sent_before(self, conversation_id: int, client_message_id: str) -> list[Message]:
@@ -53,8 +58,9 @@ class TurnStore:
     # --- A turn ------------------------------------------------------------------
 
     async def start(self, conversation: Conversation, messages: list[Message]) -> bool:
-        """Insert a new conversation with its first messages, setting their ids. False if its
-        opening key is taken (the same first question sent again)."""
+        """Insert a new conversation, its first session (the conversation's `session_id`) and its first
+        messages, setting their ids. False if its opening key is taken (the same first question sent
+        again)."""
         raise NotImplementedError
 
     async def insert(self, messages: list[Message], activity_at: datetime | None) -> bool:
@@ -118,12 +124,13 @@ class TurnStore:
         raise NotImplementedError
 
     async def forget(self, session_ids: list[uuid.UUID] | None = None, conversation_ids: list[int] | None = None,
-                     idle_before: datetime | None = None) -> tuple[list[tuple[int, uuid.UUID]], int]:
+                     idle_before: datetime | None = None) -> tuple[list[int], list[uuid.UUID], int]:
         """Delete these conversations (with `idle_before`: those still idle since then) and every
         message in them, even while messages arrive: the
         conversations' rows are locked first, so a message arriving meanwhile either lands
-        before (and is deleted) or fails on its conversation being gone. The (id, session id) of
-        each conversation deleted, and how many messages went."""
+        before (and is deleted) or fails on its conversation being gone. `session_ids` name the
+        conversations of these sessions: every session of them ends with them. The ids of the
+        conversations deleted, the ids of every session they had, and how many messages went."""
         raise NotImplementedError
 
 

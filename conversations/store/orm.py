@@ -7,7 +7,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..db import in_orm_thread
-from ..models import Conversation, Handoff, Message
+from ..models import Conversation, Handoff, Message, Session
 from .base import Conflict, TurnStore
 
 
@@ -26,15 +26,21 @@ class OrmStore(TurnStore):
     @_db
     def recent(self, session_id, conversation_id, active_since, limit):
         messages = Message.objects.select_related("conversation").filter(
-            conversation__session_id=session_id, conversation__last_activity_at__gte=active_since)
+            conversation__in=Conversation.objects.of_session(session_id),
+            conversation__last_activity_at__gte=active_since)
         if conversation_id is not None:
             messages = messages.filter(conversation_id=conversation_id)
-        return list(messages.order_by("-seq")[:limit])
+        found = list(messages.order_by("-seq")[:limit])
+        for message in found:  # the conversation as this session sees it (base.recent)
+            message.conversation.session_id = session_id
+        return found
 
     @_db
     def opening(self, opening_key, started_since, limit):
+        # The first session, which started the conversation, and only while it has not ended.
         return list(Message.objects.select_related("conversation").filter(
             conversation__opening_client_message_id=opening_key, conversation__created_at__gte=started_since,
+            conversation__sessions__session_id=F("conversation__session_id"),
         ).order_by("-seq")[:limit])
 
     @_db
@@ -179,18 +185,19 @@ class OrmStore(TurnStore):
 
     @_db
     def forget(self, session_ids=None, conversation_ids=None, idle_before=None):
-        chosen = Conversation.objects.filter(session_id__in=session_ids) if session_ids is not None \
+        chosen = Conversation.objects.filter(sessions__session_id__in=session_ids) if session_ids is not None \
             else Conversation.objects.filter(pk__in=conversation_ids or [])
         if idle_before is not None:
             chosen = chosen.filter(last_activity_at__lt=idle_before)
         with transaction.atomic():
             # Locked first: a message inserted meanwhile either committed before (and is
             # deleted below, whose statements see it) or waits, then fails on its conversation.
-            rows = list(chosen.select_for_update().values_list("pk", "session_id"))
-            if not rows:
-                return [], 0
-            _, deleted = Conversation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
-        return rows, deleted.get("conversations.Message", 0)
+            ids = list(chosen.select_for_update().values_list("pk", flat=True))
+            if not ids:
+                return [], [], 0
+            ended = list(Session.objects.filter(conversation__in=ids).values_list("session_id", flat=True))
+            _, deleted = Conversation.objects.filter(pk__in=ids).delete()
+        return ids, ended, deleted.get("conversations.Message", 0)
 
 
 def _abandoned(slot: Message):

@@ -19,7 +19,7 @@ from django.utils import timezone
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailable
-from ..models import Conversation, Handoff, Message
+from ..models import Conversation, DeviceLink, Handoff, Message, Session
 from .base import Conflict, TurnStore
 
 logger = logging.getLogger(__name__)
@@ -35,16 +35,26 @@ _STARTED = [field for field in Conversation._meta.concrete_fields if not field.p
 _CONVERSATION = Message._meta.get_field("conversation")
 _M: str = Message._meta.db_table
 _C: str = Conversation._meta.db_table
+_S: str = Session._meta.db_table
+_L: str = DeviceLink._meta.db_table
 
-_SELECT = "SELECT {}, {} FROM {m} JOIN {c} ON {c}.id = {m}.conversation_id ".format(
+# A message with its conversation as a session sees it: the conversation's `session_id` read from
+# the session's row (Conversation.objects.of_session is the rule; base.recent says why).
+_SELECT = "SELECT {}, {} FROM {m} JOIN {c} ON {c}.id = {m}.conversation_id JOIN {s} ".format(
     ", ".join(f"{_M}.{f.column}" for f in Message._meta.concrete_fields),
-    ", ".join(f"{_C}.{f.column}" for f in Conversation._meta.concrete_fields), m=_M, c=_C)
-_RECENT = _SELECT + f"WHERE {_C}.session_id = %s AND {_C}.last_activity_at >= %s"
-_OPENING = _SELECT + f"WHERE {_C}.opening_client_message_id = %s AND {_C}.created_at >= %s"
+    ", ".join(f"{_S}.session_id" if f.attname == "session_id" else f"{_C}.{f.column}"
+              for f in Conversation._meta.concrete_fields), m=_M, c=_C, s=_S)
+_RECENT = _SELECT + f"ON {_S}.conversation_id = {_C}.id WHERE {_S}.session_id = %s AND {_C}.last_activity_at >= %s"
+# The first session, which started the conversation, and only while it has not ended.
+_OPENING = _SELECT + (f"ON {_S}.session_id = {_C}.session_id "
+                      f"WHERE {_C}.opening_client_message_id = %s AND {_C}.created_at >= %s")
 _ROW = "({})".format(", ".join(["%s"] * len(_INSERTED)))
 _INSERT_COLUMNS = f"INSERT INTO {_M} ({', '.join(str(f.column) for f in _INSERTED)}) VALUES "
-_START = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING id".format(
-    _C, ", ".join(str(f.column) for f in _STARTED), ", ".join(["%s"] * len(_STARTED)))
+# The conversation and its first session, in one statement.
+_START = ("WITH started AS (INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING id, session_id), "
+          "first_session AS (INSERT INTO {} (session_id, conversation_id, created_at, last_seen_at, label) "
+          "SELECT session_id, id, %s, %s, '' FROM started) SELECT id FROM started").format(
+    _C, ", ".join(str(f.column) for f in _STARTED), ", ".join(["%s"] * len(_STARTED)), _S)
 _REPLY = (
     f"UPDATE {_M} SET content = %s, status = %s, created_at = %s, model = %s, latency_ms = %s, "
     f"prompt_tokens = %s, completion_tokens = %s WHERE id = %s AND lease_owner = %s"
@@ -176,7 +186,8 @@ class PostgresStore(TurnStore):
         async def insert(conn):
             async with conn.transaction():
                 found = await (await conn.execute(
-                    _START, [getattr(conversation, f.attname) for f in _STARTED])).fetchone()
+                    _START, [*(getattr(conversation, f.attname) for f in _STARTED), conversation.created_at,
+                             conversation.created_at])).fetchone()
                 if found is None:  # the opening key is taken
                     return False
                 conversation.pk = found[0]
@@ -290,8 +301,8 @@ class PostgresStore(TurnStore):
             lambda found: True))
 
     async def forget(self, session_ids=None, conversation_ids=None, idle_before=None):
-        where, params = ("session_id = ANY(%s)", [session_ids]) if session_ids is not None \
-            else ("id = ANY(%s)", [conversation_ids or []])
+        where, params = (f"id IN (SELECT conversation_id FROM {_S} WHERE session_id = ANY(%s))", [session_ids]) \
+            if session_ids is not None else ("id = ANY(%s)", [conversation_ids or []])
         if idle_before is not None:
             where, params = where + " AND last_activity_at < %s", [*params, idle_before]
 
@@ -300,13 +311,16 @@ class PostgresStore(TurnStore):
                 # Locked first: a message inserted meanwhile either committed before (and the
                 # DELETE below, a later statement, sees it) or waits, then fails on its conversation.
                 rows = await (await conn.execute(
-                    f"SELECT id, session_id FROM {_C} WHERE {where} ORDER BY id FOR UPDATE", params)).fetchall()
+                    f"SELECT id FROM {_C} WHERE {where} ORDER BY id FOR UPDATE", params)).fetchall()
                 if not rows:
-                    return [], 0
-                ids = [pk for pk, _ in rows]
+                    return [], [], 0
+                ids = [pk for pk, in rows]
+                ended = await (await conn.execute(
+                    f"DELETE FROM {_S} WHERE conversation_id = ANY(%s) RETURNING session_id", [ids])).fetchall()
+                await conn.execute(f"DELETE FROM {_L} WHERE conversation_id = ANY(%s)", [ids])
                 messages = (await conn.execute(f"DELETE FROM {_M} WHERE conversation_id = ANY(%s)", [ids])).rowcount
                 await conn.execute(f"DELETE FROM {_C} WHERE id = ANY(%s)", [ids])
-                return [(pk, session_id) for pk, session_id in rows], messages
+                return ids, [session_id for session_id, in ended], messages
 
         return await self.run(delete)
 

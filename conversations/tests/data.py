@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Session
 
 
 def conversation(
@@ -69,6 +69,9 @@ def conversations(
                 ))
                 seq += 1
     Message.objects.bulk_create(messages)
+    # Each with its first session, as Conversation.save makes it (bulk_create does not call save).
+    Session.objects.bulk_create(Session(session_id=c.session_id, conversation=c, created_at=c.created_at,
+                                        last_seen_at=c.last_activity_at) for c in made)
     return made
 
 

@@ -51,6 +51,8 @@ def site_env(fake_llm_server: FakeLLM, **overrides: str) -> dict[str, str]:
         "CHAT_RATE_LIMIT_SESSION": "0",
         "CHAT_RATE_LIMIT_IP": "0",
         "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+        "CHAT_DEVICE_JOIN_FAILURES_IP": "0",
+        "CHAT_DEVICE_JOIN_FAILURES_SITE": "0",
         "CHAT_DAILY_TOKENS_PER_SESSION": "0",
         "CHAT_DAILY_TOKENS_PER_ADDRESS": "0",
         "CHAT_LLM_DOWN_AFTER_FAILURES": "0",

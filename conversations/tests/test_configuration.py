@@ -241,13 +241,14 @@ def test_compose_passes_the_whole_env_file_and_no_default_key():
     assert ":-" not in re.sub(r"\$\{PORT:-\d+\}", "", text), "no ${VAR:-default} for a setting of the site"
 
 
-def test_the_image_has_a_health_check_that_asks_healthz(live_site, tmp_path):
-    """The Dockerfile's HEALTHCHECK command, run against the site served the Procfile's way."""
+def test_the_image_has_a_health_check_that_asks_livez(live_site, tmp_path):
+    """The Dockerfile's HEALTHCHECK command, run against the site served the Procfile's way. It asks
+    the liveness answer: a container replaced because the database is down brings nothing back."""
     match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", (ROOT / "Dockerfile").read_text().replace("\\\n", ""),
                       flags=re.MULTILINE)
     assert match, "the Dockerfile has no HEALTHCHECK in exec form"
     command = json.loads(match.group(1))
-    assert command[0] == "python" and "/healthz" in command[-1]
+    assert command[0] == "python" and "/livez" in command[-1]
 
     env = {**os.environ, "PORT": str(live_site.port), "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1"}
     healthy = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30)

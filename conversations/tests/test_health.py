@@ -62,6 +62,25 @@ def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
         site.stop()
 
 
+def test_a_database_that_does_not_answer_still_leaves_the_cache_and_the_llm_reported(live_site, fake_llm_server):
+    """The database unreachable and its pool waiting longer than the health check may: 503 when the
+    check's time is up, and the cache's and the LLM's states are asked at the same time, not lost."""
+    site = Site(site_env(
+        fake_llm_server,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
+        DATABASE_POOL_TIMEOUT="30", CHAT_HEALTH_TIMEOUT="1",
+    ))
+    try:
+        started = time.monotonic()
+        status, body, _ = SiteClient(site).health()
+        took = time.monotonic() - started
+        assert (status, body["status"], body["database"]) == (503, "down", "down")
+        assert body["cache"] in ("ok", "local") and body["llm"] != "unknown", body
+        assert took < 10
+    finally:
+        site.stop()
+
+
 def test_a_load_balancer_gets_200_over_plain_http_where_the_page_redirects(live_site, fake_llm_server):
     site = Site(site_env(fake_llm_server, DJANGO_SECURE_SSL_REDIRECT="1"))
     try:

@@ -446,3 +446,46 @@ def test_handoff_and_updates_fit_the_document(client, settings):
                             ({"after": 0}, str(uuid.uuid4())), ({"after": 0}, "nope")]:
         response = client.get("/api/updates", params, headers={"X-Session-Id": headers})
         assert_documented(response, "/api/updates", "get")
+
+
+# --- Devices (conversations/devices.py) ----------------------------------------
+
+
+def test_the_devices_flow_fits_the_document(client, settings, own_counters):
+    settings.CHAT_DEVICE_JOIN_FAILURES_IP = "1/h"
+    phone = new_session(client)
+
+    def post(path, body=None, session_id=None):
+        headers = {} if session_id is None else {"X-Session-Id": session_id}
+        response = client.post(path, data=json.dumps(body) if body is not None else b"",
+                               content_type="application/json", headers=headers)
+        assert_documented(response, path, "post")
+        return response
+
+    offered = post("/api/devices/link", session_id=phone)
+    assert offered.status_code == 200
+    wrong = post("/api/devices/join", {"code": "0000000000"})
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (404, "join_not_found")
+    locked = post("/api/devices/join", {"code": offered.json()["code"]})
+    assert (locked.status_code, locked.json()["error"]["code"]) == (429, "join_locked")
+    settings.CHAT_DEVICE_JOIN_FAILURES_IP = "0"
+    joined = post("/api/devices/join", {"token": offered.json()["link"].split("#join=")[1]})
+    assert joined.status_code == 200
+    assert post("/api/devices/join", {"code": "ABC"}).json()["error"]["code"] == "invalid_join_code"
+
+    listed = client.get("/api/devices", headers={"X-Session-Id": phone})
+    assert_documented(listed, "/api/devices", "get")
+    assert len(listed.json()["devices"]) == 2
+    ended = post("/api/devices/end", {"device": "this"}, session_id=joined.json()["sessionId"])
+    assert ended.status_code == 204
+    assert post("/api/devices/end", {"device": "all"}, session_id=phone).status_code == 400
+
+
+def test_making_offers_counts_against_the_sessions_rate(client, settings, own_counters):
+    phone = new_session(client)
+    settings.CHAT_RATE_LIMIT_SESSION = "2/d"
+    answers = [client.post("/api/devices/link", headers={"X-Session-Id": phone}) for _ in range(3)]
+    for answer in answers:
+        assert_documented(answer, "/api/devices/link", "post")
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1].json()["error"]["code"] == "rate_limited"

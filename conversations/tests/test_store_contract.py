@@ -15,9 +15,9 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from conversations import forget, handoff, runtime, turns
+from conversations import forget, handoff, runtime, sessions, turns
 from conversations.errors import ApiError, TurnInProgress
-from conversations.models import Conversation, Handoff, Message
+from conversations.models import Conversation, Handoff, Message, Session
 
 from .helpers import need
 
@@ -280,3 +280,65 @@ def test_a_full_conversation_gives_way_to_a_new_one_and_keeps_its_stored_replies
     assert list(old.messages.values_list("seq", flat=True)) == [0, 1, 2, 3, 4, 5]
     assert [m.content for m in Conversation.objects.get(session_id=moved.session_id).messages.all()] == [
         "One more thing", moved.reply.content]
+
+
+# --- Several sessions of one conversation (one per browser: models.Session, devices.py) ---
+
+
+def join(conversation_id: int) -> uuid.UUID:
+    """A second browser's session in the conversation, as devices.join makes it."""
+    session = Session.objects.create(session_id=uuid.uuid4(), conversation_id=conversation_id)
+    return session.session_id
+
+
+def test_a_second_session_continues_the_same_conversation_under_its_own_id(backend):
+    async def scenario(rt):
+        first = await turn("Hi", client_message_id="q-1")
+        second = await in_thread(join, first.conversation_id)
+        theirs = await turn("Where is my order?", second, "q-2")
+        mine = await turn("And returns?", first.session_id, "q-3")
+        # A turn another answers meanwhile: the error names the asking session, never the other's.
+        started = await turns.start(ADDRESS, second, "Still there?", "q-4")
+        refused = await outcome(turns.start(ADDRESS, first.session_id, "Hello?", "q-5"))
+        await turns.complete(started)
+        return first, second, theirs, mine, refused
+
+    first, second, theirs, mine, refused = run(backend, scenario)
+    assert theirs.conversation_id == mine.conversation_id == first.conversation_id
+    assert theirs.session_id == second and not theirs.new_session
+    assert mine.session_id == first.session_id
+    assert isinstance(refused, TurnInProgress) and refused.session_id == first.session_id
+    assert [m.content for m in Message.objects.filter(role="user").order_by("seq")] == [
+        "Hi", "Where is my order?", "And returns?", "Still there?"]
+
+
+def test_an_ended_session_is_unknown_and_its_next_message_starts_a_new_conversation(backend):
+    async def scenario(rt):
+        first = await turn("Hi")
+        second = await in_thread(join, first.conversation_id)
+        await in_thread(lambda: Session.objects.filter(session_id=second).delete())
+        after = await turn("Hello again", second)
+        kept = await turn("Still mine", first.session_id)
+        return first, second, after, kept
+
+    first, second, after, kept = run(backend, scenario)
+    assert after.new_session and after.session_id != second and after.conversation_id != first.conversation_id
+    assert kept.conversation_id == first.conversation_id and not kept.new_session
+
+
+def test_forget_by_one_session_deletes_the_conversation_for_every_session_and_their_cache(backend):
+    async def scenario(rt):
+        first = await turn("Hi")
+        second = await in_thread(join, first.conversation_id)
+        await turn("From the laptop", second)  # caches the second session's mapping
+        cached = [await in_thread(sessions.cached_conversation_id, s) for s in (first.session_id, second)]
+        forgotten = await forget.forget(session_ids=[second])
+        left = [await in_thread(sessions.cached_conversation_id, s) for s in (first.session_id, second)]
+        again = await turn("Anyone?", first.session_id)
+        return first, cached, forgotten, left, again
+
+    first, cached, forgotten, left, again = run(backend, scenario)
+    assert cached == [first.conversation_id, first.conversation_id]
+    assert forgotten == (1, 4) and left == [None, None]
+    assert not Session.objects.exclude(conversation_id=again.conversation_id).exists()
+    assert again.new_session and again.conversation_id != first.conversation_id

@@ -90,6 +90,27 @@ export async function leaveEmail(sessionId, email) {
   return json(await request("/api/handoff/email", { method: "POST", body: { sessionId, email } }));
 }
 
+/** GET /api/devices: {sessionId, devices: [{device, label, joinedAt, lastSeenAt, current}]}. */
+export async function getDevices(sessionId) {
+  return json(await request("/api/devices", { sessionId }));
+}
+
+/** POST /api/devices/link: {link, qrSvg, code, expiresAt, expiresInSeconds}. */
+export async function offerDevice(sessionId) {
+  return json(await request("/api/devices/link", { method: "POST", sessionId }));
+}
+
+/** POST /api/devices/join with {token} or {code}: {sessionId, newSession}. */
+export async function joinDevice(body) {
+  return json(await request("/api/devices/join", { method: "POST", body }));
+}
+
+/** POST /api/devices/end: `device` (a number from getDevices, or "this") ends; resolves when it has. */
+export async function endDevice(sessionId, device) {
+  const response = await request("/api/devices/end", { method: "POST", sessionId, body: { device } });
+  if (!response.ok) throw await errorFrom(response);
+}
+
 /** One long poll of GET /api/updates: {sessionId, handoff, turnInProgress, messages, hasMore} once something
  * is newer than message `after` or the state is no longer `state`, or empty after ~25 s. */
 export async function getUpdates(sessionId, after, state, signal) {

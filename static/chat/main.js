@@ -7,6 +7,7 @@
 
 import * as api from "./api.js";
 import * as handoffPage from "./handoff.js";
+import { startDevices } from "./devices.js";
 import { forgetSessionId, isSessionId, KEY, newClientMessageId, readSessionId, storeSessionId } from "./session.js";
 import { startUpdates } from "./updates.js";
 import * as view from "./view.js";
@@ -38,10 +39,13 @@ const FULL_NOTICE = "Your previous conversation reached its maximum length, so t
 
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("chat") : null;
 
+let devices = null; // the devices dialogs (devices.js), once wired
+
 function refreshControls() {
   view.updateControls({
     busy: state.busy, sessionId: readSessionId(), handoff: state.handoff, requesting: state.requesting,
   });
+  if (devices) devices.refresh(state.busy);
 }
 
 function remember(id) {
@@ -256,7 +260,8 @@ const updates = startUpdates({
     if (asked.generation !== state.generation || state.busy) return;
     if (readSessionId() === asked.sessionId) forget();
     resetView();
-    view.showNotice("This conversation is no longer kept. Write a message to start a new one.");
+    view.showNotice("This conversation is no longer kept in this browser (deleted, ended from another device, "
+      + "or expired). Write a message to start a new one.");
   },
 });
 
@@ -612,6 +617,23 @@ if (channel) {
     else loadHistory();
   });
 }
+
+devices = startDevices({
+  sessionId: readSessionId,
+  joined(id) { // this browser now has its own session in the conversation of another device
+    stopTurn();
+    remember(id);
+    announceChange();
+    loadHistory();
+  },
+  ended() { // "Not you?": this browser's session has ended; the conversation stays for the others
+    stopTurn();
+    forget();
+    resetView();
+    view.showNotice("This browser has left the conversation. Write a message to start a new one.");
+    announceChange();
+  },
+});
 
 refreshControls();
 loadHistory();
