@@ -40,7 +40,7 @@ export function offerPerson(item, ask) {
     button.disabled = true;
     ask();
   });
-  item.appendChild(button);
+  (item.querySelector(".message-body") || item).appendChild(button); // under the bubble
 }
 
 async function submitEmail(event) {
