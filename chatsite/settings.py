@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import warnings
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 
@@ -104,6 +105,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "conversations.middleware.admin_content_security_policy",
+    "conversations.middleware.staff_presence",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -450,6 +452,17 @@ CHAT_HANDOFF_DIGEST_MINUTES = env_float("CHAT_HANDOFF_DIGEST_MINUTES", 15.0)
 # The site's address as staff reach it, e.g. https://chat.example.com: emails link to the
 # admin with it. Empty: links are paths only (/admin/...).
 CHAT_SITE_URL = os.environ.get("CHAT_SITE_URL", "").rstrip("/")
+# The honest handoff (conversations/handoff.py, "What the customer is told"): the time zone the
+# knowledge file's opening hours are in, and how long after a staff member's last admin page
+# "someone is here" holds, inside the hours or not.
+CHAT_SHOP_TIMEZONE = os.environ.get("CHAT_SHOP_TIMEZONE", "Europe/Berlin")
+try:
+    zoneinfo.ZoneInfo(CHAT_SHOP_TIMEZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(
+        f"CHAT_SHOP_TIMEZONE={CHAT_SHOP_TIMEZONE!r} is not a time zone: use a name such as Europe/Berlin."
+    ) from None
+CHAT_STAFF_PRESENT_MINUTES = env_float("CHAT_STAFF_PRESENT_MINUTES", 5.0)
 # Django's mail settings; the console backend prints the emails to the log.
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")

@@ -192,6 +192,17 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
         alone is not enough: nobody answers a conversation they may not read."""
         return self.has_view_permission(request) and request.user.has_perm(REPLY_PERMISSION)
 
+    def get_fields(self, request, obj=None):
+        # The address a customer left for the staff reply (handoff.email_customer): shown only to
+        # staff who may answer, who need to know that their first reply goes to it.
+        fields = list(super().get_fields(request, obj))
+        if self.has_reply_permission(request):
+            fields += ["customer_email", "customer_emailed_at"]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
         conversation = self.get_object(request, unquote(object_id))

@@ -26,24 +26,28 @@ conversation to look (updates.py).
 """
 
 import logging
+import math
+import statistics
 import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import connections
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
 from . import knowledge, limits, runtime, shared_state, updates
 from .db import blocking, in_orm_thread
-from .errors import TurnInProgress
+from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, visible
 from .store.base import Conflict, TurnStore
 
@@ -60,17 +64,120 @@ ATTEMPTS = 5
 _mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="handoff-mail")
 
 
-def notice() -> str:
-    """What the customer is told when they ask for a person."""
-    return (
-        "You asked to talk to a person. Someone from our team will answer here as soon as "
-        "they can; you can keep writing meanwhile (the assistant does not answer until they "
-        "hand you back).\n\n" + knowledge.contact_details()
-    )
+# --- What the customer is told -----------------------------------------------------
+#
+# Before the assistant goes quiet the customer learns what will happen (`outlook`):
+# inside the opening hours (knowledge.opening_hours, in CHAT_SHOP_TIMEZONE), or while a
+# staff member has had an admin page open within CHAT_STAFF_PRESENT_MINUTES (the
+# middleware `staff_presence` marks it in the shared state), "a person will answer
+# here, usually within N minutes", N the median wait of recent handoffs. Outside them,
+# "we're closed until <time>", and the page offers a field for the customer's email:
+# the first staff reply after they leave it is emailed to them once (email_customer).
+# The decisions for a failing dependency: Redis away, a staff page counts only in the
+# worker that served it (shared_state's local fallback), so the hours decide; the
+# database failing while N is measured, N is WAIT_FALLBACK_MINUTES.
+
+# The handoffs whose wait (from the customer's request to the first staff reply) measures N:
+# the latest this many, within WAIT_WITHIN.
+WAIT_SAMPLE = 20
+WAIT_WITHIN = timedelta(days=7)
+# N with fewer than WAIT_MIN_SAMPLES such handoffs (a new site), or the database failing.
+WAIT_FALLBACK_MINUTES = 15
+WAIT_MIN_SAMPLES = 3
+# A worker measures N at most this often.
+WAIT_MEASURED_EVERY = 60.0
+STAFF_SEEN = "handoff:staff-seen"
+
+_measured: tuple[float, int] = (0.0, WAIT_FALLBACK_MINUTES)  # (when, N) in this process
 
 
-def notice_message(conversation: Conversation, seq: int) -> Message:
-    return Message(conversation=conversation, seq=seq, role=Message.Role.EVENT, content=notice(),
+@dataclass(frozen=True)
+class Outlook:
+    """What a customer who asks for a person is told, and whether the page offers the email field."""
+
+    text: str
+    offer_email: bool
+
+
+def shop_time(now: datetime) -> datetime:
+    return now.astimezone(ZoneInfo(settings.CHAT_SHOP_TIMEZONE))
+
+
+def staff_seen() -> None:
+    """A staff member has an admin page open now (called by the middleware, from a thread)."""
+    ttl = max(int(settings.CHAT_STAFF_PRESENT_MINUTES * 60), 1)
+    shared_state.set_many({STAFF_SEEN: int(time.time())}, ttl)
+
+
+async def outlook(now: datetime) -> Outlook:
+    """What to tell a customer asking for a person at `now`."""
+    hours = knowledge.opening_hours()
+    local = shop_time(now)
+    [seen] = await runtime.current().gateway.round_trip(reads=[STAFF_SEEN])
+    details = knowledge.contact_details()
+    keep_writing = (" You can keep writing meanwhile; the assistant does not answer until they hand you back."
+                    + (f"\n\n{details}" if details else ""))
+    if seen is not None or (hours is not None and hours.is_open(local)):
+        minutes = await typical_wait()
+        return Outlook(f"You asked to talk to a person. A person will answer here, usually within {minutes} "
+                       f"minute{'s' if minutes != 1 else ''}." + keep_writing, offer_email=False)
+    opening = hours.next_opening(local) if hours is not None else None
+    if opening is None:  # no hours we can read: promise no time
+        text = ("You asked to talk to a person. Someone from our team will answer here as soon as they can; "
+                "leave your email below if you'd like us to write to you when they do.")
+    else:
+        text = (f"You asked to talk to a person. We're closed until {_when(opening, local)}; leave your email "
+                "below and we'll write back, or come back to this chat then.")
+    return Outlook(text + keep_writing, offer_email=True)
+
+
+def _when(opening: datetime, local: datetime) -> str:
+    """ "09:00 CET", "tomorrow 09:00 CET", "Monday 09:00 CET" (in the shop's time zone)."""
+    day = ("" if opening.date() == local.date()
+           else "tomorrow " if opening.date() == local.date() + timedelta(days=1) else f"{opening:%A} ")
+    return f"{day}{opening:%H:%M} {opening.tzname()}"
+
+
+async def typical_wait() -> int:
+    """N: the median minutes from a customer's request for a person to the first staff reply, over
+    the latest WAIT_SAMPLE handoffs within WAIT_WITHIN (rounded up); WAIT_FALLBACK_MINUTES when too
+    few were answered, or when the database fails (measured once a minute per worker)."""
+    global _measured
+    measured_at, minutes = _measured
+    if time.monotonic() - measured_at < WAIT_MEASURED_EVERY and measured_at:
+        return minutes
+    try:
+        waits = await in_orm_thread(recent_waits, timezone.now())
+    except DatabaseUnavailable:
+        return minutes
+    minutes = max(1, math.ceil(statistics.median(waits) / 60)) if len(waits) >= WAIT_MIN_SAMPLES \
+        else WAIT_FALLBACK_MINUTES
+    _measured = (time.monotonic(), minutes)
+    return minutes
+
+
+def recent_waits(now: datetime) -> list[float]:
+    """Seconds from each recent request for a person (the notice the customer was shown: an event
+    with no author) to the first staff reply after it."""
+    since = now - WAIT_WITHIN
+    first_reply = Message.objects.filter(
+        conversation=OuterRef("conversation"), role=Message.Role.STAFF, seq__gt=OuterRef("seq")
+    ).order_by("seq").values("created_at")[:1]
+    rows = (Message.objects.filter(conversation__last_activity_at__gte=since, role=Message.Role.EVENT, author="",
+                                   created_at__gte=since)
+            .annotate(replied_at=Subquery(first_reply)).filter(replied_at__isnull=False)
+            .order_by("-created_at").values_list("created_at", "replied_at")[:WAIT_SAMPLE])
+    return [(replied - asked).total_seconds() for asked, replied in rows]
+
+
+def forget_measured_wait() -> None:
+    """Measure N afresh on the next handoff (tests)."""
+    global _measured
+    _measured = (0.0, WAIT_FALLBACK_MINUTES)
+
+
+def notice_message(conversation: Conversation, seq: int, told: Outlook) -> Message:
+    return Message(conversation=conversation, seq=seq, role=Message.Role.EVENT, content=told.text,
                    created_at=timezone.now())
 
 
@@ -78,28 +185,30 @@ def notice_message(conversation: Conversation, seq: int) -> Message:
 
 
 async def ask_for_person(store: TurnStore, conversation: Conversation, question: Message | None, ip: str = ""
-                         ) -> tuple[str, Message | None]:
+                         ) -> tuple[str, Message | None, Outlook | None]:
     """The customer at client address `ip` asks for a person, with `question` (a message that asks)
-    or without (the button). The handoff state, and the notice stored (None when a person was already asked
-    for: then the question is stored for staff, and nothing is said twice)."""
+    or without (the button). The handoff state, the notice stored and what it tells (None when a person was
+    already asked for: then the question is stored for staff, and nothing is said twice)."""
+    told = await outlook(timezone.now())
     for _ in range(ATTEMPTS):
         now = timezone.now()
-        notice = notice_message(conversation, 0)
+        notice = notice_message(conversation, 0, told)
         try:
             notify = await store.request_person(conversation.pk, [question, notice] if question else [notice], now,
                                                 now - NOTIFY_EVERY)
             if notify is None:  # a person is on it already
                 if question is None:
-                    return conversation.handoff if conversation.handoff != Handoff.ASSISTANT else Handoff.WAITING, None
+                    on = conversation.handoff if conversation.handoff != Handoff.ASSISTANT else Handoff.WAITING
+                    return on, None, None
                 state = await store.store_for_staff(conversation.pk, question)
                 if state is None:
                     continue  # handed back meanwhile: ask again
-                return state, None
+                return state, None, None
         except Conflict:
             continue
         if notify:
             await email_staff(conversation, question.content if question else None, ip)
-        return Handoff.WAITING, notice
+        return Handoff.WAITING, notice, told
     raise TurnInProgress(session_id=conversation.session_id, retry_after=1)
 
 
@@ -119,7 +228,7 @@ async def request_person(conversation_id: int) -> Message | None:
     """ask_for_person() from synchronous code (the shell, tests): the notice stored, or None."""
     rt = runtime.current()
     conversation = await in_orm_thread(Conversation.objects.get, pk=conversation_id)
-    _, notice = await ask_for_person(rt.store, conversation, None)
+    _, notice, _ = await ask_for_person(rt.store, conversation, None)
     await rt.gateway.round_trip(values=[updates.version_entry(conversation_id)])
     return notice
 
@@ -132,7 +241,10 @@ async def reply_as_staff(conversation_id: int, user, author: str, text: str, tok
     Returns the message and whether it was stored now (False: it was already)."""
     reply = Message(role=Message.Role.STAFF, content=text, author=author, sent_by=user, client_message_id=token,
                     created_at=timezone.now())
-    return reply, await _change(conversation_id, lambda store: store.staff_reply(conversation_id, reply))
+    stored = await _change(conversation_id, lambda store: store.staff_reply(conversation_id, reply))
+    if stored:
+        await email_customer(conversation_id, reply)
+    return reply, stored
 
 
 async def return_to_assistant(conversation_id: int, user, author: str, close: bool = False) -> Message | None:
@@ -212,7 +324,7 @@ async def email_staff(conversation: Conversation, question: str | None, ip: str)
         if not window.allows(count):
             break
     else:
-        _mailer.submit(_send, conversation.pk, conversation.reference, question)
+        _mailer.submit(_send, conversation.pk, conversation.reference, question, timezone.now())
         return
     period = _digest_period(time.time())
     [slot] = await gateway.round_trip(counters=[(_digest_key(period, "count"), 1, _digest_ttl())])
@@ -239,14 +351,15 @@ def admin_link(view: str, *args) -> str:
     return settings.CHAT_SITE_URL + reverse(f"admin:{view}", args=args)
 
 
-def _send(conversation_id: int, reference: str, question: str | None) -> None:
+def _send(conversation_id: int, reference: str, question: str | None, since: datetime) -> None:
     try:
         if question is None:
             question = Message.objects.filter(conversation_id=conversation_id, role=Message.Role.USER).order_by(
                 "-seq").values_list("content", flat=True).first()
         subject = f"Conversation {reference} is waiting for a person"
         body = (
-            f"A customer asked to talk to a person in conversation {reference}.\n\n"
+            f"A customer asked to talk to a person in conversation {reference}.\n"
+            f"Waiting since {_shop_clock(since)}.\n\n"
             "Answer it in the admin (Conversations > Waiting for a person):\n"
             f"{admin_link('conversations_conversation_change', conversation_id)}\n"
         )
@@ -256,6 +369,64 @@ def _send(conversation_id: int, reference: str, question: str | None) -> None:
         _mail(subject, body)
     except Exception:  # noqa: BLE001 - the conversation waits in the admin queue anyway
         logger.exception("handoff: the email to staff failed")
+    finally:
+        connections.close_all()
+
+
+# --- The email to the customer ----------------------------------------------------
+#
+# A customer who left their address (outside opening hours) gets the first staff reply
+# after that by email, once: the conversation's customer_emailed_at is claimed by one
+# conditional UPDATE before the email is queued, so two replies, two workers or a
+# double submit send one. Leaving an address again clears the claim. The email links to
+# the chat page, whose browser keeps the session; the session id is never in the email.
+# A mail server that fails loses that email (logged): the reply waits on the page.
+
+
+async def email_customer(conversation_id: int, reply: Message) -> None:
+    """Queue the email of `reply` to the address the customer left, if they left one and have not
+    been emailed since. A database failure here does not undo the reply: it is logged."""
+    try:
+        claimed = await in_orm_thread(_claim_customer_email, conversation_id, reply.created_at)
+    except DatabaseUnavailable:
+        logger.warning("handoff: could not check for the customer's email address", exc_info=True)
+        return
+    if claimed is not None:
+        address, reference = claimed
+        _mailer.submit(_send_customer, conversation_id, address, reference, reply.author, reply.content)
+
+
+def _claim_customer_email(conversation_id: int, now: datetime) -> tuple[str, str] | None:
+    """(address, reference) if this reply is the one to email, claiming it; else None."""
+    waiting = Conversation.objects.filter(pk=conversation_id, customer_emailed_at__isnull=True).exclude(
+        customer_email="")
+    if not waiting.update(customer_emailed_at=now):
+        return None
+    conversation = Conversation.objects.only("session_id", "customer_email").get(pk=conversation_id)
+    return conversation.customer_email, conversation.reference
+
+
+def chat_link() -> str:
+    """The chat page's absolute address (CHAT_SITE_URL), empty without it."""
+    return settings.CHAT_SITE_URL + reverse("index") if settings.CHAT_SITE_URL else ""
+
+
+def _send_customer(conversation_id: int, address: str, reference: str, author: str, text: str) -> None:
+    try:
+        shop = settings.CHAT_SHOP_NAME
+        link = chat_link()
+        body = (
+            f"Hello,\n\nyou asked {shop} for a person in our chat and left this address. "
+            f"{author or 'Our team'} replied:\n\n{text}\n\n"
+            + (f"Continue the conversation in the chat, in the browser you wrote from:\n{link}\n\n" if link
+               else "Continue the conversation in our chat, in the browser you wrote from.\n\n")
+            + f"Your conversation reference: {reference}\n\n"
+            "This is the one email we send for this request; further replies appear in the chat.\n"
+        )
+        send_mail(f"{shop}: a reply to your question ({reference})", body, None, [address])
+        logger.info("handoff: the staff reply was emailed to the customer", extra={"conversation": conversation_id})
+    except Exception:  # noqa: BLE001 - the reply waits on the chat page anyway
+        logger.exception("handoff: the email to the customer failed")
     finally:
         connections.close_all()
 
@@ -275,7 +446,7 @@ def _send_digest(period: int) -> None:
         seconds = _digest_seconds()
         start = datetime.fromtimestamp(period * seconds, UTC)
         end = datetime.fromtimestamp((period + 1) * seconds, UTC)
-        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}): "
+        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}{_since(found[pk])}): "
                  f"{admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
         gone = len(ids) - len(lines)
         unlisted = count - len(ids)
@@ -293,6 +464,16 @@ def _send_digest(period: int) -> None:
         logger.exception("handoff: the digest email to staff failed")
     finally:
         connections.close_all()
+
+
+def _shop_clock(moment: datetime) -> str:
+    """ "14:02 CET (Thursday 3 December)": a time as staff read it, in the shop's time zone."""
+    local = shop_time(moment)
+    return f"{local:%H:%M} {local.tzname()} ({local:%A} {local.day} {local:%B})"
+
+
+def _since(conversation: Conversation) -> str:
+    return f", since {_shop_clock(conversation.waiting_since)}" if conversation.waiting_since else ""
 
 
 def _mail(subject: str, body: str) -> None:

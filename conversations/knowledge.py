@@ -33,6 +33,8 @@ measures the matching (make faq-eval).
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,6 +83,8 @@ UNAPOSTROPHED = {
 STRONG, WEAK = 2.0, 1.0
 # Each word beyond the first of a keyword phrase found whole ("where is my order").
 PHRASE_BONUS = 0.25
+# Words after which an unknown word names something the customer asks about (Knowledge.unlisted).
+NAME_BEFORE = frozenset("with by via to in from using".split())
 # Below it, no entry is a good answer. A word of one entry only scores 2 in its heading
 # or keywords, about 1.3 in its answer alone. The middle of the range (1.1 to 1.5) that
 # answers conversations/tests/faq_questions.py best (make faq-eval).
@@ -269,6 +273,21 @@ class _Knowledge:
         )
         return entry if score >= MIN_SCORE or named else None
 
+    def unlisted(self, question: str) -> list[str]:
+        """The names in the question that the file knows nothing of, not even as a typo: "Klarna"
+        in "Can I pay with Klarna?". A name is a word written with a capital after the first word,
+        or one after "with", "by", "via", "to", "in", "from" or "using" ("pay with klarna"; not
+        "shoes" in "Can I return shoes?")."""
+        found: list[str] = []
+        words = re.findall(r"[A-Za-z][A-Za-z'-]*", question)
+        named = [w for i, w in enumerate(words) if i > 0 and len(w) >= 3
+                 and (w[0].isupper() or words[i - 1].lower() in NAME_BEFORE)]
+        for word in named[:MAX_CORRECTIONS]:  # each may be compared with every word of the file
+            [term, *_] = self.terms(word) or [""]
+            if term not in STOPWORDS and term not in self.idf and word not in found:
+                found.append(word)
+        return found
+
 
 def _parse_text(text: str) -> _Knowledge:
     sections: list[tuple[str, str, list[str]]] = []  # (level, heading, lines)
@@ -319,7 +338,9 @@ def system_prompt() -> str:
         "using only the facts in the FAQ below. Be brief, friendly and concrete. "
         "If the FAQ does not answer a question, say so and give the contact details "
         "below; never invent policies, prices or order details. A customer who wants "
-        'a person can press the "Talk to a person" button.\n\n'
+        'a person can press the "Talk to a person" button. If the customer is upset or in a hurry, '
+        "apologise first and mention that button before anything else. If asked about something the FAQ "
+        "does not list (a payment method, a country), say plainly that it is not listed, then what is.\n\n"
         f"FAQ:\n\n{faq}\n\nContact details:\n\n{contact_details()}"
     )
 
@@ -330,7 +351,10 @@ def match(question: str) -> Entry | None:
 
 
 def offline_answer(question: str) -> str:
-    """The answer of the best matching entry; else the contact details and the way to a person."""
+    """The offline responder's answer: small talk as such; "anyone there?" with the offer of a
+    person; an upset customer first an apology and that offer; then the best matching entry (each
+    entry, for a message asking two things), with "we don't list X" before it when a yes/no
+    question names what the file does not; else the contact details and the way to a person."""
     words = set(_tokens(question))
     if wants_person(question):  # the site hands over before asking; this is for when it does not
         details = contact_details()
@@ -338,22 +362,58 @@ def offline_answer(question: str) -> str:
             "To talk to a person, press **Talk to a person** at the top of the chat and someone from our "
             "team will answer here." + (f" You can also reach us directly:\n\n{details}" if details else "")
         )
+    if asks_if_anyone_there(question):
+        return ("I'm the shop's assistant, here to answer at once. If you'd rather talk to a person from "
+                "our team, press **Talk to a person**.")
     if words & THANKS and words <= THANKS_TOO | STOPWORDS:
         return "You're welcome! Is there anything else I can help with?"
     if words & GREETINGS and words <= GREETINGS | STOPWORDS:
         topics = ", ".join(entry.question.rstrip("?").lower() for entry in entries()[:4])
         return f"Hello! How can I help? You can ask me things like: {topics}."
-    entry = match(question)
-    if entry is not None:
+    apology = ("I'm sorry about this. If you'd like a person from our team to look into it, press "
+               "**Talk to a person**.\n\n") if upset(question) else ""
+    answers: list[str] = []
+    for part in _questions(question):
+        entry = match(part)
+        if entry is None or any(entry.answer in answer for answer in answers):
+            continue
         if entry is _knowledge().contact:
-            return f"You can reach us here:\n\n{entry.answer}"
-        return entry.answer
+            answers.append(f"You can reach us here:\n\n{entry.answer}")
+        else:
+            unlisted = _knowledge().unlisted(part) if YES_NO.match(part.strip()) else []
+            listed = f"We don't list {' or '.join(unlisted)}. " if unlisted else ""
+            answers.append(listed + entry.answer)
+    if answers:
+        return apology + "\n\n".join(answers)
     details = contact_details()
-    return (
+    return apology + (
         "I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team can help: "
         "press **Talk to a person** at the top of the chat to ask for a person here"
         + (f", or contact us directly:\n\n{details}" if details else ".")
     )
+
+
+# A yes/no question: "Can I pay with Klarna?", "Do you ship to Brazil?".
+YES_NO = re.compile(r"(?:can|could|do|does|is|are|will|would|may|did|have|has)\b", re.IGNORECASE)
+# Where a message asking two things is cut: after a sentence, and before "and/also" that starts a
+# second question ("How long does shipping take and can I pay with PayPal?").
+QUESTION_BREAK = re.compile(
+    r"(?<=[?.!])\s+|\s*,?\s+(?:and|also|plus)\s+(?=(?:can|could|do|does|how|what|when|where|which|is|are|will)\b)",
+    re.IGNORECASE,
+)
+
+
+# A message cut into more parts than this is answered as a whole: each part costs a search.
+MAX_QUESTIONS = 3
+
+
+def _questions(text: str) -> list[str]:
+    """The questions the message asks: its parts when it reads as more than one and a part finds
+    an entry, else the whole message."""
+    parts = [part for part in QUESTION_BREAK.split(text) if part and part.strip()]
+    if 1 < len(parts) <= MAX_QUESTIONS and any(match(part) is not None for part in parts):
+        return parts
+    return [text]
 
 
 # A request for a person. Nouns that name one (one typo allowed in the longer ones:
@@ -401,7 +461,7 @@ def wants_person(text: str) -> bool:
     """Whether the customer asks for a person: "agent please", "can I talk to a human?", "call me back".
 
     A person noun counts when the message holds nothing but it and request words
-    ("real person", "operator!!", "anyone there?"), or when a request verb comes
+    ("real person", "operator!!"; not "anyone there?", see asks_if_anyone_there), or when a request verb comes
     shortly before it ("I want to speak to someone about my refund"), and not
     after a negation. A compound ("human-safe") or a noun used as an attribute
     ("the agent fee") is not a request. Asking for a person stops the assistant
@@ -415,7 +475,10 @@ def wants_person(text: str) -> bool:
         return not NEGATIONS.isdisjoint(words[max(0, i - 3) : i])  # "don't want to talk to"
 
     persons = {i for i, word in enumerate(words) if _person_noun(word) or word in PERSON_PRONOUNS}
-    if persons and len(words) <= 12 and all(w in REQUEST_FILLER or i in persons for i, w in enumerate(words)):
+    # Pronouns alone ("anyone there?", "hello, is somebody there") ask whether anyone is
+    # there, not for a person: the assistant answers them and offers one (asks_if_anyone_there).
+    if (persons and len(words) <= 12 and any(words[i] not in PERSON_PRONOUNS for i in persons)
+            and all(w in REQUEST_FILLER or i in persons for i, w in enumerate(words))):
         return True
     for i, word in enumerate(words):
         following = words[i + 1] if i + 1 < len(words) else ""
@@ -431,3 +494,137 @@ def wants_person(text: str) -> bool:
             if person and all(w in REQUEST_FILLER for w in words[i + 1 : j]):
                 return (words[j + 1] if j + 1 < len(words) else "") in FOLLOWERS
     return False
+
+
+# --- Moments when the assistant offers a person ---------------------------------
+
+# A message of only these asks whether anyone is there ("hello?", "anyone there?", "are you a bot?").
+PRESENCE_WORDS = REQUEST_FILLER | PERSON_PRONOUNS | frozenset(
+    "there here anybody you are is a bot robot real this still awake online alive what".split()
+)
+# Words of an upset or urgent customer; NOW and the like count when shouted (ANGRY_CAPS).
+UPSET_WORDS = frozenset(
+    """unacceptable ridiculous terrible awful worst angry furious annoyed disgusting disgraceful
+    scam fraud useless pathetic outrageous appalling horrible shocking joke complaint complain
+    lawyer sue urgent urgently asap immediately fed""".split()
+)
+# A word in capitals of this length or more is shouting, unless it is one of these.
+ANGRY_CAPS = 3
+CAPITAL_WORDS = frozenset("EUR USD GBP CET CEST UTC DHL UPS DPD GLS USA EU UK PDF ASAP OK".split())
+
+
+def asks_if_anyone_there(text: str) -> bool:
+    """Whether the message only asks whether anyone is there: "hello?", "anyone there?",
+    "Hello, is somebody there". The assistant answers it and offers a person; it is not a
+    request for one (wants_person)."""
+    words = PERSON_WORD.findall(APOSTROPHE.sub("'", text.lower()))
+    if not words or len(words) > 8 or not all(w in PRESENCE_WORDS for w in words):
+        return False
+    return "?" in text or not PERSON_PRONOUNS.isdisjoint(words)  # "hi there" is a greeting
+
+
+def upset(text: str) -> bool:
+    """Whether the customer sounds angry or in a hurry: a word of UPSET_WORDS, a shouted word
+    ("NOW"), or "!!"."""
+    if "!!" in text:
+        return True
+    shouted = [w for w in re.findall(r"[A-Za-z]+", text) if len(w) >= ANGRY_CAPS and w.isupper()]
+    if any(w not in CAPITAL_WORDS for w in shouted):
+        return True
+    return not UPSET_WORDS.isdisjoint(_tokens(text))
+
+
+def suggests_person(text: str) -> bool:
+    """Whether the answer to `text` comes with the "Talk to a person" offer (a button under it)."""
+    return asks_if_anyone_there(text) or upset(text)
+
+
+# --- Opening hours ---------------------------------------------------------------
+#
+# The `Opening hours:` line of the `# Contact` section, as the shop writes it for
+# customers, and as the handoff reads it: parts separated by ";", each a day or a
+# range of days, then the hours of that day:
+#
+#     Opening hours: Monday to Friday, 9 am to 6 pm; Saturday, 10 am to 2 pm CET
+#
+# Days are English names or their first three letters ("Mon to Fri", "Mon-Fri");
+# times are "9 am", "9:30 am", "18:00" or "6 pm", joined by "to" or "-". A word after
+# the hours (CET) is for the reader: the time zone is CHAT_SHOP_TIMEZONE. Days not
+# named are closed. A line that does not read this way is shown as written and the
+# handoff does not promise times (opening_hours() is None).
+
+DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_TIME = r"\d{1,2}(?:[:.]\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)?"
+_HOURS_PART = re.compile(
+    rf"(?P<first>[a-z]+)(?:\s*(?:to|-|–)\s*(?P<last>[a-z]+))?\s*,?\s*(?P<open>{_TIME})\s*(?:to|-|–)\s*"
+    rf"(?P<close>{_TIME})(?:\s+[a-z]+)?"
+)
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    # For each weekday (Monday 0), the (opening, closing) minutes after midnight.
+    days: tuple[tuple[tuple[int, int], ...], ...]
+
+    def is_open(self, local: datetime) -> bool:
+        """Whether `local` (in the shop's time zone) is within the hours."""
+        minute = local.hour * 60 + local.minute
+        return any(start <= minute < end for start, end in self.days[local.weekday()])
+
+    def next_opening(self, local: datetime) -> datetime | None:
+        """When the shop next opens after `local` (in the shop's time zone); None if never."""
+        for ahead in range(8):
+            day = local.date() + timedelta(days=ahead)
+            for start, _ in sorted(self.days[day.weekday()]):
+                opening = datetime.combine(day, dt_time(start // 60, start % 60), tzinfo=local.tzinfo)
+                # Through UTC, so that a change of summer time in between gives the right hour.
+                opening = opening.astimezone(UTC).astimezone(local.tzinfo)
+                if opening > local:
+                    return opening
+        return None
+
+
+def _day(name: str) -> int | None:
+    return next((i for i, day in enumerate(DAY_NAMES) if len(name) >= 3 and day.startswith(name)), None)
+
+
+def _minutes(text: str) -> int | None:
+    found = re.fullmatch(r"(\d{1,2})(?:[:.](\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)?", text.strip())
+    if found is None:
+        return None
+    hour, minute, half = int(found[1]), int(found[2] or 0), (found[3] or "").replace(".", "")
+    if half and not 1 <= hour <= 12 or hour > 24 or minute > 59:
+        return None
+    if half:
+        hour = hour % 12 + (12 if half == "pm" else 0)
+    return hour * 60 + minute
+
+
+def parse_opening_hours(line: str) -> OpeningHours | None:
+    """The hours `line` (the value of `Opening hours:`) gives, None if it does not read as such."""
+    days: list[list[tuple[int, int]]] = [[] for _ in DAY_NAMES]
+    parts = [part.strip() for part in line.lower().split(";") if part.strip()]
+    for part in parts:
+        found = _HOURS_PART.fullmatch(part)
+        if found is None:
+            return None
+        first, last = _day(found["first"]), _day(found["last"] or found["first"])
+        start, end = _minutes(found["open"]), _minutes(found["close"])
+        if first is None or last is None or start is None or end is None or end <= start:
+            return None
+        day = first
+        while True:
+            days[day].append((start, end))
+            if day == last:
+                break
+            day = (day + 1) % 7
+    return OpeningHours(tuple(tuple(d) for d in days)) if parts else None
+
+
+def opening_hours() -> OpeningHours | None:
+    """The contact section's opening hours, None when it gives none that read (see above)."""
+    for line in contact_details().splitlines():
+        label, _, value = line.partition(":")
+        if label.strip().lower() == "opening hours":
+            return parse_opening_hours(value)
+    return None

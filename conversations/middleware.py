@@ -95,3 +95,28 @@ def admin_content_security_policy(get_response):
         return response
 
     return middleware
+
+
+# Seconds between two marks of a staff page in the shared state, per process: presence is
+# counted in minutes, and a busy admin needs no write per request.
+STAFF_MARK_EVERY = 30.0
+_staff_marked = 0.0
+
+
+def staff_presence(get_response):
+    """An admin page of a staff member who may answer customers marks "someone is here" for the
+    handoff (handoff.staff_seen)."""
+
+    def middleware(request):
+        global _staff_marked
+        response = get_response(request)
+        user = getattr(request, "user", None)
+        if (request.path.startswith("/admin/") and time.monotonic() - _staff_marked >= STAFF_MARK_EVERY
+                and user is not None and user.is_active and user.has_perm("conversations.reply_conversation")):
+            from .handoff import staff_seen  # handoff imports the runtime; this module is imported first
+
+            _staff_marked = time.monotonic()
+            staff_seen()
+        return response
+
+    return middleware

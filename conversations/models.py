@@ -204,6 +204,11 @@ class Conversation(models.Model):
     # When staff were last emailed about this conversation (at most once an hour).
     notified_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True, help_text="When staff last closed it.")
+    # The address a customer left when the shop was closed (handoff.outlook): the first staff reply
+    # after they left it is emailed to them once (customer_emailed_at), then it is kept for staff only.
+    customer_email = models.EmailField(blank=True, default="", help_text="Left by the customer to be written back to.")
+    customer_emailed_at = models.DateTimeField(null=True, blank=True,
+                                               help_text="When a staff reply was emailed to the customer's address.")
     # The clientMessageId of the conversation's first question, when the client
     # chose a strong one: a client whose first turn was cut off before it ever
     # received its sessionId retries with the same clientMessageId and no

@@ -8,7 +8,7 @@ reads a request all build their bodies here, so a client sees one error shape ev
 import json
 import uuid
 
-from . import llm
+from . import knowledge, llm
 from .models import Message
 
 
@@ -39,6 +39,11 @@ def reply(turn) -> dict:
         "handoff": turn.handoff,
         # Set when this message asked for a person (null otherwise): what to tell the customer.
         "notice": turn.notice,
+        # The notice says the shop is closed: the page offers a field for the customer's email.
+        "offerEmail": turn.offer_email,
+        # The reply comes with the offer of a person ("anyone there?", an upset customer): a button.
+        "offerPerson": message is not None and turn.question is not None
+        and knowledge.suggests_person(turn.question.content),
     }
 
 

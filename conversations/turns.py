@@ -125,6 +125,8 @@ class Turn:
     for_staff: bool = False
     handoff: str = Handoff.ASSISTANT
     notice: str | None = None
+    # The notice tells the customer the shop is closed: the page offers a field for their email.
+    offer_email: bool = False
     # The session's cache entry to write with the turn's last round trip (a cache miss).
     cache_entry: tuple | None = None
     runtime: "runtime.Runtime" = field(default_factory=runtime.current)
@@ -164,9 +166,10 @@ async def request_person(ip: str, session_id: uuid.UUID | None) -> Turn:
             recent = await rt.store.recent(session_id, admission.conversation_id, idle_cutoff(), 1)
         if recent and not full(recent, ""):
             conversation = recent[0].conversation
-            state, notice = await handoff.ask_for_person(rt.store, conversation, None, ip)
+            state, notice, told = await handoff.ask_for_person(rt.store, conversation, None, ip)
             turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=None,
-                        owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None)
+                        owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None,
+                        offer_email=bool(told and told.offer_email))
         else:
             turn = await _start_conversation(rt, ip, None, "", uuid.uuid4())
             turn.follows_full = bool(recent)
@@ -303,14 +306,16 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
     conversation = Conversation(session_id=sessions.new_session_id(), opening_client_message_id=key)
     if text is None or knowledge.wants_person(text):
         question = None if text is None else _message(conversation, 0, Message.Role.USER, text, client_message_id)
-        notice = handoff.notice_message(conversation, 0 if question is None else 1)
+        told = await handoff.outlook(timezone.now())
+        notice = handoff.notice_message(conversation, 0 if question is None else 1, told)
         conversation.handoff = Handoff.WAITING
         conversation.waiting_since = conversation.notified_at = notice.created_at
         if not await _started(rt, conversation, [question, notice] if question else [notice]):
             raise Conflict
         await handoff.email_staff(conversation, text, ip)
         turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=question,
-                    owner=owner, for_staff=True, handoff=Handoff.WAITING, notice=notice.content)
+                    owner=owner, for_staff=True, handoff=Handoff.WAITING, notice=notice.content,
+                    offer_email=told.offer_email)
     else:
         question, slot = _question_and_slot(conversation, 0, text, client_message_id, owner)
         if not await _started(rt, conversation, [question, slot]):
@@ -424,16 +429,17 @@ async def _for_staff(rt: runtime.Runtime, conversation: Conversation, recent: li
         return Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=sent,
                     owner=owner, for_staff=True, handoff=conversation.handoff)
     question = _message(conversation, 0, Message.Role.USER, text, client_message_id)
-    notice = None
+    notice = told = None
     state: str | None
     if knowledge.wants_person(text):
-        state, notice = await handoff.ask_for_person(rt.store, conversation, question, ip)
+        state, notice, told = await handoff.ask_for_person(rt.store, conversation, question, ip)
     else:
         state = await handoff.store_for_staff(rt.store, conversation, question)
     if state is None:
         return None
     return Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=question, owner=owner,
-                for_staff=True, handoff=state, notice=notice.content if notice else None)
+                for_staff=True, handoff=state, notice=notice.content if notice else None,
+                offer_email=bool(told and told.offer_email))
 
 
 def _message(conversation: Conversation, seq: int, role: str, text: str, client_message_id: str = "") -> Message:

@@ -5,6 +5,8 @@ import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -12,7 +14,20 @@ from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
 from prometheus_client import CollectorRegistry, Gauge
 
-from . import devices, forget, knowledge, limits, llm, metrics, paging, payloads, runtime, turns, updates
+from . import (
+    devices,
+    forget,
+    handoff,
+    knowledge,
+    limits,
+    llm,
+    metrics,
+    paging,
+    payloads,
+    runtime,
+    turns,
+    updates,
+)
 from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError, DatabaseUnavailable
@@ -150,6 +165,8 @@ async def history(request):
     found = await in_db_thread(_history, session_id, before, limit)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    # Still waiting for a first reply while the shop is closed: the page offers the email field again.
+    found["offerEmail"] = found["handoff"] == Handoff.WAITING and (await handoff.outlook(timezone.now())).offer_email
     return JsonResponse({"sessionId": str(session_id), **found})
 
 
@@ -342,9 +359,43 @@ async def handoff_request(request):
         "handoff": asked.handoff,
         # Null when a person had been asked for already: the notice is not repeated.
         "notice": asked.notice,
+        # The notice says the shop is closed: the page offers a field for the customer's email.
+        "offerEmail": asked.offer_email,
         "newSession": asked.new_session,
         "previousConversationFull": asked.follows_full,
     })
+
+
+# The longest address RFC 5321 lets through.
+EMAIL_MAX_LENGTH = 254
+
+
+@api_view("POST")
+async def handoff_email(request):
+    """The customer leaves an address for the staff reply (handoff.email_customer), or takes it
+    back with an empty one. Leaving one again sends the next reply again."""
+    body = json_body(request)
+    session_id = session_id_from(body.get("sessionId"))
+    email = body.get("email")
+    if not isinstance(email, str) or len(email) > EMAIL_MAX_LENGTH or not _email_or_empty(email.strip()):
+        raise ApiError(400, "invalid_email", "email must be an email address, or empty to take it back.")
+    email = email.strip()
+    if not await in_db_thread(_leave_email, session_id, email, retry=True):
+        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+    return JsonResponse({"sessionId": str(session_id), "email": email or None})
+
+
+def _email_or_empty(email: str) -> bool:
+    try:
+        validate_email(email)
+    except ValidationError:
+        return email == ""
+    return True
+
+
+def _leave_email(session_id, email: str) -> bool:
+    return bool(Conversation.objects.active().of_session(session_id).update(customer_email=email,
+                                                                            customer_emailed_at=None))
 
 
 @api_view("GET")

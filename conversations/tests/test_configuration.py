@@ -177,7 +177,9 @@ def test_commands_and_the_site_refuse_unfit_settings_with_one_line(tmp_path, cha
 
 
 def test_fit_settings_start(tmp_path):
-    env = operator_env(tmp_path, **GOOD, CHAT_EMBED_ORIGINS="https://shop.example")  # else check --deploy warns
+    # Else check --deploy warns (W001, W003).
+    env = operator_env(tmp_path, **GOOD, CHAT_EMBED_ORIGINS="https://shop.example",
+                       CHAT_SITE_URL="https://chat.example.com")
     result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
     assert result.returncode == 0, result.stderr + result.stdout
 

@@ -65,6 +65,7 @@ def test_every_other_page_keeps_refusing_to_be_framed(client, settings, path):
 ])
 def test_check_deploy_warns_when_nobody_or_anybody_may_embed(settings, origins, warning):
     settings.CHAT_EMBED_ORIGINS = origins
+    settings.CHAT_SITE_URL = "https://chat.example.com"  # else its own warning (test_honest_handoff.py)
 
     found = [message.id for message in run_checks(include_deployment_checks=True)
              if message.id.startswith("conversations.")]

@@ -50,7 +50,7 @@ def test_asking_again_changes_nothing_and_stores_no_second_notice(client):
     status, again = post_handoff(client, sessionId=first["sessionId"])
 
     assert status == 200
-    assert again == {"sessionId": first["sessionId"], "handoff": "waiting", "notice": None, "newSession": False,
+    assert again == {"sessionId": first["sessionId"], "handoff": "waiting", "notice": None, "offerEmail": False, "newSession": False,
                               "previousConversationFull": False}
     assert Message.objects.filter(role="event").count() == 1
 
@@ -139,7 +139,8 @@ def test_while_a_person_is_asked_for_questions_are_kept_for_staff_not_answered(c
     assert status == again_status == 200
     assert body == again == {"reply": None, "sessionId": first["sessionId"], "newSession": False,
                              "stopped": False, "responder": None, "model": None, "handoff": "waiting",
-                             "notice": None, "previousConversationFull": False}
+                             "notice": None, "offerEmail": False, "offerPerson": False,
+                             "previousConversationFull": False}
     assert "event: delta" not in events and '"reply": null' in events and '"handoff": "waiting"' in events
     assert len(llm.requests()) == asked
     assert [(m.role, m.content) for m in Conversation.objects.get().messages.all()][-2:] == [

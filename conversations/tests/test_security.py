@@ -21,6 +21,7 @@ def test_deploy_checks_pass_with_production_settings():
     env.update(DJANGO_SECRET_KEY="a-long-random-production-secret-" + "x7Qp" * 10,
                DJANGO_ALLOWED_HOSTS="chat.example.com")
     env.update(CHAT_EMBED_ORIGINS="https://shop.example.com")  # empty or "*": a warning (test_embed.py)
+    env.update(CHAT_SITE_URL="https://chat.example.com")  # empty or http: a warning (test_honest_handoff.py)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT, env=env, capture_output=True, text=True,

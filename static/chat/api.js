@@ -85,6 +85,11 @@ export async function requestHandoff(sessionId) {
   return json(await request("/api/handoff", { method: "POST", body }));
 }
 
+/** POST /api/handoff/email: {sessionId, email}: the address the first staff reply is emailed to. */
+export async function leaveEmail(sessionId, email) {
+  return json(await request("/api/handoff/email", { method: "POST", body: { sessionId, email } }));
+}
+
 /** GET /api/devices: {sessionId, devices: [{device, label, joinedAt, lastSeenAt, current}]}. */
 export async function getDevices(sessionId) {
   return json(await request("/api/devices", { sessionId }));

@@ -6,6 +6,7 @@
 // This module holds the page's state and decides what each answer means.
 
 import * as api from "./api.js";
+import * as handoffPage from "./handoff.js";
 import { startDevices } from "./devices.js";
 import { forgetSessionId, isSessionId, KEY, newClientMessageId, readSessionId, storeSessionId } from "./session.js";
 import { startUpdates } from "./updates.js";
@@ -65,6 +66,7 @@ function announceChange() {
 
 function setHandoff(next) {
   state.handoff = next;
+  if (next === "assistant") handoffPage.hideEmail();
   view.showHandoff(next, { author: state.author });
   refreshControls();
 }
@@ -140,6 +142,7 @@ function renderHistory(data) {
   if (messages.length) state.floor = messages[0].seq - 1;
   if (!data.turnInProgress) closeGaps();
   setHandoff(handoff);
+  if (data.offerEmail) handoffPage.offerEmail(readSessionId);
   followOthersTurn(data.turnInProgress);
   state.before = data.hasMore ? data.before : null;
   view.showEarlier({ more: state.before !== null });
@@ -363,8 +366,11 @@ function finishTurn(turn, outcome) {
     const data = outcome.done;
     // The notice (data.notice) is stored as an event too: the poll brings it to the log.
     if (data.handoff && data.handoff !== state.handoff) setHandoff(data.handoff);
+    if (data.offerEmail) handoffPage.offerEmail(readSessionId);
     if (typeof data.reply === "string") {
-      view.finishReply(replyItem || view.addAssistantMessage({ pending: true }), data.reply, data.stopped);
+      const item = replyItem || view.addAssistantMessage({ pending: true });
+      view.finishReply(item, data.reply, data.stopped);
+      if (data.offerPerson) handoffPage.offerPerson(item, askForPerson);
     } else {
       // Stored for our team: sent, and no answer is awaited from the assistant.
       if (replyItem) view.removeItem(replyItem);
@@ -510,6 +516,7 @@ async function askForPerson() {
     if (data.previousConversationFull) view.showNotice(FULL_NOTICE);
     remember(data.sessionId);
     setHandoff(data.handoff); // its notice comes to the log as an event, by the poll
+    if (data.offerEmail) handoffPage.offerEmail(readSessionId);
     announceChange();
     updates.kick();
   } catch (error) {
