@@ -175,7 +175,7 @@ async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, ti
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        version, found = await in_db_thread(look, key, after)
+        version, found = await in_db_thread(look, key, after, retry=True)
         if found is None or found.messages or (state is not None and found.handoff != state):
             return found
         remaining = deadline - loop.time()

@@ -162,7 +162,7 @@ async def history(request):
         return await _forget(session_id)
     before = _before(request.GET.get("before"))
     limit = _limit(request.GET.get("limit"))
-    found = await in_db_thread(_history, session_id, before, limit)
+    found = await in_db_thread(_history, session_id, before, limit, retry=True)
     if found is None:
         raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
     # Still waiting for a first reply while the shop is closed: the page offers the email field again.
