@@ -316,7 +316,7 @@ def test_time_to_first_paint_after_the_click(shops, shopping, capsys):
     send(chat(page), "Hi")
     chat(page).get_by_role("button", name="Close the chat").click()
     page.reload()
-    expect(page.locator("iframe")).to_have_count(1)
+    expect(page.locator("iframe")).to_have_count(1, timeout=15_000)  # idle, or at most 5 s after the load
     expect(box(chat(page))).to_be_attached()
     page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 500))")  # let it settle, for a steady figure
     shown_after = page.evaluate("""() => new Promise((resolve) => {
