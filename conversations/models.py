@@ -9,6 +9,8 @@ from django.db import models, transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
+from . import languages
+
 # What support staff may type to find a conversation: at least the 8-character
 # reference the page shows, or more of the id, with or without its hyphens.
 SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
@@ -273,6 +275,8 @@ class Conversation(models.Model):
             f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
             + (failed if self.failed_turns else "")
             + ("" if self.handoff == Handoff.ASSISTANT else f", {self.get_handoff_display()}"),
+            # Staff replies are sent as written: staff need to know which language to write in.
+            f"The customer writes in {languages.english_name(self.language)} ({self.language})",
         ]
         for message in messages:
             lines.append("")
@@ -291,6 +295,7 @@ class Conversation(models.Model):
             "lastActivityAt": self.last_activity_at.isoformat(),
             "failedTurns": self.failed_turns,
             "handoff": self.handoff,
+            "language": self.language,
             "closedAt": self.closed_at.isoformat() if self.closed_at else None,
             "messages": [message.export_record() for message in self.messages.all()],
         }
