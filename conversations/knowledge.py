@@ -16,6 +16,15 @@ Other text (before the first heading, under other `# ` headings) is a note to
 the editor and is not used. The file is read and indexed once per change of its
 modification time, so editing it needs no restart.
 
+The file is English. A shop may write it in other languages of settings.LANGUAGES
+beside it, named by the language's code (`knowledge/faq.de.md`): a customer in that
+language is answered from it (the LLM and the offline responder alike), with that
+language's stemmer and stopwords; a customer in a language without its own file is
+answered from the English file, the LLM told to translate, the offline responder
+finding the entry through a small glossary of the language's words for the topics
+(languages.py) and saying in one line, in the customer's language, that the answer
+is in English.
+
 The offline responder (no OPENAI_API_KEY) answers with the entry that best
 matches the question. Matching works on Snowball stems, so word forms match
 ("returned" finds "return"); a word not in the file is corrected to the
