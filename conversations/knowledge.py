@@ -504,7 +504,29 @@ def _person_noun(word: str) -> bool:
     return any(OSA.distance(word, noun, score_cutoff=1) <= 1 for noun in TYPO_NOUNS)
 
 
+# Arabic joins "with", "to" and "the" to the word ("بموظف", "للموظف"): a person noun is looked for after them.
+ARABIC_PREFIXES = ("", "ب", "ل", "ال", "بال", "لل", "و")
+
+
+def _asks_person_in(said: languages.Offline, words: list[str]) -> bool:
+    """A request for a person in another language than English: a verb of talking and a person
+    in a short message, with no negation (when unsure, no: the fallback offers the button)."""
+    if not said.talk_verbs or len(words) > 16 or said.negations.intersection(words):
+        return False
+    person = any(w[len(p):] in said.person_nouns for w in words for p in ARABIC_PREFIXES if w.startswith(p))
+    return person and not said.talk_verbs.isdisjoint(words)
+
+
 def wants_person(text: str) -> bool:
+    """Whether the customer asks for a person, in English (below) or another language of the site
+    (_asks_person_in: "Ich möchte mit einem Mitarbeiter sprechen")."""
+    if _wants_person_in_english(text):
+        return True
+    words = LETTERS.findall(text.lower())
+    return any(_asks_person_in(said, words) for code, said in languages.OFFLINE.items() if code != "en")
+
+
+def _wants_person_in_english(text: str) -> bool:
     """Whether the customer asks for a person: "agent please", "can I talk to a human?", "call me back".
 
     A person noun counts when the message holds nothing but it and request words

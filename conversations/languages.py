@@ -71,6 +71,11 @@ class Offline:
     unavailable: str  # above the offline answer when the LLM may not be used (llm.ReplyStream)
     # Words of this language for the FAQ's topics, each with the English words it stands for.
     glossary: dict[str, str] = field(default_factory=dict)
+    # A request for a person in this language (knowledge.wants_person; English has its own rules):
+    # a verb of talking and a person, with no negation ("Ich möchte mit einem Menschen sprechen").
+    talk_verbs: frozenset[str] = frozenset()
+    person_nouns: frozenset[str] = frozenset()
+    negations: frozenset[str] = frozenset()
 
 
 def _words(text: str) -> frozenset[str]:
@@ -155,6 +160,10 @@ GERMAN = Offline(
         "falsch": "wrong item", "falsche": "wrong item", "ersatz": "replacement", "kontakt": "contact",
         "telefon": "phone", "anrufen": "call", "öffnungszeiten": "opening hours", "erreichen": "reach",
     },
+    talk_verbs=_words("sprechen reden chatten verbinden verbinde"),
+    person_nouns=_words("""mensch menschen menschlichen person personen mitarbeiter mitarbeiterin mitarbeitern
+                        berater beraterin kundenberater kundenservice kundendienst servicemitarbeiter"""),
+    negations=_words("nicht kein keinen keine nie"),
 )
 
 FRENCH = Offline(
@@ -198,6 +207,9 @@ FRENCH = Offline(
         "mauvais": "wrong item", "remplacement": "replacement", "contacter": "contact", "contact": "contact",
         "téléphone": "phone", "appeler": "call", "horaires": "opening hours", "joindre": "reach",
     },
+    talk_verbs=_words("parler discuter"),
+    person_nouns=_words("personne humain humaine conseiller conseillère agent opérateur opératrice employé quelqu"),
+    negations=_words("ne pas jamais"),
 )
 
 SPANISH = Offline(
@@ -242,6 +254,9 @@ SPANISH = Offline(
         "contacto": "contact", "contactar": "contact", "teléfono": "phone", "llamar": "call",
         "horario": "opening hours",
     },
+    talk_verbs=_words("hablar comunicarme conversar"),
+    person_nouns=_words("persona humano humana agente operador operadora asesor asesora empleado alguien"),
+    negations=_words("no nunca"),
 )
 
 ARABIC = Offline(
@@ -282,6 +297,9 @@ ARABIC = Offline(
         "الخطأ": "wrong item", "اتصال": "contact", "التواصل": "contact", "هاتف": "phone", "الهاتف": "phone",
         "البريد": "email", "ساعات": "opening hours", "العمل": "opening hours",
     },
+    talk_verbs=_words("التحدث أتحدث اتحدث التكلم أتكلم اتكلم تحدث أكلم اكلم"),
+    person_nouns=_words("شخص موظف إنسان انسان بشري ممثل وكيل"),
+    negations=_words("لا لست ليس لن"),
 )
 
 OFFLINE = {"en": ENGLISH, "de": GERMAN, "fr": FRENCH, "es": SPANISH, "ar": ARABIC}

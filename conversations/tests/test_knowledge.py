@@ -363,3 +363,21 @@ def test_a_shops_own_file_per_language_is_read_beside_the_main_one(settings, tmp
     assert knowledge.offline_answer("Avez-vous des cartes cadeaux ?", "fr") == "Oui, à partir de 10 EUR."
     assert knowledge.offline_answer("gift cards?", "en") == "Yes, from 10 EUR."
     assert knowledge.entries("es")[0].question == "Do you sell gift cards?"  # no shop.es.md: the main one
+
+
+@pytest.mark.parametrize("text", [
+    "Ich möchte mit einem Mitarbeiter sprechen", "Kann ich mit einem Menschen reden?",
+    "Je voudrais parler à un conseiller", "Puis-je parler à quelqu'un ?", "¿Puedo hablar con una persona?",
+    "Quiero hablar con alguien", "أريد التحدث مع موظف", "اريد اتكلم مع شخص",
+])
+def test_a_request_for_a_person_in_another_language_is_recognised(text):
+    assert knowledge.wants_person(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Der Mitarbeiter am Telefon war sehr nett", "Wie lange dauert der Versand?",
+    "Ich möchte nicht mit einem Menschen sprechen", "Je ne veux pas parler à une personne",
+    "Quelle est votre politique de retour ?", "¿Cuánto tarda el envío?", "كم يستغرق الشحن؟",
+])
+def test_other_words_in_another_language_are_not_a_request_for_a_person(text):
+    assert not knowledge.wants_person(text)
