@@ -115,7 +115,8 @@ class Entry:
 
 @lru_cache(maxsize=8192)
 def _stem(word: str, language: str = "en") -> str:
-    return word if word in languages.offline(language).stopwords else _stemmers[language].stemWord(word)
+    stemmer = _stemmers.get(language) or _stemmers["en"]  # a language the responder has no words for
+    return word if word in languages.offline(language).stopwords else stemmer.stemWord(word)
 
 
 def _tokens(text: str, language: str = "en") -> list[str]:
@@ -511,10 +512,9 @@ ARABIC_PREFIXES = ("", "ب", "ل", "ال", "بال", "لل", "و")
 def _asks_person_in(said: languages.Offline, words: list[str]) -> bool:
     """A request for a person in another language than English: a verb of talking and a person
     in a short message, with no negation (when unsure, no: the fallback offers the button)."""
-    if not said.talk_verbs or len(words) > 16 or said.negations.intersection(words):
+    if len(words) > 16 or said.talk_verbs.isdisjoint(words) or not said.negations.isdisjoint(words):
         return False
-    person = any(w[len(p):] in said.person_nouns for w in words for p in ARABIC_PREFIXES if w.startswith(p))
-    return person and not said.talk_verbs.isdisjoint(words)
+    return any(w[len(p):] in said.person_nouns for w in words for p in ARABIC_PREFIXES if w.startswith(p))
 
 
 def wants_person(text: str) -> bool:

@@ -31,6 +31,10 @@ While it is set, one turn every PROBE_SECONDS, site-wide, still tries the LLM:
 its success clears the flag at once, its failure renews it. The flag lapses on
 its own after DOWN_SECONDS, so a lost "back up" costs at most that.
 
+A reply is in the customer's language (`ReplyStream(..., language="de")`, the code the
+turn read from the request): the LLM is told to answer in it (knowledge.system_prompt),
+the offline responder answers in it (knowledge.offline_answer).
+
 `ReplyStream(history, offline=True)` is the fallback when a budget is spent or
 the LLM is down (limits.admit): the offline responder answers even with an API
 key set, and its reply opens with OFFLINE_NOTICE, so that the customer (and
