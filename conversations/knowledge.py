@@ -505,6 +505,8 @@ def _person_noun(word: str) -> bool:
     return any(OSA.distance(word, noun, score_cutoff=1) <= 1 for noun in TYPO_NOUNS)
 
 
+# A request for a person in another language is a short message (_asks_person_in: 16 words at most).
+PERSON_REQUEST_CHARS = 300
 # Arabic joins "with", "to" and "the" to the word ("بموظف", "للموظف"): a person noun is looked for after them.
 ARABIC_PREFIXES = ("", "ب", "ل", "ال", "بال", "لل", "و")
 
@@ -522,6 +524,8 @@ def wants_person(text: str) -> bool:
     (_asks_person_in: "Ich möchte mit einem Mitarbeiter sprechen")."""
     if _wants_person_in_english(text):
         return True
+    if len(text) > PERSON_REQUEST_CHARS:
+        return False  # no short request, and not worth reading
     words = LETTERS.findall(text.lower())
     return any(_asks_person_in(said, words) for code, said in languages.OFFLINE.items() if code != "en")
 
