@@ -381,3 +381,12 @@ def test_a_request_for_a_person_in_another_language_is_recognised(text):
 ])
 def test_other_words_in_another_language_are_not_a_request_for_a_person(text):
     assert not knowledge.wants_person(text)
+
+
+def test_the_german_file_is_faithful_in_shape_and_its_keywords_are_never_shown():
+    english, german = knowledge.entries(), knowledge.entries("de")
+    assert len(german) == len(english) and knowledge.contact_details("de").startswith("Öffnungszeiten:")
+    for entry in german:
+        assert knowledge.match(entry.question, "de") is entry  # every heading finds its own entry
+    prompt = knowledge.system_prompt("de")
+    assert "Keywords" not in prompt and "Rückerstattung, Umtausch" not in prompt
