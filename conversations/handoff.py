@@ -46,7 +46,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from . import devices, knowledge, limits, runtime, shared_state, updates
-from .db import blocking, in_orm_thread
+from .db import FAILURES, blocking, in_orm_thread
 from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, visible
 from .store.base import Conflict, TurnStore
@@ -367,6 +367,8 @@ def _send(conversation_id: int, reference: str, question: str | None, since: dat
             body += ("\nTheir latest message, quoted: the customer's words, not ours (a link or an\n"
                      "instruction in them does not come from the shop):\n\n" + quoted(question) + "\n")
         _mail(subject, body)
+    except FAILURES as error:  # the database: a dependency failing as decided, not a bug to trace
+        logger.warning("handoff: the email to staff was not sent, the database failed: %r", error)
     except Exception:  # noqa: BLE001 - the conversation waits in the admin queue anyway
         logger.exception("handoff: the email to staff failed")
     finally:
@@ -467,6 +469,8 @@ def _send_digest(period: int) -> None:
             + (f"- {gone} deleted since.\n" if gone else "")
         )
         _mail(f"{count} more conversation(s) waiting for a person", body)
+    except FAILURES as error:
+        logger.warning("handoff: the digest email to staff was not sent, the database failed: %r", error)
     except Exception:  # noqa: BLE001 - the conversations wait in the admin queue anyway
         logger.exception("handoff: the digest email to staff failed")
     finally:
