@@ -339,7 +339,8 @@ class DeviceLink(models.Model):
         EMAIL = "email"  # the link in the email of a staff reply: no code, for days
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="device_links")
-    kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.DEVICE, editable=False)
+    kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.DEVICE, db_default=Kind.DEVICE,
+                            editable=False)  # db_default: a worker still on the code before it inserts too
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     code_hash = models.CharField(max_length=64, unique=True, null=True, editable=False)  # noqa: DJ001 - unique, and an email link has none: NULLs never collide
     created_at = models.DateTimeField(default=timezone.now, editable=False)
