@@ -428,6 +428,9 @@ CHAT_RETENTION_DAYS = env_int("CHAT_RETENTION_DAYS", 90)
 
 # Minutes a "Continue on another device" link and its code can be redeemed (once).
 CHAT_DEVICE_LINK_MINUTES = env_int("CHAT_DEVICE_LINK_MINUTES", 10)
+# Days the link in the email of a staff reply (to a customer who left their address)
+# can be redeemed, once: mail is read later than a screen.
+CHAT_EMAIL_LINK_DAYS = env_int("CHAT_EMAIL_LINK_DAYS", 7)
 # Browsers one conversation may have at once; joining another is refused.
 CHAT_DEVICES_MAX = env_int("CHAT_DEVICES_MAX", 10)
 # Wrong (or used, or expired) links and codes before joining is refused, per client

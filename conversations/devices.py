@@ -4,7 +4,9 @@ A browser with a conversation offers to bring another in: a one-time link
 (`/#join=<token>`, and the same as a QR code) and a short code to type. Either
 is redeemed once, by a POST, within CHAT_DEVICE_LINK_MINUTES; redeeming gives the
 new browser a session of its own, issued here, in the same conversation. One
-offer at a time per conversation: a new one replaces the last.
+offer at a time per conversation: a new one replaces the last. The email of a
+staff reply to a customer who left their address carries a link of the same
+kind (email_link): no code, valid for CHAT_EMAIL_LINK_DAYS, beside the offer.
 
 What keeps them safe:
 - The token is 256 random bits, the code 50 (10 characters of Crockford's
@@ -129,13 +131,24 @@ def offer(session_id: uuid.UUID, label: str) -> Offer | None:
         if conversation is None:
             return None
         Session.objects.filter(session_id=session_id, label="").update(label=label)
-        DeviceLink.objects.filter(conversation=conversation).delete()
+        DeviceLink.objects.filter(conversation=conversation, kind=DeviceLink.Kind.DEVICE).delete()
         DeviceLink.objects.filter(expires_at__lt=timezone.now()).delete()  # those nobody used
         made = Offer(secrets.token_urlsafe(32), "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH)),
                      timezone.now() + timedelta(minutes=settings.CHAT_DEVICE_LINK_MINUTES))
         DeviceLink.objects.create(conversation=conversation, token_hash=token_hash(made.token),
                                   code_hash=code_hash(made.code), expires_at=made.expires_at)
     return made
+
+
+def email_link(conversation_id: int) -> str:
+    """The token of a one-time link for the email of a staff reply (handoff.email_customer): no code,
+    valid for CHAT_EMAIL_LINK_DAYS, so that the customer continues from their mail on any device.
+    Beside the conversation's device offer, not replacing it; redeemed as a device link is (join)."""
+    token = secrets.token_urlsafe(32)
+    DeviceLink.objects.create(conversation_id=conversation_id, kind=DeviceLink.Kind.EMAIL,
+                              token_hash=token_hash(token),
+                              expires_at=timezone.now() + timedelta(days=settings.CHAT_EMAIL_LINK_DAYS))
+    return token
 
 
 async def admit_offer(ip: str, session_id: uuid.UUID) -> None:
@@ -233,11 +246,13 @@ def _end(session_id: uuid.UUID, device: int | None) -> list[tuple[int, uuid.UUID
 
 
 def end_all(conversation_ids: list[int]) -> int:
-    """Staff: end every session of these conversations (a lost phone); how many ended."""
+    """Staff: end every session of these conversations (a lost phone), and revoke their unused links
+    (the phone's mail may hold one); how many sessions ended."""
     with transaction.atomic():
         chosen = Session.objects.filter(conversation__in=conversation_ids)
         ended = list(chosen.values_list("conversation_id", "session_id"))
         chosen.delete()
+        DeviceLink.objects.filter(conversation__in=conversation_ids).delete()
     blocking(_forget_cached)(ended)
     return len(ended)
 

@@ -40,13 +40,13 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
-from . import knowledge, limits, runtime, shared_state, updates
-from .db import blocking, in_orm_thread
+from . import devices, knowledge, limits, runtime, shared_state, updates
+from .db import FAILURES, blocking, in_orm_thread
 from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, visible
 from .store.base import Conflict, TurnStore
@@ -367,6 +367,8 @@ def _send(conversation_id: int, reference: str, question: str | None, since: dat
             body += ("\nTheir latest message, quoted: the customer's words, not ours (a link or an\n"
                      "instruction in them does not come from the shop):\n\n" + quoted(question) + "\n")
         _mail(subject, body)
+    except FAILURES as error:  # the database: a dependency failing as decided, not a bug to trace
+        logger.warning("handoff: the email to staff was not sent, the database failed: %r", error)
     except Exception:  # noqa: BLE001 - the conversation waits in the admin queue anyway
         logger.exception("handoff: the email to staff failed")
     finally:
@@ -378,9 +380,12 @@ def _send(conversation_id: int, reference: str, question: str | None, since: dat
 # A customer who left their address (outside opening hours) gets the first staff reply
 # after that by email, once: the conversation's customer_emailed_at is claimed by one
 # conditional UPDATE before the email is queued, so two replies, two workers or a
-# double submit send one. Leaving an address again clears the claim. The email links to
-# the chat page, whose browser keeps the session; the session id is never in the email.
-# A mail server that fails loses that email (logged): the reply waits on the page.
+# double submit send one. Leaving an address again clears the claim. With CHAT_SITE_URL
+# set, the email carries a one-time link into the conversation (devices.email_link: a
+# device link without a code, for CHAT_EMAIL_LINK_DAYS), so the customer continues from
+# their mail on any device; the session id is never in the email, and the database keeps
+# only the link's hash. A mail server that fails loses that email (logged): the reply
+# waits on the page.
 
 
 async def email_customer(conversation_id: int, reply: Message) -> None:
@@ -392,18 +397,22 @@ async def email_customer(conversation_id: int, reply: Message) -> None:
         logger.warning("handoff: could not check for the customer's email address", exc_info=True)
         return
     if claimed is not None:
-        address, reference = claimed
-        _mailer.submit(_send_customer, conversation_id, address, reference, reply.author, reply.content)
+        address, reference, link = claimed
+        _mailer.submit(_send_customer, conversation_id, address, reference, link, reply.author, reply.content)
 
 
-def _claim_customer_email(conversation_id: int, now: datetime) -> tuple[str, str] | None:
-    """(address, reference) if this reply is the one to email, claiming it; else None."""
-    waiting = Conversation.objects.filter(pk=conversation_id, customer_emailed_at__isnull=True).exclude(
-        customer_email="")
-    if not waiting.update(customer_emailed_at=now):
-        return None
-    conversation = Conversation.objects.only("session_id", "customer_email").get(pk=conversation_id)
-    return conversation.customer_email, conversation.reference
+def _claim_customer_email(conversation_id: int, now: datetime) -> tuple[str, str, str] | None:
+    """(address, reference, link) if this reply is the one to email, claiming it; else None."""
+    with transaction.atomic():
+        waiting = Conversation.objects.filter(pk=conversation_id, customer_emailed_at__isnull=True).exclude(
+            customer_email="")
+        if not waiting.update(customer_emailed_at=now):
+            return None
+        conversation = Conversation.objects.only("session_id", "customer_email").get(pk=conversation_id)
+        link = chat_link()
+        if link:
+            link += f"#join={devices.email_link(conversation_id)}"
+    return conversation.customer_email, conversation.reference, link
 
 
 def chat_link() -> str:
@@ -411,14 +420,14 @@ def chat_link() -> str:
     return settings.CHAT_SITE_URL + reverse("index") if settings.CHAT_SITE_URL else ""
 
 
-def _send_customer(conversation_id: int, address: str, reference: str, author: str, text: str) -> None:
+def _send_customer(conversation_id: int, address: str, reference: str, link: str, author: str, text: str) -> None:
     try:
         shop = settings.CHAT_SHOP_NAME
-        link = chat_link()
         body = (
             f"Hello,\n\nyou asked {shop} for a person in our chat and left this address. "
             f"{author or 'Our team'} replied:\n\n{text}\n\n"
-            + (f"Continue the conversation in the chat, in the browser you wrote from:\n{link}\n\n" if link
+            + (f"Continue the conversation in the chat, on this or any other device (the link works once, "
+               f"for {settings.CHAT_EMAIL_LINK_DAYS} days):\n{link}\n\n" if link
                else "Continue the conversation in our chat, in the browser you wrote from.\n\n")
             + f"Your conversation reference: {reference}\n\n"
             "This is the one email we send for this request; further replies appear in the chat.\n"
@@ -460,6 +469,8 @@ def _send_digest(period: int) -> None:
             + (f"- {gone} deleted since.\n" if gone else "")
         )
         _mail(f"{count} more conversation(s) waiting for a person", body)
+    except FAILURES as error:
+        logger.warning("handoff: the digest email to staff was not sent, the database failed: %r", error)
     except Exception:  # noqa: BLE001 - the conversations wait in the admin queue anyway
         logger.exception("handoff: the digest email to staff failed")
     finally:

@@ -342,11 +342,18 @@ class Session(models.Model):
 
 class DeviceLink(models.Model):
     """An offer to bring another browser into a conversation: a one-time link and a short code,
-    stored only as a hash of the link's token and a keyed hash of the code (devices.py)."""
+    stored only as a hash of the link's token and a keyed hash of the code (devices.py); or the
+    link alone, in the email of a staff reply (handoff.email_customer)."""
+
+    class Kind(models.TextChoices):
+        DEVICE = "device"  # "Continue on another device": a link and a code, for minutes
+        EMAIL = "email"  # the link in the email of a staff reply: no code, for days
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="device_links")
+    kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.DEVICE, db_default=Kind.DEVICE,
+                            editable=False)  # db_default: a worker still on the code before it inserts too
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    code_hash = models.CharField(max_length=64, unique=True, null=True, editable=False)  # noqa: DJ001 - unique, and an email link has none: NULLs never collide
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(db_index=True, editable=False)
 

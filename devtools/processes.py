@@ -87,6 +87,7 @@ class Site:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        self.log_from = 0  # log() reads from here (mark())
         self.process: subprocess.Popen | None = None
         self.start()
 
@@ -136,8 +137,15 @@ class Site:
         assert self.process is not None, f"{self.name} is not running"
         return self.process.pid
 
+    def mark(self) -> None:
+        """From now on log() reads only what the site writes after this call (a test's own part of a
+        site shared by many tests)."""
+        self.log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_from)
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         process, self.process = self.process, None

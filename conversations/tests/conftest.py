@@ -7,6 +7,7 @@ the test instead, so that a green run cannot hide a skipped one.
 
 import os
 import shutil
+import threading
 
 import pytest
 from django.db import connection
@@ -53,6 +54,39 @@ def _fresh_state(settings):
     shared_state.reset()
     yield
     shared_state.reset()
+
+
+# Connections that threads a test started took from Django's pool (connection, thread).
+_thread_connections: list = []
+
+
+def _note_thread_connection(sender, connection, **kwargs):
+    if threading.current_thread() is not threading.main_thread() and getattr(connection, "pool", None):
+        _thread_connections.append((connection, threading.current_thread()))
+
+
+connection_created.connect(_note_thread_connection)
+
+
+@pytest.fixture(autouse=True)
+def _pool_connections_of_ended_threads_returned():
+    """A thread that used the ORM and ended without closing its connection (Django closes a request's
+    connection at its end, but not under the test client, and not in a test's own threads) keeps it
+    checked out of the pool for good: five such and every later request waits out the pool's timeout
+    and answers 503. After each test, such connections go back to the pool. The site's own threads
+    close theirs (db.in_db_thread, the mailer); this is for the test process's."""
+    yield
+    still_running = []
+    for wrapper, thread in _thread_connections:
+        if thread.is_alive():
+            still_running.append((wrapper, thread))
+        elif wrapper.connection is not None:
+            wrapper.inc_thread_sharing()  # closed from this thread, its owner being gone
+            try:
+                wrapper.close()
+            finally:
+                wrapper.dec_thread_sharing()
+    _thread_connections[:] = still_running
 
 
 @pytest.fixture
@@ -141,7 +175,9 @@ def site(django_db_setup, django_db_blocker, fake_llm_server, static_files):
 
 @pytest.fixture
 def live_site(site, postgres, llm):
-    """`site`, with a clean database and the stand-in LLM reset for this test."""
+    """`site`, with a clean database and the stand-in LLM reset for this test; its log() holds only
+    what the site logs from this test's start."""
+    site.mark()
     return site
 
 

@@ -8,8 +8,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from conversations import sessions
-from conversations.models import Conversation, Session
+from conversations import devices, sessions
+from conversations.models import Conversation, DeviceLink, Session
 
 from . import data
 
@@ -38,12 +38,15 @@ def test_staff_end_all_devices_of_a_conversation_and_it_stays(admin_client):
     other = second_device(lost)
     for session_id in (lost.session_id, other):
         sessions.remember(session_id, lost.pk, lost.last_activity_at)
+    devices.email_link(lost.pk)  # unused, in the lost phone's mail
+    devices.email_link(kept.pk)
 
     response = admin_client.post(CHANGELIST, {"action": "end_devices", "_selected_action": [lost.pk]})
 
     assert response.status_code == 302
     assert not Session.objects.filter(conversation=lost).exists()
     assert Session.objects.filter(conversation=kept).count() == 1
+    assert list(DeviceLink.objects.values_list("conversation", flat=True)) == [kept.pk]
     assert Conversation.objects.filter(pk=lost.pk).exists()  # for staff, until it is purged
     assert sessions.cached_conversation_id(lost.session_id) is None and sessions.cached_conversation_id(other) is None
     entry = LogEntry.objects.get(object_id=str(lost.pk))

@@ -49,7 +49,7 @@ def _nobody_here():
 
 def test_outside_hours_the_customer_leaves_an_email_and_gets_one_email_with_the_staff_reply(
         closed_site, postgres, llm, browsing, settings, mailoutbox):
-    settings.CHAT_SITE_URL = "https://chat.example.com"
+    settings.CHAT_SITE_URL = closed_site.url
     browsing.url = closed_site.url
     page = browsing.page()
     send(page, "Hi")
@@ -80,7 +80,20 @@ def test_outside_hours_the_customer_leaves_an_email_and_gets_one_email_with_the_
     expect(page.locator('#log [data-role="staff"]')).to_have_count(2, timeout=8_000)
     [sent] = [m for m in mailoutbox if m.to == ["anna@example.org"]]
     assert "Your parcel left our warehouse today." in sent.body and "Anything else" not in sent.body
-    assert "https://chat.example.com/\n" in sent.body and stored_id(page) not in sent.body
+    assert stored_id(page) not in sent.body
+
+    # The email's link, opened on another device (the phone the mail arrives on): it asks, then
+    # continues the same conversation there, under a session of its own.
+    link = next(word for word in sent.body.split() if "#join=" in word)
+    assert link.startswith(closed_site.url + "/#join=")
+    phone = browsing.page()
+    phone.goto(link)
+    phone.get_by_test_id("join-confirm").click()
+    expect(phone.locator('#log [data-role="staff"]')).to_have_count(2)
+    assert stored_id(phone) not in (None, stored_id(page))
+    assert Conversation.objects.of_session(stored_id(phone)).get() == conversation
+    send(phone, "Thanks, that is all.")
+    expect(page.locator('#log [data-role="user"]').last).to_have_text("Thanks, that is all.", timeout=8_000)
 
 
 def test_anyone_there_is_answered_with_a_button_that_asks_for_a_person(live_site, page):

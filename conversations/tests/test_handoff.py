@@ -249,6 +249,22 @@ def test_the_recipients_can_be_set_and_a_mail_failure_loses_nothing(client, sett
     assert "the email to staff failed" in caplog.text
 
 
+def test_a_database_failure_while_the_staff_email_is_prepared_is_a_warning_not_a_traceback(
+        client, settings, caplog, mailoutbox, monkeypatch):
+    from django.db import OperationalError
+
+    def locked():
+        raise OperationalError("canceling statement due to lock timeout")
+
+    monkeypatch.setattr(handoff, "staff_emails", locked)
+    status, body = post_handoff(client)
+    handoff.flush_email()
+
+    assert status == 200 and body["handoff"] == "waiting" and mailoutbox == []
+    assert "the email to staff was not sent, the database failed" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
 def test_two_staff_members_sending_the_same_reply_at_once_store_it_once(postgres):
     """The double submit, or one form open in two tabs: one row lock, one token, one reply."""
     conversation = Conversation.objects.create()

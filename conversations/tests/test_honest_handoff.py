@@ -19,7 +19,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from conversations import handoff, knowledge, middleware, shared_state
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, DeviceLink, Message, Session
 
 from .client import post_chat, post_handoff
 
@@ -235,7 +235,7 @@ def test_outside_the_hours_the_email_left_gets_the_first_staff_reply_once_with_a
     assert len(to_customer) == 1
     [sent] = to_customer
     assert "Mia replied:\n\nYour refund left today.\n" in sent.body and "Anything else?" not in sent.body
-    assert "https://chat.example.com/\n" in sent.body
+    assert "https://chat.example.com/#join=" in sent.body
     assert chat["sessionId"] not in sent.body and chat["sessionId"] not in sent.subject
     assert conversation.reference in sent.subject
     # Staff were told how long the customer has waited.
@@ -247,6 +247,62 @@ def test_outside_the_hours_the_email_left_gets_the_first_staff_reply_once_with_a
     handoff.staff_reply(conversation.pk, mia, "Mia", "One more thing.", "t3")
     handoff.flush_email()
     assert len([m for m in mailoutbox if m.to == ["anna@example.org"]]) == 2
+
+
+def join_with(client, token: str):
+    response = client.post("/api/devices/join", data=json.dumps({"token": token}), content_type="application/json")
+    return response.status_code, response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_emails_link_brings_any_browser_into_the_conversation_once(client, settings, tmp_path, mailoutbox):
+    closed_now(settings, tmp_path)
+    settings.CHAT_SITE_URL = "https://chat.example.com"
+    _, chat = post_handoff(client)
+    assert leave_email(client, sessionId=chat["sessionId"], email="anna@example.org")[0] == 200
+    conversation = Conversation.objects.get()
+    handoff.staff_reply(conversation.pk, staff(), "Mia", "Your refund left today.", "t1")
+    handoff.flush_email()
+    [sent] = mailoutbox
+    token = sent.body.split("https://chat.example.com/#join=", 1)[1].split()[0]
+    assert len(token) == 43 and "works once, for 7 days" in sent.body
+    [link] = DeviceLink.objects.all()
+    assert link.kind == "email" and link.code_hash is None and token not in str(vars(link))
+    assert timedelta(days=6, hours=23) < link.expires_at - timezone.now() <= timedelta(days=7)
+    # "Continue on another device" on the first browser leaves the email's link alone.
+    offered = client.post("/api/devices/link", headers={"X-Session-Id": chat["sessionId"]})
+    assert offered.status_code == 200 and DeviceLink.objects.filter(kind="email").count() == 1
+
+    status, joined = join_with(client, token)  # the mail client's browser, say on a phone
+
+    assert status == 200 and joined["sessionId"] != chat["sessionId"]
+    assert Session.objects.get(session_id=joined["sessionId"]).conversation_id == conversation.pk
+    history = client.get("/api/history", headers={"X-Session-Id": joined["sessionId"]}).json()
+    assert [m["content"] for m in history["messages"] if m["role"] == "staff"] == ["Your refund left today."]
+    assert join_with(client, token)[1]["error"]["code"] == "join_not_found"  # once
+    assert DeviceLink.objects.filter(kind="device").count() == 1  # the device offer still stands
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_email_link_is_refused_and_without_a_site_url_the_email_has_none(
+        client, settings, tmp_path, mailoutbox):
+    closed_now(settings, tmp_path)
+    settings.CHAT_SITE_URL = "https://chat.example.com"
+    _, chat = post_handoff(client)
+    leave_email(client, sessionId=chat["sessionId"], email="anna@example.org")
+    mia = staff()
+    handoff.staff_reply(Conversation.objects.get().pk, mia, "Mia", "Hello!", "t1")
+    handoff.flush_email()
+    token = mailoutbox[0].body.split("#join=", 1)[1].split()[0]
+    DeviceLink.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert join_with(client, token)[1]["error"]["code"] == "join_expired"
+
+    settings.CHAT_SITE_URL = ""
+    leave_email(client, sessionId=chat["sessionId"], email="anna@example.org")
+    handoff.staff_reply(Conversation.objects.get().pk, mia, "Mia", "Hello again!", "t2")
+    handoff.flush_email()
+    assert "#join=" not in mailoutbox[1].body and "in the browser you wrote from" in mailoutbox[1].body
 
 
 @pytest.mark.django_db(transaction=True)
