@@ -222,10 +222,12 @@ class Conversation(models.Model):
     staff_summary = models.TextField(blank=True, default="", editable=False)
     staff_summary_for = models.DateTimeField(null=True, blank=True, editable=False)
     # The language the summary is written in: the admin language of the staff member it was written for.
-    staff_summary_language = models.CharField(max_length=8, blank=True, default="", editable=False)
+    staff_summary_language = models.CharField(max_length=8, blank=True, default="", db_default="", editable=False)
     # The language the customer last wrote in (a code of settings.LANGUAGES): the page's language
     # as the turn found it active (turns.start). The assistant answers in it; staff see it.
-    language = models.CharField(max_length=8, default="en", editable=False,
+    # db_default: a worker still running the code before the migration starts conversations during a
+    # rolling deploy.
+    language = models.CharField(max_length=8, default="en", db_default="en", editable=False,
                                 help_text="The language the customer last wrote in.")
 
     objects = ConversationQuerySet.as_manager()

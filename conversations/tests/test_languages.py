@@ -1,6 +1,8 @@
 """The customer's language through a whole turn: the LLM told it, the offline responder answering in it,
 the conversation recording it (languages.py; the store's side: test_store_contract.py)."""
 
+import uuid
+
 import pytest
 from django.utils import translation
 
@@ -47,3 +49,23 @@ def test_a_language_code_is_read_as_one_of_the_sites_languages():
     with translation.override("es"):
         assert languages.current() == "es"
     assert languages.english_name("de") == "German"
+
+
+def test_a_conversation_inserted_by_the_code_before_the_migration_reads_as_english():
+    """During a rolling deploy a worker of the previous release inserts conversations without the
+    new columns: the database's defaults fill them."""
+    from django.db import connection
+    from django.utils import timezone
+
+    new = {"language", "staff_summary_language"}
+    fields = [f for f in Conversation._meta.concrete_fields if not f.primary_key and f.attname not in new]
+    values = Conversation(session_id=uuid.uuid4())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Conversation._meta.db_table} ({', '.join(f.column for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))})",
+            [f.get_db_prep_save(getattr(values, f.attname), connection) for f in fields],
+        )
+    stored = Conversation.objects.get(session_id=values.session_id)
+    assert (stored.language, stored.staff_summary_language) == ("en", "")
+    assert stored.created_at <= timezone.now()
