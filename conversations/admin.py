@@ -22,6 +22,7 @@ from itertools import islice
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -35,8 +36,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
+from django.utils.translation import gettext_lazy as _
 
-from . import devices, forget, handoff, inbox, summary
+from . import devices, forget, handoff, inbox, languages, summary
 from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, SavedReply, StaffProfile, WaitingConversation
 
@@ -77,6 +79,25 @@ class MessageInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def language_badge(language: str):
+    """The customer's language as staff see it in a list: its code, named in the staff member's language."""
+    return format_html('<span class="language-badge" lang="{}" title="{}">{}</span>', language,
+                       languages.staff_name(language), language.upper())
+
+
+class LanguageFilter(admin.SimpleListFilter):
+    """The site's languages (settings.LANGUAGES), not the values found: that would read every row."""
+
+    title = _("language")
+    parameter_name = "language"
+
+    def lookups(self, request, model_admin):
+        return [(code, languages.staff_name(code)) for code, _name in settings.LANGUAGES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(language=self.value()) if self.value() else queryset
 
 
 class FailedTurnsFilter(admin.SimpleListFilter):
@@ -139,7 +160,9 @@ class InboxAdminMixin:
             "older_url": f"?before={shown[0].seq}" if has_older and shown else None,
             "newest_page": newest_page,
             "after": shown[-1].seq if shown else -1,
-            "summary": summary.for_staff(conversation),
+            # In the staff member's admin language (LocaleMiddleware: Accept-Language).
+            "summary": summary.for_staff(conversation, languages.current()),
+            "language_name": languages.staff_name(conversation.language),
             "may_reply": may_reply,
             "display_name": StaffProfile.name_of(request.user),
             "saved_replies": saved,
@@ -159,14 +182,14 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
     # request (session_id_view); staff still find a conversation by the id a customer reads out.
     # Fits 1280 px beside the filters: the start is in the filters and on the conversation's page.
     list_display = ["reference", "last_activity_at", "message_count", "has_failed_turns", "latest_model",
-                    "handoff", "devices_open"]
-    list_filter = [FailedTurnsFilter, "handoff", "created_at", "last_activity_at"]
+                    "handoff", "language_badge", "devices_open"]
+    list_filter = [FailedTurnsFilter, "handoff", LanguageFilter, "created_at", "last_activity_at"]
     # Searching is done by get_search_results below; a non-empty search_fields
     # is what makes admin show the search box.
     search_fields = ["session_id"]
     search_help_text = "The whole session id, or the 8-character reference the customer sees."
     ordering = ["-last_activity_at"]
-    fields = ["reference", "created_at", "last_activity_at", "failed_turns", "handoff",
+    fields = ["reference", "created_at", "last_activity_at", "failed_turns", "handoff", "language_badge",
               "waiting_since", "closed_at", "devices_open"]
     readonly_fields = fields
     inlines = [MessageInline]
@@ -392,6 +415,10 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
         model = obj.latest_model or "-"
         return model if len(model) <= 24 else model[:23] + "…"
 
+    @admin.display(description=_("language"), ordering="language")
+    def language_badge(self, obj):
+        return language_badge(obj.language)
+
     @admin.display(description="devices", ordering="device_count")
     def devices_open(self, obj):
         return obj.device_count or 0
@@ -500,7 +527,7 @@ class QueueAdmin(admin.ModelAdmin):
     thing with permissions of its own.
     """
 
-    list_display = ["conversation", "state", "waited", "latest_question", "last_activity_at"]
+    list_display = ["conversation", "language_badge", "state", "waited", "latest_question", "last_activity_at"]
     list_display_links = None
     list_filter = [QueueFilter]
     ordering = [F("waiting_since").asc(nulls_last=True), "-last_activity_at"]
@@ -527,6 +554,10 @@ class QueueAdmin(admin.ModelAdmin):
     @admin.display(description="conversation")
     def conversation(self, obj):
         return format_html('<a href="{}">{}</a>', inbox.live_url(obj.pk), obj.reference)
+
+    @admin.display(description=_("language"), ordering="language")
+    def language_badge(self, obj):
+        return language_badge(obj.language)
 
     @admin.display(description="state", ordering="handoff")
     def state(self, obj):

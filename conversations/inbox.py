@@ -26,10 +26,10 @@ from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.views.decorators.csrf import csrf_exempt
 
-from . import handoff, payloads, runtime, summary, updates
+from . import handoff, languages, payloads, runtime, summary, updates
 from .db import in_db_thread
 from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, StaffProfile
@@ -144,7 +144,7 @@ async def live_updates(request, object_id: str):
         found = await updates.wait_for_staff(runtime.current().watcher, pk, int(after_text), state, wait)
         if found is None:
             return error(404, "not_found", "No conversation has that id.")
-        about = await in_db_thread(_summary, pk)
+        about = await in_db_thread(_summary, pk, languages.current())  # the staff member's language
     except (DatabaseError, DatabaseUnavailable):
         logger.warning("inbox: the database did not answer the live view's poll")
         return error(503, "database_unavailable", "The database did not answer; trying again.")
@@ -159,11 +159,18 @@ async def live_updates(request, object_id: str):
     return response
 
 
-def _summary(pk: int) -> dict | None:
+def _language_name(language: str, staff_language: str) -> str:
+    """The customer's language named in the staff member's: "Deutsch" in a German admin."""
+    with translation.override(staff_language):
+        return languages.staff_name(language)
+
+
+def _summary(pk: int, language: str) -> dict | None:
     try:
         conversation = Conversation.objects.get(pk=pk)
-        return {"summary": summary.for_staff(conversation).as_json(),
-                "waitingSince": conversation.waiting_since.isoformat() if conversation.waiting_since else None}
+        return {"summary": summary.for_staff(conversation, language).as_json(),
+                "waitingSince": conversation.waiting_since.isoformat() if conversation.waiting_since else None,
+                "language": conversation.language, "languageName": _language_name(conversation.language, language)}
     except Conversation.DoesNotExist:
         return None
 

@@ -16,6 +16,15 @@ Other text (before the first heading, under other `# ` headings) is a note to
 the editor and is not used. The file is read and indexed once per change of its
 modification time, so editing it needs no restart.
 
+The file is English. A shop may write it in other languages of settings.LANGUAGES
+beside it, named by the language's code (`knowledge/faq.de.md`): a customer in that
+language is answered from it (the LLM and the offline responder alike), with that
+language's stemmer and stopwords; a customer in a language without its own file is
+answered from the English file, the LLM told to translate, the offline responder
+finding the entry through a small glossary of the language's words for the topics
+(languages.py) and saying in one line, in the customer's language, that the answer
+is in English.
+
 The offline responder (no OPENAI_API_KEY) answers with the entry that best
 matches the question. Matching works on Snowball stems, so word forms match
 ("returned" finds "return"); a word not in the file is corrected to the
@@ -43,23 +52,19 @@ from django.conf import settings
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-# Words that say nothing about what a customer wants to know. They still take
-# part in keyword phrases ("where is my order"), so they are kept in order there.
-STOPWORDS = frozenset(
-    """a an and are at be been but by can could do does did for from get got have has had how i if in
-    into is it its just me my of on or our so the their them then there these they this those to too
-    u up us was we were what when where which who why will with would you your yours ya am not no
-    want wanted need like know tell please pls plz thanks thank thx hi hello hey dear ok okay there
-    any some something anything also still yet already ca wo soon now today again one long take""".split()
-)
+from . import languages
+
+# Words that say nothing about what a customer wants to know (each language's: languages.py). They
+# still take part in keyword phrases ("where is my order"), so they are kept in order there.
+STOPWORDS = languages.ENGLISH.stopwords
 # A message of only these (and stopwords) is small talk, answered as such.
-GREETINGS = frozenset("hi hello hey hiya morning afternoon evening good dear there".split())
-THANKS = frozenset("thanks thank thx ty cheers".split())
-THANKS_TOO = THANKS | frozenset(
-    "lot much very so great perfect awesome brilliant lovely helpful cool nice bye".split()
-)
+GREETINGS = languages.ENGLISH.greetings
+THANKS = languages.ENGLISH.thanks
+THANKS_TOO = THANKS | languages.ENGLISH.thanks_too
 
 WORD = re.compile(r"[a-z0-9]+")
+# The words of the other languages: letters of any script ("Rücksendung", "إرجاع"), no digits.
+LETTERS = re.compile(r"[^\W\d_]+")
 # Contractions, with and without the apostrophe, so "where's" and "wheres" read as "where is".
 APOSTROPHE = re.compile(r"[’'`´]")
 CONTRACTIONS = [
@@ -98,7 +103,7 @@ TYPO_MIN_LENGTH = 5
 # not remembered as such, so that a later question still corrects them.
 MAX_CORRECTIONS = 8
 
-_stemmer = snowballstemmer.stemmer("english")
+_stemmers = {code: snowballstemmer.stemmer(said.stemmer) for code, said in languages.OFFLINE.items()}
 
 
 @dataclass(frozen=True)
@@ -109,11 +114,14 @@ class Entry:
 
 
 @lru_cache(maxsize=8192)
-def _stem(word: str) -> str:
-    return word if word in STOPWORDS else _stemmer.stemWord(word)
+def _stem(word: str, language: str = "en") -> str:
+    stemmer = _stemmers.get(language) or _stemmers["en"]  # a language the responder has no words for
+    return word if word in languages.offline(language).stopwords else stemmer.stemWord(word)
 
 
-def _tokens(text: str) -> list[str]:
+def _tokens(text: str, language: str = "en") -> list[str]:
+    if language != "en":
+        return LETTERS.findall(text.lower())
     text = APOSTROPHE.sub("'", text.lower())
     for pattern, replacement in CONTRACTIONS:
         text = pattern.sub(replacement, text)
@@ -152,18 +160,20 @@ class _Topic:
 class _Knowledge:
     """The parsed file and its search index, built once per version of the file."""
 
-    def __init__(self, entries: tuple[Entry, ...], contact: Entry):
+    def __init__(self, entries: tuple[Entry, ...], contact: Entry, language: str = "en"):
         self.entries = entries
         self.contact = contact
+        self.language = language  # the file's
+        self.stopwords = languages.offline(language).stopwords
         every = (*entries, contact)
         # Snowball keeps some forms apart ("deliver" -> deliv, "delivery" -> deliveri):
         # a stem that starts with another of five letters or more is taken as that one.
-        stems = {_stem(w) for e in every for w in _tokens(f"{e.question} {e.answer} {' '.join(e.keywords)}")}
+        stems = {self._stem(w) for e in every for w in self._tokens(f"{e.question} {e.answer} {' '.join(e.keywords)}")}
         self.roots: dict[str, str] = {}
         # The roots of five letters or more by their first five, shortest first: what a
         # stem may start with is looked up, not searched for among all of them.
         self.by_prefix: dict[str, list[str]] = {}
-        for stem in sorted(stems - STOPWORDS, key=len):
+        for stem in sorted(stems - self.stopwords, key=len):
             self.roots[stem] = self._root_of(stem) or stem
             if len(stem) >= 5 and self.roots[stem] == stem:
                 self.by_prefix.setdefault(stem[:5], []).append(stem)
@@ -183,13 +193,19 @@ class _Knowledge:
         }
         # Every word of the file, for typo correction: a misspelt stopword becomes the stopword.
         text = " ".join(f"{e.question} {e.answer} {' '.join(e.keywords)}" for e in every)
-        self.words = sorted({w for w in _tokens(text) if len(w) >= TYPO_MIN_LENGTH} | STOPWORDS)
+        self.words = sorted({w for w in self._tokens(text) if len(w) >= TYPO_MIN_LENGTH} | self.stopwords)
         # A word longer than this is more than two edits from every word of the file.
         self.typo_max_length = max(map(len, self.words)) + 2
         self.unknown: dict[str, str] = {}  # what words not in the file were taken as; cleared when large
 
+    def _stem(self, word: str) -> str:
+        return _stem(word, self.language)
+
+    def _tokens(self, text: str) -> list[str]:
+        return _tokens(text, self.language)
+
     def _terms(self, text: str) -> list[str]:
-        return [self.roots.get(stem, stem) for stem in map(_stem, _tokens(text))]
+        return [self.roots.get(stem, stem) for stem in map(self._stem, self._tokens(text))]
 
     def _topic(self, entry: Entry) -> _Topic:
         # The heading is a phrase too: asked as written, it finds its entry even when
@@ -198,8 +214,8 @@ class _Knowledge:
         weak = {*self._terms(entry.answer), *(t for p in phrases for t in p)}
         return _Topic(
             entry,
-            strong=frozenset(self._terms(entry.question)) - STOPWORDS,
-            weak=frozenset(weak - STOPWORDS),
+            strong=frozenset(self._terms(entry.question)) - self.stopwords,
+            weak=frozenset(weak - self.stopwords),
             phrases=phrases,
         )
 
@@ -236,9 +252,9 @@ class _Knowledge:
     def terms(self, text: str) -> list[str]:
         """The question's words as the index's terms, in order, stopwords included."""
         terms, corrections = [], MAX_CORRECTIONS
-        for word in _tokens(text):
-            stem = _stem(word)
-            if stem in STOPWORDS:
+        for word in self._tokens(text):
+            stem = self._stem(word)
+            if stem in self.stopwords:
                 terms.append(stem)
             elif stem in self.roots:
                 terms.append(self.roots[stem])
@@ -257,7 +273,7 @@ class _Knowledge:
                 strong.update(phrase)
                 bonus += PHRASE_BONUS * (len(phrase) - 1)
         score = bonus
-        asked = present - STOPWORDS
+        asked = present - self.stopwords
         for term in asked:
             weight = STRONG if term in strong else WEAK if term in topic.weak else 0.0
             score += weight * self.idf.get(term, 0.0)
@@ -284,12 +300,12 @@ class _Knowledge:
                  and (w[0].isupper() or words[i - 1].lower() in NAME_BEFORE)]
         for word in named[:MAX_CORRECTIONS]:  # each may be compared with every word of the file
             [term, *_] = self.terms(word) or [""]
-            if term not in STOPWORDS and term not in self.idf and word not in found:
+            if term not in self.stopwords and term not in self.idf and word not in found:
                 found.append(word)
         return found
 
 
-def _parse_text(text: str) -> _Knowledge:
+def _parse_text(text: str, language: str = "en") -> _Knowledge:
     sections: list[tuple[str, str, list[str]]] = []  # (level, heading, lines)
     for line in text.splitlines():
         if line.startswith("## "):
@@ -307,31 +323,45 @@ def _parse_text(text: str) -> _Knowledge:
             entries.append(Entry(heading, body, words))
         elif heading.lower() == "contact":
             contact = Entry("Contact", body, words)
-    return _Knowledge(tuple(entries), contact)
+    return _Knowledge(tuple(entries), contact, language)
 
 
-@lru_cache(maxsize=4)
-def _parse(path: Path, mtime: float) -> _Knowledge:
-    return _parse_text(path.read_text(encoding="utf-8"))
+@lru_cache(maxsize=16)
+def _parse(path: Path, mtime: float, language: str = "en") -> _Knowledge:
+    return _parse_text(path.read_text(encoding="utf-8"), language)
 
 
-def _knowledge() -> _Knowledge:
+def _knowledge(language: str = "en") -> _Knowledge:
+    """The file in `language` (`faq.de.md` beside `faq.md`) where the shop wrote one, else the main
+    (English) file."""
     path = Path(settings.CHAT_KNOWLEDGE_FILE)
-    return _parse(path, path.stat().st_mtime)
+    if language != languages.KNOWLEDGE_LANGUAGE:
+        own = path.with_name(f"{path.stem}.{language}{path.suffix}")
+        try:
+            return _parse(own, own.stat().st_mtime, language)
+        except FileNotFoundError:
+            pass
+    return _parse(path, path.stat().st_mtime, languages.KNOWLEDGE_LANGUAGE)
 
 
-def entries() -> tuple[Entry, ...]:
-    """The questions and answers (without the contact section)."""
-    return _knowledge().entries
+def entries(language: str = "en") -> tuple[Entry, ...]:
+    """The questions and answers (without the contact section), of the file in `language` if any."""
+    return _knowledge(language).entries
 
 
-def contact_details() -> str:
+def contact_details(language: str = "en") -> str:
     """The `# Contact` section as written: opening hours, email, phone and any note."""
-    return _knowledge().contact.answer
+    return _knowledge(language).contact.answer
 
 
-def system_prompt() -> str:
-    faq = "\n\n".join(f"Q: {entry.question}\nA: {entry.answer}" for entry in entries())
+def system_prompt(language: str = "en") -> str:
+    """The LLM's instructions: the FAQ in the customer's language where the shop wrote one, else the
+    English one, and to answer in the customer's language either way."""
+    book = _knowledge(language)
+    faq = "\n\n".join(f"Q: {entry.question}\nA: {entry.answer}" for entry in book.entries)
+    name = languages.english_name(language)
+    translate = "" if book.language == language else (
+        f" The FAQ is in {languages.english_name(book.language)}: translate what you use from it.")
     return (
         f"You are the customer support assistant of {settings.CHAT_SHOP_NAME}. "
         "Answer questions about orders, shipping, returns, payment and contact, "
@@ -341,56 +371,74 @@ def system_prompt() -> str:
         'a person can press the "Talk to a person" button. If the customer is upset or in a hurry, '
         "apologise first and mention that button before anything else. If asked about something the FAQ "
         "does not list (a payment method, a country), say plainly that it is not listed, then what is.\n\n"
-        f"FAQ:\n\n{faq}\n\nContact details:\n\n{contact_details()}"
+        f"The customer's page is in {name}: answer in {name}.{translate} If the customer writes in "
+        "another language, answer in the language they write in.\n\n"
+        f"FAQ:\n\n{faq}\n\nContact details:\n\n{book.contact.answer}"
     )
 
 
-def match(question: str) -> Entry | None:
-    """The entry (or the contact section) that answers `question`, None if none does well."""
-    return _knowledge().best(question)
+def match(question: str, language: str = "en") -> Entry | None:
+    """The entry (or the contact section) that answers `question`, asked in `language`, None if none
+    does well: from the file in that language, else from the English one (through the glossary)."""
+    book = _knowledge(language)
+    return book.best(question if book.language == language else _in_english(question, language, book))
 
 
-def offline_answer(question: str) -> str:
-    """The offline responder's answer: small talk as such; "anyone there?" with the offer of a
-    person; an upset customer first an apology and that offer; then the best matching entry (each
-    entry, for a message asking two things), with "we don't list X" before it when a yes/no
-    question names what the file does not; else the contact details and the way to a person."""
-    words = set(_tokens(question))
+@lru_cache(maxsize=8)
+def _glossary(language: str) -> dict[str, str]:
+    """The language's glossary (languages.py) by the stems of its words, so that word forms match."""
+    return {_stem(word, language): english for word, english in languages.offline(language).glossary.items()}
+
+
+def _in_english(question: str, language: str, book: _Knowledge) -> str:
+    """The question's words in English where the glossary knows them ("retour" -> return), and those
+    the English file uses as they are ("PayPal", "Express"); the others say nothing to it."""
+    said, glossary = languages.offline(language), _glossary(language)
+    words = []
+    for word in _tokens(question, language):
+        english = said.glossary.get(word) or glossary.get(_stem(word, language))
+        if english or (word not in said.stopwords and word.isascii() and book._stem(word) in book.roots):
+            words.append(english or word)
+    return " ".join(words)
+
+
+def offline_answer(question: str, language: str = "en") -> str:
+    """The offline responder's answer, in `language`: small talk as such; "anyone there?" with the
+    offer of a person; an upset customer first an apology and that offer; then the best matching
+    entry (each entry, for a message asking two things), with "we don't list X" before it when a
+    yes/no question names what the file does not; else the contact details and the way to a person.
+    Without a file in `language`, the answer is the English file's, under the one-line note that
+    it is in English."""
+    said, book = languages.offline(language), _knowledge(language)
+    note = f"{said.in_english}\n\n" if book.language != language and said.in_english else ""
+    details = book.contact.answer
     if wants_person(question):  # the site hands over before asking; this is for when it does not
-        details = contact_details()
-        return (
-            "To talk to a person, press **Talk to a person** at the top of the chat and someone from our "
-            "team will answer here." + (f" You can also reach us directly:\n\n{details}" if details else "")
-        )
+        return said.person + (f" {said.also_reach}\n\n{details}" if details else "")
     if asks_if_anyone_there(question):
-        return ("I'm the shop's assistant, here to answer at once. If you'd rather talk to a person from "
-                "our team, press **Talk to a person**.")
-    if words & THANKS and words <= THANKS_TOO | STOPWORDS:
-        return "You're welcome! Is there anything else I can help with?"
-    if words & GREETINGS and words <= GREETINGS | STOPWORDS:
-        topics = ", ".join(entry.question.rstrip("?").lower() for entry in entries()[:4])
-        return f"Hello! How can I help? You can ask me things like: {topics}."
-    apology = ("I'm sorry about this. If you'd like a person from our team to look into it, press "
-               "**Talk to a person**.\n\n") if upset(question) else ""
+        return said.anyone_there
+    words = set(_tokens(question, language))
+    if words & said.thanks and words <= said.thanks | said.thanks_too | said.stopwords:
+        return said.welcome
+    if words & said.greetings and words <= said.greetings | said.stopwords:
+        topics = ", ".join(entry.question.rstrip("?").lower() for entry in book.entries[:4])
+        return note + said.hello.format(topics=topics)
+    apology = said.apology if upset(question) else ""
     answers: list[str] = []
-    for part in _questions(question):
-        entry = match(part)
+    for part in _questions(question, language):
+        entry = match(part, language)
         if entry is None or any(entry.answer in answer for answer in answers):
             continue
-        if entry is _knowledge().contact:
-            answers.append(f"You can reach us here:\n\n{entry.answer}")
+        if entry is book.contact:
+            answers.append(f"{said.reach_us}\n\n{entry.answer}")
         else:
-            unlisted = _knowledge().unlisted(part) if YES_NO.match(part.strip()) else []
+            english = book.language == language == "en"
+            unlisted = book.unlisted(part) if english and YES_NO.match(part.strip()) else []
             listed = f"We don't list {' or '.join(unlisted)}. " if unlisted else ""
             answers.append(listed + entry.answer)
     if answers:
-        return apology + "\n\n".join(answers)
-    details = contact_details()
-    return apology + (
-        "I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team can help: "
-        "press **Talk to a person** at the top of the chat to ask for a person here"
-        + (f", or contact us directly:\n\n{details}" if details else ".")
-    )
+        return note + apology + "\n\n".join(answers)
+    return apology + said.not_found + (
+        f"{said.not_found_contact}\n\n{details}" if details else said.not_found_end)
 
 
 # A yes/no question: "Can I pay with Klarna?", "Do you ship to Brazil?".
@@ -407,11 +455,11 @@ QUESTION_BREAK = re.compile(
 MAX_QUESTIONS = 3
 
 
-def _questions(text: str) -> list[str]:
+def _questions(text: str, language: str = "en") -> list[str]:
     """The questions the message asks: its parts when it reads as more than one and a part finds
     an entry, else the whole message."""
     parts = [part for part in QUESTION_BREAK.split(text) if part and part.strip()]
-    if 1 < len(parts) <= MAX_QUESTIONS and any(match(part) is not None for part in parts):
+    if 1 < len(parts) <= MAX_QUESTIONS and any(match(part, language) is not None for part in parts):
         return parts
     return [text]
 
@@ -457,7 +505,32 @@ def _person_noun(word: str) -> bool:
     return any(OSA.distance(word, noun, score_cutoff=1) <= 1 for noun in TYPO_NOUNS)
 
 
+# A request for a person in another language is a short message (_asks_person_in: 16 words at most).
+PERSON_REQUEST_CHARS = 300
+# Arabic joins "with", "to" and "the" to the word ("بموظف", "للموظف"): a person noun is looked for after them.
+ARABIC_PREFIXES = ("", "ب", "ل", "ال", "بال", "لل", "و")
+
+
+def _asks_person_in(said: languages.Offline, words: list[str]) -> bool:
+    """A request for a person in another language than English: a verb of talking and a person
+    in a short message, with no negation (when unsure, no: the fallback offers the button)."""
+    if len(words) > 16 or said.talk_verbs.isdisjoint(words) or not said.negations.isdisjoint(words):
+        return False
+    return any(w[len(p):] in said.person_nouns for w in words for p in ARABIC_PREFIXES if w.startswith(p))
+
+
 def wants_person(text: str) -> bool:
+    """Whether the customer asks for a person, in English (below) or another language of the site
+    (_asks_person_in: "Ich möchte mit einem Mitarbeiter sprechen")."""
+    if _wants_person_in_english(text):
+        return True
+    if len(text) > PERSON_REQUEST_CHARS:
+        return False  # no short request, and not worth reading
+    words = LETTERS.findall(text.lower())
+    return any(_asks_person_in(said, words) for code, said in languages.OFFLINE.items() if code != "en")
+
+
+def _wants_person_in_english(text: str) -> bool:
     """Whether the customer asks for a person: "agent please", "can I talk to a human?", "call me back".
 
     A person noun counts when the message holds nothing but it and request words

@@ -31,6 +31,10 @@ While it is set, one turn every PROBE_SECONDS, site-wide, still tries the LLM:
 its success clears the flag at once, its failure renews it. The flag lapses on
 its own after DOWN_SECONDS, so a lost "back up" costs at most that.
 
+A reply is in the customer's language (`ReplyStream(..., language="de")`, the code the
+turn read from the request): the LLM is told to answer in it (knowledge.system_prompt),
+the offline responder answers in it (knowledge.offline_answer).
+
 `ReplyStream(history, offline=True)` is the fallback when a budget is spent or
 the LLM is down (limits.admit): the offline responder answers even with an API
 key set, and its reply opens with OFFLINE_NOTICE, so that the customer (and
@@ -55,15 +59,13 @@ import httpx2
 import openai
 from django.conf import settings
 
-from . import knowledge, metrics, shared_state
+from . import knowledge, languages, metrics, shared_state
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-faq"
-OFFLINE_NOTICE = (
-    "*Our assistant is not available right now, so this answer comes straight from our FAQ.*\n\n"
-)
+OFFLINE_NOTICE = languages.ENGLISH.unavailable  # in the customer's language: languages.Offline.unavailable
 
 
 # Ends a reply cut at settings.CHAT_REPLY_MAX_CHARS.
@@ -212,8 +214,10 @@ class ReplyStream:
     """
 
     def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False,
-                 client: Client | None = None):
+                 client: Client | None = None, language: str = "en"):
         self.history = history
+        # The customer's: the LLM is told to answer in it, the offline responder answers in it.
+        self.language = language
         self.client = client
         self.streamed = streamed
         # The reply's pieces, joined when `text` is read: adding to one string would copy
@@ -225,7 +229,7 @@ class ReplyStream:
         online = bool(settings.OPENAI_API_KEY) and not offline
         # A fallback (the LLM is configured but may not be used) says so; a site
         # that runs on the offline responder by design does not.
-        self.notice = OFFLINE_NOTICE if offline and settings.OPENAI_API_KEY else ""
+        self.notice = languages.offline(language).unavailable if offline and settings.OPENAI_API_KEY else ""
         self.responder = "openai" if online else "offline"
         self.model = settings.OPENAI_MODEL if online else OFFLINE_MODEL
         self.prompt_tokens: int | None = None
@@ -259,7 +263,7 @@ class ReplyStream:
 
     async def _offline(self) -> AsyncIterator[str]:
         question = next(m["content"] for m in reversed(self.history) if m["role"] == "user")
-        words = (self.notice + knowledge.offline_answer(question)).split(" ")
+        words = (self.notice + knowledge.offline_answer(question, self.language)).split(" ")
         for index, word in enumerate(words):
             piece = word if index == 0 else " " + word
             self._pieces.append(piece)
@@ -324,7 +328,7 @@ class ReplyStream:
     def _request(self) -> dict:
         return {
             "model": settings.OPENAI_MODEL,
-            "messages": [{"role": "system", "content": knowledge.system_prompt()}, *self.history],
+            "messages": [{"role": "system", "content": knowledge.system_prompt(self.language)}, *self.history],
             "max_tokens": settings.CHAT_MAX_OUTPUT_TOKENS,
         }
 

@@ -9,6 +9,8 @@ from django.db import models, transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
+from . import languages
+
 # What support staff may type to find a conversation: at least the 8-character
 # reference the page shows, or more of the id, with or without its hyphens.
 SESSION_ID_PREFIX = re.compile(r"[0-9a-f]{8,32}")
@@ -219,6 +221,14 @@ class Conversation(models.Model):
     # episode, for the waiting_since it was written for.
     staff_summary = models.TextField(blank=True, default="", editable=False)
     staff_summary_for = models.DateTimeField(null=True, blank=True, editable=False)
+    # The language the summary is written in: the admin language of the staff member it was written for.
+    staff_summary_language = models.CharField(max_length=8, blank=True, default="", db_default="", editable=False)
+    # The language the customer last wrote in (a code of settings.LANGUAGES): the page's language
+    # as the turn found it active (turns.start). The assistant answers in it; staff see it.
+    # db_default: a worker still running the code before the migration starts conversations during a
+    # rolling deploy.
+    language = models.CharField(max_length=8, default="en", db_default="en", editable=False,
+                                help_text="The language the customer last wrote in.")
 
     objects = ConversationQuerySet.as_manager()
 
@@ -267,6 +277,8 @@ class Conversation(models.Model):
             f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
             + (failed if self.failed_turns else "")
             + ("" if self.handoff == Handoff.ASSISTANT else f", {self.get_handoff_display()}"),
+            # Staff replies are sent as written: staff need to know which language to write in.
+            f"The customer writes in {languages.english_name(self.language)} ({self.language})",
         ]
         for message in messages:
             lines.append("")
@@ -285,6 +297,7 @@ class Conversation(models.Model):
             "lastActivityAt": self.last_activity_at.isoformat(),
             "failedTurns": self.failed_turns,
             "handoff": self.handoff,
+            "language": self.language,
             "closedAt": self.closed_at.isoformat() if self.closed_at else None,
             "messages": [message.export_record() for message in self.messages.all()],
         }

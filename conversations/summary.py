@@ -6,6 +6,10 @@ configured, not down and the site's daily token budget is not spent, a few
 lines the LLM wrote: asked for once per waiting episode (the conversation's
 `waiting_since`), from one background thread, never on the page's request
 path, and stored on the conversation (`staff_summary`, `staff_summary_for`).
+The lines are in the staff member's admin language (the language active in
+their request, from Accept-Language: `staff_summary_language`), whatever language
+the customer writes in; a staff member of another language has them written
+again in theirs (once per episode and language in a process).
 The page shows the messages at once and the LLM's lines when they come (the
 write moves the conversation's version, so the live view's long poll sees it).
 
@@ -25,7 +29,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connections
 
-from . import limits, llm, shared_state, updates
+from . import languages, limits, llm, shared_state, updates
 from .models import Conversation, Message, visible
 
 logger = logging.getLogger(__name__)
@@ -51,8 +55,8 @@ PROMPT = (
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staff-summary")
 # The episodes this process asked for (at most ASKED_KEPT), and those still being written.
 ASKED_KEPT = 10_000
-_asked: set[tuple[int, str]] = set()
-_writing: dict[tuple[int, str], bool] = {}
+_asked: set[tuple[int, str, str]] = set()
+_writing: dict[tuple[int, str, str], bool] = {}
 _asked_lock = threading.Lock()
 
 
@@ -67,18 +71,19 @@ class Summary:
         return {"text": self.text, "pending": self.pending, "customer": self.customer, "answers": self.answers}
 
 
-def for_staff(conversation: Conversation) -> Summary:
+def for_staff(conversation: Conversation, language: str = "en") -> Summary:
     """What the person taking over `conversation` reads first (two short queries), asking the
-    LLM for its lines in the background if this waiting episode has none yet."""
+    LLM for its lines in `language` (the staff member's) in the background if this waiting
+    episode has none in it yet."""
     customer = _latest(conversation, Message.Role.USER, CUSTOMER_MESSAGES, CUSTOMER_CHARS)
     answers = _latest(conversation, Message.Role.ASSISTANT, ANSWERS, ANSWER_CHARS)
     episode = conversation.waiting_since
     # One written for an earlier episode is shown until this one's is there.
     text = conversation.staff_summary
     pending = False
-    if (episode is not None and conversation.staff_summary_for != episode and settings.OPENAI_API_KEY
-            and customer):
-        pending = _ask(conversation.pk, episode)
+    written = conversation.staff_summary_for == episode and conversation.staff_summary_language == language
+    if episode is not None and not written and settings.OPENAI_API_KEY and customer:
+        pending = _ask(conversation.pk, episode, language)
     return Summary(text=text, pending=pending, customer=customer, answers=answers)
 
 
@@ -93,10 +98,10 @@ def _cut(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def _ask(conversation_id: int, episode) -> bool:
-    """Have the writer thread ask the LLM for this episode's summary, once per process.
-    Whether it is (still) being written."""
-    key = (conversation_id, episode.isoformat())
+def _ask(conversation_id: int, episode, language: str) -> bool:
+    """Have the writer thread ask the LLM for this episode's summary in `language`, once per
+    process. Whether it is (still) being written."""
+    key = (conversation_id, episode.isoformat(), language)
     with _asked_lock:
         if key in _asked:
             return _writing.get(key, False)
@@ -104,11 +109,11 @@ def _ask(conversation_id: int, episode) -> bool:
             _asked.clear()  # a worker's memory of old episodes; at worst one is asked again
         _asked.add(key)
         _writing[key] = True
-    _writer.submit(_write, conversation_id, episode, key)
+    _writer.submit(_write, conversation_id, episode, language, key)
     return True
 
 
-def _write(conversation_id: int, episode, key) -> None:
+def _write(conversation_id: int, episode, language: str, key) -> None:
     try:
         conversation = Conversation.objects.filter(pk=conversation_id, waiting_since=episode).first()
         if conversation is None:
@@ -120,11 +125,11 @@ def _write(conversation_id: int, episode, key) -> None:
         if llm.is_down(down) or (budget and (spent or 0) >= budget):
             logger.info("summary: the LLM is down or the site's budget is spent; none written")
             return
-        text, tokens = async_to_sync(_summarise)(_transcript(conversation))
+        text, tokens = async_to_sync(_summarise)(_transcript(conversation), language)
         if tokens > 0:
             async_to_sync(gateway.round_trip)(counters=[(site_tokens, tokens, limits.BUDGET_SECONDS)])
         stored = Conversation.objects.filter(pk=conversation_id, waiting_since=episode).update(
-            staff_summary=text, staff_summary_for=episode)
+            staff_summary=text, staff_summary_for=episode, staff_summary_language=language)
         if stored:
             async_to_sync(gateway.round_trip)(values=[updates.version_entry(conversation_id)])
     except Exception:  # noqa: BLE001 - the customer's own messages stand in for it
@@ -143,8 +148,13 @@ def _transcript(conversation: Conversation) -> str:
     return "\n".join(f"{names[m.role]}: {visible(_cut(m.content, LLM_MESSAGE_CHARS))}" for m in reversed(messages))
 
 
-async def _summarise(transcript: str) -> tuple[str, int]:
-    reply = llm.ReplyStream([{"role": "system", "content": PROMPT}, {"role": "user", "content": transcript}],
+def prompt(language: str) -> str:
+    """The instructions, asking for the summary in the staff member's language."""
+    return f"{PROMPT} Write it in {languages.english_name(language)}, whatever language the customer writes in."
+
+
+async def _summarise(transcript: str, language: str) -> tuple[str, int]:
+    reply = llm.ReplyStream([{"role": "system", "content": prompt(language)}, {"role": "user", "content": transcript}],
                             streamed=False)
 
     async def read() -> None:

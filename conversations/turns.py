@@ -76,7 +76,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import handoff, knowledge, limits, llm, metrics, runtime, sessions, updates
+from . import handoff, knowledge, languages, limits, llm, metrics, runtime, sessions, updates
 from .errors import ApiError, ConversationDeleted, DatabaseUnavailable, RetrySuperseded, TurnInProgress
 from .models import Conversation, Handoff, Message, idle_cutoff, lease_end
 from .store.base import Conflict
@@ -130,6 +130,8 @@ class Turn:
     # The session's cache entry to write with the turn's last round trip (a cache miss).
     cache_entry: tuple | None = None
     runtime: "runtime.Runtime" = field(default_factory=runtime.current)
+    # The customer's language (languages.current() when the turn started): the reply's.
+    language: str = "en"
     started: float = field(default_factory=time.monotonic)  # for the metrics' turn latency
 
 
@@ -144,7 +146,9 @@ async def start(ip: str, session_id: uuid.UUID | None, text: str, client_message
     question is kept, marked failed, and its slot freed at once.
     """
     owner = uuid.uuid4()
-    storing = asyncio.ensure_future(_store(runtime.current(), ip, session_id, text, client_message_id, owner))
+    language = languages.current()  # read once here, passed down
+    storing = asyncio.ensure_future(_store(runtime.current(), ip, session_id, text, client_message_id, owner,
+                                           language))
     try:
         return await asyncio.shield(storing)
     except asyncio.CancelledError:
@@ -171,7 +175,7 @@ async def request_person(ip: str, session_id: uuid.UUID | None) -> Turn:
                         owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None,
                         offer_email=bool(told and told.offer_email))
         else:
-            turn = await _start_conversation(rt, ip, None, "", uuid.uuid4())
+            turn = await _start_conversation(rt, ip, None, "", uuid.uuid4(), languages.current())
             turn.follows_full = bool(recent)
     except ApiError as error:
         error.session_id = error.session_id or session_id
@@ -199,7 +203,8 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
     what was written so far is kept as a stopped reply.
     """
     assert turn.answer is not None
-    stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline, client=turn.runtime.llm)
+    stream = llm.ReplyStream(turn.history, streamed=streamed, offline=turn.offline, client=turn.runtime.llm,
+                             language=turn.language)
     pieces = cast(AsyncGenerator[str, None], aiter(stream))
     lease = asyncio.ensure_future(turn.runtime.leases.hold(turn.answer, turn.owner))
     try:
@@ -227,18 +232,18 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
 
 
 async def _store(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str,
-                 owner: uuid.UUID) -> Turn:
+                 owner: uuid.UUID, language: str = "en") -> Turn:
     admission = await limits.admit(rt.gateway, ip, session_id)
     for _ in range(ATTEMPTS):
         try:
             turn = await _store_question(rt, ip, session_id, admission.conversation_id, text, client_message_id,
-                                         owner)
+                                         owner, language)
             break
         except Conflict:
             continue  # another request took what this one wanted: read again and decide
     else:
         raise TurnInProgress(session_id=session_id, retry_after=1)
-    turn.address, turn.offline, turn.runtime = ip, not admission.use_llm, rt
+    turn.address, turn.offline, turn.runtime, turn.language = ip, not admission.use_llm, rt, language
     if turn.for_staff:  # stored for staff: nothing more to come, so the turn ends here
         metrics.TURNS.labels("for_staff").inc()
         await _settle(turn, tokens=0)
@@ -246,23 +251,23 @@ async def _store(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, tex
 
 
 async def _store_question(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, cached: int | None,
-                          text: str, client_message_id: str, owner: uuid.UUID) -> Turn:
+                          text: str, client_message_id: str, owner: uuid.UUID, language: str) -> Turn:
     """The question stored (or found, sent again) and its slot taken. Conflict: read again."""
     if session_id is not None:
         recent = await rt.store.recent(session_id, cached, idle_cutoff(), settings.CHAT_HISTORY_MESSAGES)
         if recent and full(recent, client_message_id):
-            turn = await _start_conversation(rt, ip, text, client_message_id, owner)
+            turn = await _start_conversation(rt, ip, text, client_message_id, owner, language)
             turn.follows_full = True
             return turn
         if recent:
-            turn = await _continue(rt, recent, text, client_message_id, owner, ip)
+            turn = await _continue(rt, recent, text, client_message_id, owner, ip, language)
             if cached != turn.conversation_id:
                 turn.cache_entry = sessions.cache_entry(session_id, turn.conversation_id,
                                                         recent[0].conversation.last_activity_at)
             return turn
         if cached is not None:  # deleted or expired: the cached entry is stale
             await rt.gateway.round_trip(deletes=[sessions.cache_key(session_id)])
-    return await _start_conversation(rt, ip, text, client_message_id, owner)
+    return await _start_conversation(rt, ip, text, client_message_id, owner, language)
 
 
 def full(recent: list[Message], client_message_id: str) -> bool:
@@ -288,7 +293,7 @@ def opening_key(ip: str, client_message_id: str) -> str | None:
 
 
 async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, client_message_id: str,
-                              owner: uuid.UUID) -> Turn:
+                              owner: uuid.UUID, language: str) -> Turn:
     """The one place a conversation starts: with its first question and, for the assistant,
     its answer slot; or waiting for a person, when the question asks for one or the customer
     pressed the button (`text` None)."""
@@ -296,14 +301,15 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
     if key is not None:
         recent = await rt.store.opening(key, _recovery_since(), settings.CHAT_HISTORY_MESSAGES)
         if recent:  # the same first question sent again
-            turn = await _continue(rt, recent, text, client_message_id, owner, ip)  # type: ignore[arg-type]
+            turn = await _continue(rt, recent, text, client_message_id, owner, ip, language)  # type: ignore[arg-type]
             conversation = recent[0].conversation
             turn.new_session = True
             turn.cache_entry = sessions.cache_entry(conversation.session_id, conversation.pk,
                                                     conversation.last_activity_at)
             return turn
     await limits.admit_new_session(rt.gateway, ip)
-    conversation = Conversation(session_id=sessions.new_session_id(), opening_client_message_id=key)
+    conversation = Conversation(session_id=sessions.new_session_id(), opening_client_message_id=key,
+                                language=language)
     if text is None or knowledge.wants_person(text):
         question = None if text is None else _message(conversation, 0, Message.Role.USER, text, client_message_id)
         told = await handoff.outlook(timezone.now())
@@ -343,7 +349,7 @@ def _recovery_since():
 
 
 async def _continue(rt: runtime.Runtime, recent: list[Message], text: str, client_message_id: str,
-                    owner: uuid.UUID, ip: str) -> Turn:
+                    owner: uuid.UUID, ip: str, language: str) -> Turn:
     """The next question of a conversation, given its latest messages (newest first)."""
     conversation = recent[0].conversation
     if conversation.handoff != Handoff.ASSISTANT or knowledge.wants_person(text):
@@ -373,7 +379,8 @@ async def _continue(rt: runtime.Runtime, recent: list[Message], text: str, clien
     next_seq = max((m.seq for m in recent), default=-1) + 1
     question, slot = _question_and_slot(conversation, next_seq, text, client_message_id, owner)
     due = conversation.last_activity_at < question.created_at - ACTIVITY_RESOLUTION
-    if not await rt.store.insert([question, slot], question.created_at if due else None):
+    changed = language if language != conversation.language else None  # the language the customer last wrote in
+    if not await rt.store.insert([question, slot], question.created_at if due else None, changed):
         # Sent before, beyond the history window? Else another request took the position.
         sent_before = await _sent_before(rt, conversation, client_message_id) if client_message_id else {}
         if sent_before:

@@ -63,10 +63,12 @@ class TurnStore:
         again)."""
         raise NotImplementedError
 
-    async def insert(self, messages: list[Message], activity_at: datetime | None) -> bool:
-        """Insert messages (a question and its answer slot, or a slot alone), setting their ids, and
-        with `activity_at` move the conversation's last activity. False on a conflict: a position or
-        a clientMessageId taken, the conversation gone."""
+    async def insert(self, messages: list[Message], activity_at: datetime | None, language: str | None = None
+                     ) -> bool:
+        """Insert messages (a question and its answer slot, or a slot alone), setting their ids, with
+        `activity_at` move the conversation's last activity, and with `language` record the language
+        the customer now writes in. False on a conflict: a position or a clientMessageId taken, the
+        conversation gone."""
         raise NotImplementedError
 
     async def take_over(self, slot: Message, owner: uuid.UUID, lease_until: datetime) -> bool:

@@ -67,12 +67,13 @@ class OrmStore(TurnStore):
         return True
 
     @_db
-    def insert(self, messages, activity_at):
+    def insert(self, messages, activity_at, language=None):
         try:
             with transaction.atomic():
                 Message.objects.bulk_create(messages)
-                if activity_at is not None:
-                    Conversation.objects.filter(pk=messages[0].conversation_id).update(last_activity_at=activity_at)
+                changes = {"last_activity_at": activity_at, "language": language}
+                if changes := {name: value for name, value in changes.items() if value is not None}:
+                    Conversation.objects.filter(pk=messages[0].conversation_id).update(**changes)
         except IntegrityError:
             for message in messages:
                 message.pk = None

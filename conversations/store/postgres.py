@@ -199,10 +199,10 @@ class PostgresStore(TurnStore):
 
         return await self.run(insert)
 
-    async def insert(self, messages, activity_at):
+    async def insert(self, messages, activity_at, language=None):
         async def insert(conn):
             try:
-                await _insert(conn, messages, activity_at)
+                await _insert(conn, messages, activity_at, language)
             except psycopg.IntegrityError:
                 return False
             return True
@@ -325,15 +325,18 @@ class PostgresStore(TurnStore):
         return await self.run(delete)
 
 
-async def _insert(conn: psycopg.AsyncConnection, messages: list[Message], activity_at=None) -> None:
-    """INSERT messages in one statement (with `activity_at`, moving the conversation's last activity in
-    the same one), setting their ids."""
+async def _insert(conn: psycopg.AsyncConnection, messages: list[Message], activity_at=None, language=None) -> None:
+    """INSERT messages in one statement (with `activity_at`, moving the conversation's last activity,
+    with `language`, recording the customer's language, in the same one), setting their ids."""
     sql = _INSERT_COLUMNS + ", ".join([_ROW] * len(messages)) + " RETURNING id, seq"
     params = [getattr(message, field.attname) for message in messages for field in _INSERTED]
-    if activity_at is not None:
-        sql = f"WITH inserted AS ({sql}), moved AS (UPDATE {_C} SET last_activity_at = %s WHERE id = %s) " \
+    changes = [(column, value) for column, value in (("last_activity_at", activity_at), ("language", language))
+               if value is not None]
+    if changes:
+        sets = ", ".join(f"{column} = %s" for column, _ in changes)
+        sql = f"WITH inserted AS ({sql}), moved AS (UPDATE {_C} SET {sets} WHERE id = %s) " \
               f"SELECT id, seq FROM inserted"
-        params += [activity_at, messages[0].conversation_id]
+        params += [value for _, value in changes] + [messages[0].conversation_id]
     ids = {seq: pk for pk, seq in await (await conn.execute(sql, params)).fetchall()}
     for message in messages:
         message.pk = ids[message.seq]

@@ -12,8 +12,9 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, connections
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from conversations import forget, handoff, runtime, sessions, turns
 from conversations.errors import ApiError, TurnInProgress
@@ -92,6 +93,25 @@ def test_a_turn_stores_its_question_and_reply_and_a_resend_gets_the_stored_reply
     assert again.reply.pk == first.reply.pk and not again.new_session
     stored = list(Message.objects.order_by("seq").values_list("role", "status", "client_message_id"))
     assert stored == [("user", "complete", "q-1"), ("assistant", "complete", "q-1")]
+
+
+def test_the_conversation_records_the_language_the_customer_last_wrote_in_and_is_answered_in_it(backend, settings):
+    settings.CHAT_KNOWLEDGE_FILE = django_settings.BASE_DIR / "knowledge" / "faq.md"
+    language = lambda pk: in_thread(lambda: Conversation.objects.get(pk=pk).language)  # noqa: E731
+
+    async def scenario(rt):
+        with translation.override("de"):  # the page in German (the request's active language)
+            first = await turn("Wie lange dauert die Lieferung?", client_message_id="q-1")
+        started_in = await language(first.conversation_id)
+        with translation.override("fr"):
+            second = await turn("Et pour un retour ?", first.session_id, "q-2")
+        return first, started_in, second, await language(first.conversation_id)
+
+    first, started_in, second, now_in = run(backend, scenario)
+    assert (started_in, now_in) == ("de", "fr")
+    assert first.reply.content.startswith("Innerhalb Deutschlands dauert der Standardversand")
+    assert second.reply.content.startswith("*Cette réponse vient de notre FAQ")
+    assert "You can return any unused item" in second.reply.content
 
 
 def test_the_same_question_sent_twice_at_once_is_answered_once(backend):

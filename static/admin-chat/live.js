@@ -86,6 +86,15 @@
     list.replaceChildren(...items);
   }
 
+  // The language the customer last wrote in: it changes when they switch the page's language.
+  function showLanguage(code, name) {
+    const line = document.getElementById("live-language");
+    if (!line || line.dataset.language === code) return;
+    line.dataset.language = code;
+    const strong = line.querySelector("strong");
+    if (strong) strong.textContent = name;
+  }
+
   function showSummary(summary) {
     const text = document.getElementById("summary-text");
     text.textContent = summary.text ? summary.text + (summary.pending ? " (being brought up to date…)" : "")
@@ -116,6 +125,7 @@
     found.messages.forEach(append);
     showState(found.handoff, found.waitingSince);
     if (found.summary) showSummary(found.summary);
+    if (found.language) showLanguage(found.language, found.languageName);
     return found.hasMore ? "more" : "ok";
   }
 

@@ -27,6 +27,7 @@ class Command(SupportCommand):
                 conversation.reference,
                 conversation.get_handoff_display(),
                 timesince(conversation.waiting_since, now) if conversation.waiting_since else "answered",
+                conversation.language,  # the customer's: staff replies are sent as written, not translated
                 # The customer's words, on one line, with what could drive a terminal escaped.
                 visible(" ".join((conversation.latest_question or "").split())[:60], one_line=True),
             )
@@ -35,10 +36,10 @@ class Command(SupportCommand):
         if not rows:
             self.stdout.write("Nobody is waiting for a person.")
             return
-        header = ("REFERENCE", "STATE", "WAITING FOR", "LATEST MESSAGE")
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+        header = ("REFERENCE", "STATE", "WAITING FOR", "LANGUAGE", "LATEST MESSAGE")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
         for row in [header, *rows]:
-            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-                              + "  " + row[3])
+            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+                              + "  " + row[4])
         self.stdout.write(f"\n{sum(1 for row in rows if row[2] != 'answered')} waiting for an answer, "
                           f"{len(rows)} with a person asked for. Answer them in the admin: /admin/.")
