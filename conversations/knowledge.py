@@ -409,27 +409,27 @@ def offline_answer(question: str, language: str = "en") -> str:
     yes/no question names what the file does not; else the contact details and the way to a person.
     Without a file in `language`, the answer is the English file's, under the one-line note that
     it is in English."""
-    said, book = languages.offline(language), _knowledge(language)
-    note = f"{said.in_english}\n\n" if book.language != language and said.in_english else ""
+    reads, says, book = languages.offline(language), languages.said(language), _knowledge(language)
+    note = f"{says.in_english}\n\n" if book.language != language else ""
     details = book.contact.answer
     if wants_person(question):  # the site hands over before asking; this is for when it does not
-        return said.person + (f" {said.also_reach}\n\n{details}" if details else "")
+        return says.person + (f" {says.also_reach}\n\n{details}" if details else "")
     if asks_if_anyone_there(question):
-        return said.anyone_there
+        return says.anyone_there
     words = set(_tokens(question, language))
-    if words & said.thanks and words <= said.thanks | said.thanks_too | said.stopwords:
-        return said.welcome
-    if words & said.greetings and words <= said.greetings | said.stopwords:
+    if words & reads.thanks and words <= reads.thanks | reads.thanks_too | reads.stopwords:
+        return says.welcome
+    if words & reads.greetings and words <= reads.greetings | reads.stopwords:
         topics = ", ".join(entry.question.rstrip("?").lower() for entry in book.entries[:4])
-        return note + said.hello.format(topics=topics)
-    apology = said.apology if upset(question) else ""
+        return note + says.hello % {"topics": topics}
+    apology = says.apology if upset(question) else ""
     answers: list[str] = []
     for part in _questions(question, language):
         entry = match(part, language)
         if entry is None or any(entry.answer in answer for answer in answers):
             continue
         if entry is book.contact:
-            answers.append(f"{said.reach_us}\n\n{entry.answer}")
+            answers.append(f"{says.reach_us}\n\n{entry.answer}")
         else:
             english = book.language == language == "en"
             unlisted = book.unlisted(part) if english and YES_NO.match(part.strip()) else []
@@ -437,8 +437,7 @@ def offline_answer(question: str, language: str = "en") -> str:
             answers.append(listed + entry.answer)
     if answers:
         return note + apology + "\n\n".join(answers)
-    return apology + said.not_found + (
-        f"{said.not_found_contact}\n\n{details}" if details else said.not_found_end)
+    return apology + (f"{says.not_found_contact}\n\n{details}" if details else says.not_found)
 
 
 # A yes/no question: "Can I pay with Klarna?", "Do you ship to Brazil?".

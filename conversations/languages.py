@@ -7,17 +7,20 @@ it, the LLM is told to answer in it (knowledge.system_prompt), and the offline r
 answers from the knowledge file in it where the shop wrote one (`knowledge/faq.de.md`
 beside `knowledge/faq.md`), else from the English file with the `in_english` note.
 
-The offline responder's words live here, as data beside the words it reads, rather
-than in the site's message catalogues: they are the responder's vocabulary like its
-stopwords, and its answers must not depend on a catalogue being compiled. The
-`glossary` maps a language's common words for the FAQ's topics to the English ones,
-so that a French question finds its entry in an English file ("retour" -> return).
+What the offline responder reads in each language (its stemmer, stopwords, the words
+of greetings and thanks, of asking for a person) lives here as data; what it says is
+in the site's message catalogues like every other sentence a customer reads (said(),
+locale/<lang>/LC_MESSAGES/django.po), so a shop corrects both where it corrects the
+page. The `glossary` maps a language's common words for the FAQ's topics to the
+English ones, so that a French question finds its entry in an English file
+("retour" -> return).
 """
 
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils import translation
+from django.utils.translation import gettext as _
 
 # The language the main knowledge file (settings.CHAT_KNOWLEDGE_FILE) is written in.
 KNOWLEDGE_LANGUAGE = "en"
@@ -50,25 +53,13 @@ def staff_name(language: str) -> str:
 
 @dataclass(frozen=True)
 class Offline:
-    """What the offline responder reads and says in one language."""
+    """What the offline responder reads in one language (what it says: said())."""
 
     stemmer: str  # snowballstemmer's name of the language
     stopwords: frozenset[str]
     greetings: frozenset[str]
     thanks: frozenset[str]
     thanks_too: frozenset[str]
-    person: str  # the way to a person: "press Talk to a person"
-    also_reach: str  # before the contact details, after `person`
-    anyone_there: str
-    welcome: str
-    hello: str  # with {topics}
-    apology: str
-    reach_us: str
-    not_found: str  # followed by either not_found_end or not_found_contact and the details
-    not_found_end: str
-    not_found_contact: str
-    in_english: str  # the note above an answer from the English file
-    unavailable: str  # above the offline answer when the LLM may not be used (llm.ReplyStream)
     # Words of this language for the FAQ's topics, each with the English words it stands for.
     glossary: dict[str, str] = field(default_factory=dict)
     # A request for a person in this language (knowledge.wants_person; English has its own rules):
@@ -94,22 +85,6 @@ ENGLISH = Offline(
     greetings=_words("hi hello hey hiya morning afternoon evening good dear there"),
     thanks=_words("thanks thank thx ty cheers"),
     thanks_too=_words("lot much very so great perfect awesome brilliant lovely helpful cool nice bye"),
-    person="To talk to a person, press **Talk to a person** at the top of the chat and someone from our "
-           "team will answer here.",
-    also_reach="You can also reach us directly:",
-    anyone_there="I'm the shop's assistant, here to answer at once. If you'd rather talk to a person from "
-                 "our team, press **Talk to a person**.",
-    welcome="You're welcome! Is there anything else I can help with?",
-    hello="Hello! How can I help? You can ask me things like: {topics}.",
-    apology="I'm sorry about this. If you'd like a person from our team to look into it, press "
-            "**Talk to a person**.\n\n",
-    reach_us="You can reach us here:",
-    not_found="I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team can help: "
-              "press **Talk to a person** at the top of the chat to ask for a person here",
-    not_found_end=".",
-    not_found_contact=", or contact us directly:",
-    in_english="",
-    unavailable="*Our assistant is not available right now, so this answer comes straight from our FAQ.*\n\n",
 )
 
 GERMAN = Offline(
@@ -128,22 +103,6 @@ GERMAN = Offline(
     greetings=_words("hallo hi hey moin servus guten tag morgen abend grüß gott grüezi"),
     thanks=_words("danke dank dankeschön vielen merci"),
     thanks_too=_words("vielen lieben herzlichen dank super toll prima perfekt klasse tschüss sehr gut schön"),
-    person="Um mit einer Person zu sprechen, tippen Sie oben im Chat auf **Mit einer Person sprechen**; "
-           "jemand aus unserem Team antwortet Ihnen hier.",
-    also_reach="Sie erreichen uns auch direkt:",
-    anyone_there="Ich bin der Assistent des Shops und antworte sofort. Wenn Sie lieber mit einer Person aus "
-                 "unserem Team sprechen möchten, tippen Sie auf **Mit einer Person sprechen**.",
-    welcome="Gern geschehen! Kann ich Ihnen noch bei etwas anderem helfen?",
-    hello="Hallo! Wie kann ich helfen? Sie können mich zum Beispiel fragen: {topics}.",
-    apology="Das tut mir leid. Wenn sich eine Person aus unserem Team darum kümmern soll, tippen Sie auf "
-            "**Mit einer Person sprechen**.\n\n",
-    reach_us="So erreichen Sie uns:",
-    not_found="Dazu habe ich in unseren FAQ leider keine Antwort gefunden. Unser Team hilft Ihnen gern: "
-              "Tippen Sie oben im Chat auf **Mit einer Person sprechen**, um hier mit einer Person zu sprechen",
-    not_found_end=".",
-    not_found_contact=", oder kontaktieren Sie uns direkt:",
-    in_english="*Diese Antwort stammt aus unseren FAQ, die es nur auf Englisch gibt.*",
-    unavailable="*Unser Assistent ist gerade nicht verfügbar, daher kommt diese Antwort direkt aus unseren FAQ.*\n\n",
     glossary={
         "rückgabe": "return", "rücksendung": "return", "zurückschicken": "send back", "zurücksenden": "send back",
         "umtausch": "exchange", "umtauschen": "exchange", "erstattung": "refund", "geld": "money back",
@@ -178,22 +137,6 @@ FRENCH = Offline(
     greetings=_words("bonjour salut coucou bonsoir allo"),
     thanks=_words("merci"),
     thanks_too=_words("beaucoup bien parfait super génial top au revoir"),
-    person="Pour parler à une personne, appuyez sur **Parler à une personne** en haut du chat : quelqu'un de "
-           "notre équipe vous répondra ici.",
-    also_reach="Vous pouvez aussi nous joindre directement :",
-    anyone_there="Je suis l'assistant de la boutique et je réponds tout de suite. Si vous préférez parler à "
-                 "une personne de notre équipe, appuyez sur **Parler à une personne**.",
-    welcome="Avec plaisir ! Puis-je vous aider pour autre chose ?",
-    hello="Bonjour ! Comment puis-je vous aider ? Vous pouvez par exemple me demander : {topics}.",
-    apology="Je suis désolé. Si vous souhaitez qu'une personne de notre équipe s'en occupe, appuyez sur "
-            "**Parler à une personne**.\n\n",
-    reach_us="Vous pouvez nous joindre ici :",
-    not_found="Désolé, je n'ai pas trouvé de réponse à cela dans notre FAQ. Notre équipe peut vous aider : "
-              "appuyez sur **Parler à une personne** en haut du chat pour demander une personne ici",
-    not_found_end=".",
-    not_found_contact=", ou contactez-nous directement :",
-    in_english="*Cette réponse vient de notre FAQ, qui n'existe qu'en anglais.*",
-    unavailable="*Notre assistant n'est pas disponible pour le moment : cette réponse vient directement de notre FAQ.*\n\n",
     glossary={
         "retour": "return", "retourner": "return", "renvoyer": "send back", "rembourser": "refund",
         "remboursement": "refund", "échange": "exchange", "échanger": "exchange", "politique": "policy",
@@ -224,23 +167,6 @@ SPANISH = Offline(
     greetings=_words("hola buenos buenas días tardes noches saludos"),
     thanks=_words("gracias"),
     thanks_too=_words("muchas mil muy perfecto genial vale adiós bien"),
-    person="Para hablar con una persona, pulse **Hablar con una persona** arriba en el chat y alguien de "
-           "nuestro equipo le responderá aquí.",
-    also_reach="También puede contactarnos directamente:",
-    anyone_there="Soy el asistente de la tienda y respondo al momento. Si prefiere hablar con una persona de "
-                 "nuestro equipo, pulse **Hablar con una persona**.",
-    welcome="¡De nada! ¿Puedo ayudarle con algo más?",
-    hello="¡Hola! ¿En qué puedo ayudarle? Puede preguntarme, por ejemplo: {topics}.",
-    apology="Lo siento mucho. Si quiere que una persona de nuestro equipo lo revise, pulse "
-            "**Hablar con una persona**.\n\n",
-    reach_us="Puede contactarnos aquí:",
-    not_found="Lo siento, no he encontrado una respuesta a eso en nuestras preguntas frecuentes. Nuestro "
-              "equipo puede ayudarle: pulse **Hablar con una persona** arriba en el chat para pedir una "
-              "persona aquí",
-    not_found_end=".",
-    not_found_contact=", o contáctenos directamente:",
-    in_english="*Esta respuesta viene de nuestras preguntas frecuentes, que solo están en inglés.*",
-    unavailable="*Nuestro asistente no está disponible ahora mismo, así que esta respuesta viene directamente de nuestras preguntas frecuentes.*\n\n",
     glossary={
         "devolución": "return", "devolver": "return", "reembolso": "refund", "dinero": "money back",
         "cambio": "exchange", "cambiar": "change", "política": "policy", "envío": "shipping",
@@ -269,20 +195,6 @@ ARABIC = Offline(
     greetings=_words("مرحبا أهلا اهلا السلام عليكم صباح مساء الخير"),
     thanks=_words("شكرا شكراً"),
     thanks_too=_words("جزيلا جزيلاً كثيرا لك لكم ممتاز رائع"),
-    person="للتحدث إلى شخص، اضغط على **التحدث إلى شخص** في أعلى المحادثة وسيرد عليك أحد أعضاء فريقنا هنا.",
-    also_reach="يمكنك أيضًا التواصل معنا مباشرة:",
-    anyone_there="أنا مساعد المتجر وأجيب فورًا. إذا كنت تفضّل التحدث إلى شخص من فريقنا، اضغط على "
-                 "**التحدث إلى شخص**.",
-    welcome="على الرحب والسعة! هل هناك شيء آخر يمكنني مساعدتك فيه؟",
-    hello="مرحبًا! كيف يمكنني المساعدة؟ يمكنك أن تسألني مثلًا: {topics}.",
-    apology="نأسف لذلك. إذا أردت أن يتابع الأمر شخص من فريقنا، اضغط على **التحدث إلى شخص**.\n\n",
-    reach_us="يمكنك التواصل معنا هنا:",
-    not_found="عذرًا، لم أجد إجابة عن ذلك في الأسئلة الشائعة لدينا. يمكن لفريقنا مساعدتك: اضغط على "
-              "**التحدث إلى شخص** في أعلى المحادثة لطلب شخص هنا",
-    not_found_end=".",
-    not_found_contact="، أو تواصل معنا مباشرة:",
-    in_english="*هذه الإجابة من الأسئلة الشائعة لدينا، وهي متوفرة باللغة الإنجليزية فقط.*",
-    unavailable="*مساعدنا غير متاح حاليًا، لذا تأتي هذه الإجابة مباشرة من الأسئلة الشائعة لدينا.*\n\n",
     glossary={
         "إرجاع": "return", "ارجاع": "return", "استرجاع": "return", "إعادة": "send back", "مرتجع": "return",
         "استرداد": "refund", "المال": "money back", "استبدال": "exchange", "سياسة": "policy",
@@ -308,3 +220,46 @@ OFFLINE = {"en": ENGLISH, "de": GERMAN, "fr": FRENCH, "es": SPANISH, "ar": ARABI
 def offline(language: str) -> Offline:
     """What the offline responder reads and says in `language`; English for one it has no words for."""
     return OFFLINE.get(code(language), ENGLISH)
+
+
+@dataclass(frozen=True)
+class Said:
+    """What the offline responder says, in one language."""
+
+    person: str  # the way to a person, with the page's button named as the page names it
+    also_reach: str  # before the contact details, after `person`
+    anyone_there: str
+    welcome: str
+    hello: str  # with %(topics)s
+    apology: str
+    reach_us: str
+    not_found: str
+    not_found_contact: str  # followed by the contact details
+    in_english: str  # the note above an answer from the English file
+    unavailable: str  # above the offline answer when the LLM may not be used (llm.ReplyStream)
+
+
+def said(language: str) -> Said:
+    """The offline responder's sentences in `language`, from the message catalogues."""
+    with translation.override(code(language)):
+        button = {"button": _("Talk to a person")}
+        return Said(
+            person=_("To talk to a person, press **%(button)s** at the top of the chat and someone from our "
+                     "team will answer here.") % button,
+            also_reach=_("You can also reach us directly:"),
+            anyone_there=_("I'm the shop's assistant, here to answer at once. If you'd rather talk to a person "
+                           "from our team, press **%(button)s**.") % button,
+            welcome=_("You're welcome! Is there anything else I can help with?"),
+            hello=_("Hello! How can I help? You can ask me things like: %(topics)s."),
+            apology=_("I'm sorry about this. If you'd like a person from our team to look into it, press "
+                      "**%(button)s**.") % button + "\n\n",
+            reach_us=_("You can reach us here:"),
+            not_found=_("I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team can "
+                        "help: press **%(button)s** at the top of the chat to ask for a person here.") % button,
+            not_found_contact=_("I'm sorry, I couldn't find an answer to that in our FAQ. Someone from our team "
+                                "can help: press **%(button)s** at the top of the chat to ask for a person here, "
+                                "or contact us directly:") % button,
+            in_english=_("*This answer comes from our FAQ, which we only have in English.*"),
+            unavailable=_("*Our assistant is not available right now, so this answer comes straight from our "
+                          "FAQ.*") + "\n\n",
+        )

@@ -37,7 +37,7 @@ the offline responder answers in it (knowledge.offline_answer).
 
 `ReplyStream(history, offline=True)` is the fallback when a budget is spent or
 the LLM is down (limits.admit): the offline responder answers even with an API
-key set, and its reply opens with OFFLINE_NOTICE, so that the customer (and
+key set, and its reply opens with a notice (languages.said().unavailable), so that the customer (and
 support staff reading the transcript) can tell it is not the assistant.
 """
 
@@ -65,7 +65,6 @@ from .errors import ApiError
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-faq"
-OFFLINE_NOTICE = languages.ENGLISH.unavailable  # in the customer's language: languages.Offline.unavailable
 
 
 # Ends a reply cut at settings.CHAT_REPLY_MAX_CHARS.
@@ -229,7 +228,7 @@ class ReplyStream:
         online = bool(settings.OPENAI_API_KEY) and not offline
         # A fallback (the LLM is configured but may not be used) says so; a site
         # that runs on the offline responder by design does not.
-        self.notice = languages.offline(language).unavailable if offline and settings.OPENAI_API_KEY else ""
+        self.notice = languages.said(language).unavailable if offline and settings.OPENAI_API_KEY else ""
         self.responder = "openai" if online else "offline"
         self.model = settings.OPENAI_MODEL if online else OFFLINE_MODEL
         self.prompt_tokens: int | None = None

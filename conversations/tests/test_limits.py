@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from conversations import limits, shared_state
+from conversations import languages, limits, shared_state
 from conversations import llm as llm_module
 from conversations.limits import Rate, parse_rate
 from conversations.models import Conversation, Message
@@ -110,7 +110,7 @@ def assert_offline(status, body):
     """A turn answered by the offline responder, marked as such for the customer."""
     assert status == 200, body
     assert body["responder"] == "offline"
-    assert body["reply"].startswith(llm_module.OFFLINE_NOTICE)
+    assert body["reply"].startswith(languages.said("en").unavailable)
 
 
 def test_a_sessions_spent_budget_gets_offline_answers_not_the_llm(client, settings, llm, shared_redis):
