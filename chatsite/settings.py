@@ -99,6 +99,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "conversations.middleware.LanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -115,6 +116,7 @@ MIDDLEWARE = [
 API_MIDDLEWARE = [
     "conversations.middleware.RequestLogMiddleware",
     "conversations.middleware.ApiSecurityMiddleware",
+    "conversations.middleware.LanguageMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -230,7 +232,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# The languages the customer's side is translated into (locale/, docs/i18n.md): the page, the
+# embedded chat and the API's messages follow the customer's choice, else Accept-Language, else
+# LANGUAGE_CODE (conversations/middleware.py, LanguageMiddleware).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("fr", "Français"), ("es", "Español"), ("ar", "العربية")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
