@@ -105,11 +105,17 @@ class LanguageMiddleware:
         if self.is_async:
             return self._acall(request)
         language = self._activate(request)
-        return self._answered(language, self.get_response(request))
+        try:
+            return self._answered(language, self.get_response(request))
+        finally:
+            translation.deactivate()  # not left to the thread's next request or task
 
     async def _acall(self, request):
         language = self._activate(request)
-        return self._answered(language, await self.get_response(request))
+        try:
+            return self._answered(language, await self.get_response(request))
+        finally:
+            translation.deactivate()
 
     def _activate(self, request) -> str:
         language = request_language(request)
