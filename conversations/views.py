@@ -74,6 +74,7 @@ PAGE_POLICY = (
 def _page_context() -> dict:
     return {
         "catalog_version": catalog_version(),
+        "languages": settings.LANGUAGES,  # each named in its own language, as the selector shows them
         "suggestions": [entry.question for entry in knowledge.entries()[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
         "shop_name": settings.CHAT_SHOP_NAME,
