@@ -17,6 +17,16 @@ pytestmark = pytest.mark.browser
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compiled():
+    """The site reads the .mo files when it starts: they must be built from the .po files already
+    (`make test` does it, as `make run` does)."""
+    for po in (DOCS.parent / "locale").glob("*/LC_MESSAGES/*.po"):
+        mo = po.with_suffix(".mo")
+        if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
+            pytest.fail(f"{mo} is missing or older than its .po: run `make translations` first")
+
+
 def box(page):
     """The message box (browser.box finds it by its English name)."""
     return page.locator("#message")
@@ -173,3 +183,22 @@ def test_an_api_error_shown_by_the_page_is_in_its_language(browsing, llm):
         return [response.status, (await response.json()).error.message];
     }""")
     assert reply == [404, "Unter dieser Sitzungs-ID ist keine Unterhaltung gespeichert."]
+
+
+def test_a_failed_turn_and_a_handoff_notice_are_in_the_pages_language(browsing, llm):
+    """Texts the server writes during a streamed turn and a handoff: in the language the page sent."""
+    llm.control("status", status=500, fail_times=1)
+    page = browsing.page(locale="de-DE")
+    box(page).fill("Wo ist mein Paket?")
+    box(page).press("Enter")
+    wait_idle(page)
+    alert = page.locator(".turn-error")
+    expect(alert).to_contain_text("Der Assistent ist gerade nicht erreichbar. "
+                                  "Ihre Nachricht ist gespeichert; versuchen Sie es gleich noch einmal.")
+    expect(alert.locator(".retry-button")).to_have_text("Erneut versuchen")
+
+    page = browsing.page(locale="fr-FR")
+    page.locator("#handoff-request").click()
+    notice = page.locator('#log [data-role="event"] .bubble').last
+    expect(notice).to_contain_text("Vous avez demandé à parler à une personne.")
+    expect(page.locator("#handoff-title")).to_have_text("En attente d’une personne de notre équipe")
