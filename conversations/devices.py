@@ -158,8 +158,9 @@ async def join(ip: str, *, token: str | None, code: str | None, label: str) -> S
     counts = await gateway.round_trip(reads=[window.key for window in windows])
     for window, count in zip(windows, counts, strict=True):
         if (count or 0) >= window.rate.limit:
-            raise limits.Limited("join_locked", "Too many wrong codes or links: joining is locked here for "
-                                 f"{window.retry_after} s.", window.retry_after)
+            raise limits.Limited("join_locked", _("Too many wrong codes or links: joining is locked here for "
+                                                  "%(seconds)d s.") % {"seconds": window.retry_after},
+                                 window.retry_after)
     found = token_hash(token) if token is not None else code_hash(code or "")
     try:
         session = await in_db_thread(_redeem, found, token is not None, label)
