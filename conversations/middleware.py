@@ -81,7 +81,7 @@ def request_language(request) -> str:
     for chosen in (request.GET.get("lang"), request.headers.get("X-Chat-Language")):
         if chosen and len(chosen) <= 35:
             try:
-                return translation.get_supported_language_variant(chosen.strip().lower())
+                return translation.get_supported_language_variant(chosen.strip().lower().replace("_", "-"))
             except LookupError:
                 pass
     return translation.get_language_from_request(request)

@@ -125,6 +125,8 @@ def test_the_widget_has_its_launcher_words_in_every_language():
     ({"X-Chat-Language": "x" * 500, "Accept-Language": "es"}, "", "es"),
     ({"Accept-Language": "de"}, "lang=es-MX", "es"),  # the embedded chat's host page
     ({"Accept-Language": "de"}, "lang=nope", "de"),
+    ({"Accept-Language": "es"}, "lang=fr_FR", "fr"),  # a host page's lang written with "_"
+    ({"Accept-Language": "es"}, "lang=../de", "es"),
     ({"Cookie": f"{settings.LANGUAGE_COOKIE_NAME}=fr", "Accept-Language": "de"}, "", "fr"),  # the page's choice
 ])
 def test_the_language_of_a_request(headers, query, expected):
