@@ -15,6 +15,10 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --require-hashes -r requirements.txt
 
+# GNU gettext's msgfmt, which compilemessages runs to build the translations below.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gettext >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY . .
 
 # Static files are built into the image: content-hashed names with .gz and .br
@@ -23,6 +27,8 @@ COPY . .
 # DEBUG on, which collectstatic does not depend on; the container runs with
 # DEBUG off and the settings it is given, and refuses to start without them.
 RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput --verbosity 0
+# The translations (locale/*.po, docs/i18n.md) compiled to the .mo files Django reads.
+RUN DJANGO_DEBUG=1 python manage.py compilemessages --verbosity 0
 
 # Not root: the code and the static files are read-only to the site.
 RUN useradd --system --uid 10001 --user-group --no-create-home chatsite

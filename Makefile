@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium bench faults faq-eval fake-llm lint audit lock
+.PHONY: run test setup setup-dev chromium gettext translations messages bench faults faq-eval fake-llm lint audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,35 @@ setup: $(BIN)/python
 setup-dev: $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 
-run: setup
+# The translations (locale/*/LC_MESSAGES/*.po, docs/i18n.md) compiled to the .mo files Django
+# reads: build output, not in git. msgfmt is GNU gettext's; `make` installs Debian's package
+# when it runs as root and msgfmt is missing, as it does Chromium.
+gettext:
+	@if ! command -v msgfmt >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null; \
+		else \
+			echo "Install GNU gettext for the translations: sudo apt-get install gettext"; \
+		fi; \
+	fi
+
+# Without msgfmt the site still runs, in English only (and test_i18n.py fails, saying why).
+translations: setup gettext
+	@if command -v msgfmt >/dev/null; then \
+		DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py compilemessages --ignore=.venv --verbosity 0; \
+	else \
+		echo "No msgfmt: the translations are not compiled; the site speaks English only."; \
+	fi
+
+# After changing a text the page, the API or a notice shows: the .po files updated from the code
+# (new texts come in untranslated; translate them, and test_i18n.py passes again).
+MESSAGES_ARGS = --no-obsolete --no-location --ignore=.venv --ignore=staticfiles --ignore=conversations/tests \
+	--ignore=bench --ignore=devtools -l de -l fr -l es -l ar
+messages: setup gettext
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py makemessages $(MESSAGES_ARGS)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py makemessages -d djangojs $(MESSAGES_ARGS)
+
+run: setup translations
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	exec env DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PATH="$(CURDIR)/$(BIN):$$PATH" \
@@ -37,7 +65,7 @@ chromium:
 		fi; \
 	fi
 
-test: setup-dev chromium
+test: setup-dev chromium translations
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret-key} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup-dev

@@ -99,8 +99,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    # The admin in the staff member's language (Accept-Language): the staff summary follows it (summary.py).
-    "django.middleware.locale.LocaleMiddleware",
+    # The customer's language on the page; the admin in the staff member's (Accept-Language), which the
+    # staff summary follows (summary.py).
+    "conversations.middleware.LanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -117,6 +118,7 @@ MIDDLEWARE = [
 API_MIDDLEWARE = [
     "conversations.middleware.RequestLogMiddleware",
     "conversations.middleware.ApiSecurityMiddleware",
+    "conversations.middleware.LanguageMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -232,6 +234,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# The languages the customer's side is translated into (locale/, docs/i18n.md): the page, the
+# embedded chat and the API's messages follow the customer's choice, else Accept-Language, else
+# LANGUAGE_CODE (conversations/middleware.py, LanguageMiddleware).
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("fr", "Français"), ("es", "Español"), ("ar", "العربية")]
 LOCALE_PATHS = [BASE_DIR / "locale"]

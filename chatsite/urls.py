@@ -6,6 +6,7 @@ from conversations import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("embed", views.embed, name="embed"),
+    path("jsi18n/<str:version>/<str:lang>.js", views.js_catalog, name="js-catalog"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("livez", views.livez, name="livez"),

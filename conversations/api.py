@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
 from django.views import defaults
 
 from . import payloads
@@ -53,7 +54,7 @@ def api_view(*methods: str):
             try:
                 _refuse_unknown_host(request)
                 if request.method not in methods:
-                    raise ApiError(405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint.")
+                    raise ApiError(405, "method_not_allowed", _("Use %(methods)s for this endpoint.") % {"methods": ", ".join(methods)})
                 _refuse_cross_site(request)
                 response = await view(request, *args, **kwargs)
             except ApiError as error:
@@ -78,14 +79,14 @@ def _refuse_unknown_host(request) -> None:
     try:
         request.get_host()
     except DisallowedHost:
-        raise ApiError(400, "bad_request", "This site does not answer to that Host.") from None
+        raise ApiError(400, "bad_request", _("This site does not answer to that Host.")) from None
 
 
 def _refuse_cross_site(request) -> None:
     origin = request.headers.get("Origin")
     foreign_origin = origin is not None and not _same_origin(origin, request)
     if request.headers.get("Sec-Fetch-Site") == "cross-site" or foreign_origin:
-        raise ApiError(403, "cross_site_request", "Requests from other sites are not accepted.")
+        raise ApiError(403, "cross_site_request", _("Requests from other sites are not accepted."))
 
 
 def _same_origin(origin: str, request) -> bool:
@@ -104,9 +105,9 @@ def json_body(request) -> dict:
     the client declares it.
     """
     if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
+        raise ApiError(415, "unsupported_media_type", _("Send the body as Content-Type: application/json."))
     limit = settings.CHAT_MAX_BODY_BYTES
-    too_large = ApiError(413, "body_too_large", f"The request body must be at most {limit} bytes.")
+    too_large = ApiError(413, "body_too_large", _("The request body must be at most %(count)d bytes.") % {"count": limit})
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             raise too_large
@@ -118,9 +119,9 @@ def json_body(request) -> dict:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[...]]]]"
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.") from None
+        raise ApiError(400, "invalid_json", _("The request body must be a JSON object.")) from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+        raise ApiError(400, "invalid_json", _("The request body must be a JSON object."))
     return body
 
 
@@ -129,7 +130,7 @@ def session_id_from(value: object) -> uuid.UUID:
         return parse_session_id(value)
     except InvalidSessionId:
         raise ApiError(
-            400, "invalid_session_id", "sessionId must be a session id issued by this site."
+            400, "invalid_session_id", _("sessionId must be a session id issued by this site.")
         ) from None
 
 
@@ -137,12 +138,12 @@ def session_id_from(value: object) -> uuid.UUID:
 def server_error(request):
     """Django's 500 handler: JSON for the API and /healthz, the plain page elsewhere."""
     if request.path.startswith("/api/") or request.path in ("/healthz", "/livez", "/metrics"):
-        return error_response(500, "server_error", "Something went wrong on our side.")
+        return error_response(500, "server_error", _("Something went wrong on our side."))
     return defaults.server_error(request)
 
 
 def bad_request(request, exception=None):
     """Django's 400 handler (e.g. a Host header not in ALLOWED_HOSTS): JSON for the API and /healthz."""
     if request.path.startswith("/api/") or request.path in ("/healthz", "/livez", "/metrics"):
-        return error_response(400, "bad_request", "The request could not be understood.")
+        return error_response(400, "bad_request", _("The request could not be understood."))
     return defaults.bad_request(request, exception)

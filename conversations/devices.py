@@ -48,6 +48,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext as _
 
 from . import limits, runtime, sessions, updates
 from .db import blocking, in_db_thread
@@ -80,7 +81,7 @@ def code_hash(code: str) -> str:
 
 def parse_token(value: object) -> str:
     if not isinstance(value, str) or not TOKEN.fullmatch(value):
-        raise ApiError(400, "invalid_join_token", "token must be the 43 characters after #join= in the link.")
+        raise ApiError(400, "invalid_join_token", _("token must be the 43 characters after #join= in the link."))
     return value
 
 
@@ -88,8 +89,8 @@ def parse_code(value: object) -> str:
     """The code as issued ("7K3M9-QX2RT" typed as "7k3m9 qx2rt", or with an O for a 0, is the same)."""
     code = value.upper().translate(CODE_TYPOS) if isinstance(value, str) and len(value) <= 20 else ""
     if len(code) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
-        raise ApiError(400, "invalid_join_code", f"code must be the {CODE_LENGTH} letters and digits shown "
-                                                 "on your other device.")
+        raise ApiError(400, "invalid_join_code", _("code must be the %(count)d letters and digits shown "
+                                                   "on your other device.") % {"count": CODE_LENGTH})
     return code
 
 
@@ -170,8 +171,9 @@ async def join(ip: str, *, token: str | None, code: str | None, label: str) -> S
     counts = await gateway.round_trip(reads=[window.key for window in windows])
     for window, count in zip(windows, counts, strict=True):
         if (count or 0) >= window.rate.limit:
-            raise limits.Limited("join_locked", "Too many wrong codes or links: joining is locked here for "
-                                 f"{window.retry_after} s.", window.retry_after)
+            raise limits.Limited("join_locked", _("Too many wrong codes or links: joining is locked here for "
+                                                  "%(seconds)d s.") % {"seconds": window.retry_after},
+                                 window.retry_after)
     found = token_hash(token) if token is not None else code_hash(code or "")
     try:
         session = await in_db_thread(_redeem, found, token is not None, label)
@@ -190,20 +192,20 @@ def _redeem(hashed: str, by_token: bool, label: str) -> Session:
         link = DeviceLink.objects.filter(**{"token_hash" if by_token else "code_hash": hashed}).first()
         # Deleting it is what redeems it: of two requests at once, one deletes the row, and only it.
         if link is None or DeviceLink.objects.filter(pk=link.pk).delete()[0] != 1:
-            raise ApiError(404, "join_not_found", "This link or code is not valid, or it was used already. Choose "
-                                                  "\u201cContinue on another device\u201d on your other device "
-                                                  "for a new one.")
+            raise ApiError(404, "join_not_found", _("This link or code is not valid, or it was used already. "
+                                                    "Choose “Continue on another device” on your other "
+                                                    "device for a new one."))
         if link.expires_at <= timezone.now():
-            raise ApiError(410, "join_expired", f"This link or code has expired (they last "
-                                                f"{settings.CHAT_DEVICE_LINK_MINUTES} minutes). Choose "
-                                                "\u201cContinue on another device\u201d on your other device "
-                                                "for a new one.")
+            raise ApiError(410, "join_expired", _("This link or code has expired (they last %(minutes)d minutes). "
+                                                  "Choose “Continue on another device” on your other "
+                                                  "device for a new one.")
+                           % {"minutes": settings.CHAT_DEVICE_LINK_MINUTES})
         if not Conversation.objects.active().filter(pk=link.conversation_id).exists():
-            raise ApiError(410, "join_expired", "That conversation has ended.")
+            raise ApiError(410, "join_expired", _("That conversation has ended."))
         if Session.objects.filter(conversation_id=link.conversation_id).count() >= settings.CHAT_DEVICES_MAX:
             # Rolled back with the error: the link stays, to be used once a device has ended.
-            raise ApiError(409, "too_many_devices", f"This conversation is open on {settings.CHAT_DEVICES_MAX} "
-                                                    "devices already: end one of them first.")
+            raise ApiError(409, "too_many_devices", _("This conversation is open on %(count)d devices already: "
+                                                      "end one of them first.") % {"count": settings.CHAT_DEVICES_MAX})
         return Session.objects.create(session_id=sessions.new_session_id(), conversation_id=link.conversation_id,
                                       label=label)
 
@@ -236,12 +238,12 @@ async def end(session_id: uuid.UUID, device: int | None) -> None:
 def _end(session_id: uuid.UUID, device: int | None) -> list[tuple[int, uuid.UUID]]:
     conversation = Conversation.objects.of_session(session_id).first()
     if conversation is None:
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     chosen = conversation.sessions.filter(session_id=session_id) if device is None else \
         conversation.sessions.filter(pk=device)
     ended = list(chosen.values_list("conversation_id", "session_id"))
     if not ended or not chosen.delete()[0]:
-        raise ApiError(404, "device_not_found", "This conversation has no such device (it may have ended already).")
+        raise ApiError(404, "device_not_found", _("This conversation has no such device (it may have ended already)."))
     return ended
 
 

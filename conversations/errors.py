@@ -8,11 +8,17 @@ Retry-After and the session it concerns. Nothing else reaches the client.
 
 import uuid
 
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+StrOrPromise = str | Promise
+
 
 class ApiError(Exception):
     status = 400
     code = "bad_request"
-    message = "The request could not be understood."
+    # What a subclass says unless told otherwise, in the request's language when it is raised.
+    default_message: StrOrPromise = _("The request could not be understood.")
     retry_after: int | None = None
 
     def __init__(
@@ -26,7 +32,7 @@ class ApiError(Exception):
     ):
         self.status = status or type(self).status
         self.code = code or type(self).code
-        self.message = message or type(self).message
+        self.message: str = str(message or self.default_message)
         self.session_id = session_id
         if retry_after is not None:
             self.retry_after = retry_after
@@ -38,7 +44,7 @@ class TurnInProgress(ApiError):
 
     status = 409
     code = "turn_in_progress"
-    message = "The previous message in this conversation is still being answered."
+    default_message = _("The previous message in this conversation is still being answered.")
     retry_after = 2
 
 
@@ -48,7 +54,7 @@ class RetrySuperseded(ApiError):
 
     status = 409
     code = "retry_superseded"
-    message = "Newer messages followed that one; send it again as a new message."
+    default_message = _("Newer messages followed that one; send it again as a new message.")
 
 
 class ConversationDeleted(ApiError):
@@ -56,7 +62,7 @@ class ConversationDeleted(ApiError):
 
     status = 404
     code = "session_not_found"
-    message = "This conversation was deleted while it was being answered."
+    default_message = _("This conversation was deleted while it was being answered.")
 
 
 class DatabaseUnavailable(ApiError):
@@ -65,5 +71,5 @@ class DatabaseUnavailable(ApiError):
 
     status = 503
     code = "database_unavailable"
-    message = "We could not reach our database just now; please try again in a moment."
+    default_message = _("We could not reach our database just now; please try again in a moment.")
     retry_after = 2

@@ -43,9 +43,11 @@ from django.core.mail import send_mail
 from django.db import connections, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.dates import WEEKDAYS
+from django.utils.translation import gettext, ngettext
 
-from . import devices, knowledge, limits, runtime, shared_state, updates
+from . import devices, knowledge, languages, limits, runtime, shared_state, updates
 from .db import FAILURES, blocking, in_orm_thread
 from .errors import DatabaseUnavailable, TurnInProgress
 from .models import Conversation, Handoff, Message, visible
@@ -115,27 +117,33 @@ async def outlook(now: datetime) -> Outlook:
     local = shop_time(now)
     [seen] = await runtime.current().gateway.round_trip(reads=[STAFF_SEEN])
     details = knowledge.contact_details()
-    keep_writing = (" You can keep writing meanwhile; the assistant does not answer until they hand you back."
+    # In the customer's language (the request's), as it is stored and shown.
+    keep_writing = (" " + gettext("You can keep writing meanwhile; the assistant does not answer until they hand you back.")
                     + (f"\n\n{details}" if details else ""))
     if seen is not None or (hours is not None and hours.is_open(local)):
         minutes = await typical_wait()
-        return Outlook(f"You asked to talk to a person. A person will answer here, usually within {minutes} "
-                       f"minute{'s' if minutes != 1 else ''}." + keep_writing, offer_email=False)
+        return Outlook(ngettext("You asked to talk to a person. A person will answer here, usually within %(count)d "
+                                "minute.",
+                                "You asked to talk to a person. A person will answer here, usually within %(count)d "
+                                "minutes.", minutes) % {"count": minutes} + keep_writing, offer_email=False)
     opening = hours.next_opening(local) if hours is not None else None
     if opening is None:  # no hours we can read: promise no time
-        text = ("You asked to talk to a person. Someone from our team will answer here as soon as they can; "
-                "leave your email below if you'd like us to write to you when they do.")
+        text = gettext("You asked to talk to a person. Someone from our team will answer here as soon as they can; "
+                 "leave your email below if you'd like us to write to you when they do.")
     else:
-        text = (f"You asked to talk to a person. We're closed until {_when(opening, local)}; leave your email "
-                "below and we'll write back, or come back to this chat then.")
+        text = gettext("You asked to talk to a person. We're closed until %(when)s; leave your email "
+                 "below and we'll write back, or come back to this chat then.") % {"when": _when(opening, local)}
     return Outlook(text + keep_writing, offer_email=True)
 
 
 def _when(opening: datetime, local: datetime) -> str:
     """ "09:00 CET", "tomorrow 09:00 CET", "Monday 09:00 CET" (in the shop's time zone)."""
-    day = ("" if opening.date() == local.date()
-           else "tomorrow " if opening.date() == local.date() + timedelta(days=1) else f"{opening:%A} ")
-    return f"{day}{opening:%H:%M} {opening.tzname()}"
+    time_of_day = f"{opening:%H:%M} {opening.tzname()}"
+    if opening.date() == local.date():
+        return time_of_day
+    if opening.date() == local.date() + timedelta(days=1):
+        return gettext("tomorrow %(time)s") % {"time": time_of_day}
+    return gettext("%(weekday)s %(time)s") % {"weekday": WEEKDAYS[opening.weekday()], "time": time_of_day}
 
 
 async def typical_wait() -> int:
@@ -397,22 +405,22 @@ async def email_customer(conversation_id: int, reply: Message) -> None:
         logger.warning("handoff: could not check for the customer's email address", exc_info=True)
         return
     if claimed is not None:
-        address, reference, link = claimed
-        _mailer.submit(_send_customer, conversation_id, address, reference, link, reply.author, reply.content)
+        _mailer.submit(_send_customer, conversation_id, *claimed, reply.author, reply.content)
 
 
-def _claim_customer_email(conversation_id: int, now: datetime) -> tuple[str, str, str] | None:
-    """(address, reference, link) if this reply is the one to email, claiming it; else None."""
+def _claim_customer_email(conversation_id: int, now: datetime) -> tuple[str, str, str, str] | None:
+    """(address, reference, link, the customer's language) if this reply is the one to email, claiming
+    it; else None."""
     with transaction.atomic():
         waiting = Conversation.objects.filter(pk=conversation_id, customer_emailed_at__isnull=True).exclude(
             customer_email="")
         if not waiting.update(customer_emailed_at=now):
             return None
-        conversation = Conversation.objects.only("session_id", "customer_email").get(pk=conversation_id)
+        conversation = Conversation.objects.only("session_id", "customer_email", "language").get(pk=conversation_id)
         link = chat_link()
         if link:
             link += f"#join={devices.email_link(conversation_id)}"
-    return conversation.customer_email, conversation.reference, link
+    return conversation.customer_email, conversation.reference, link, conversation.language
 
 
 def chat_link() -> str:
@@ -420,23 +428,28 @@ def chat_link() -> str:
     return settings.CHAT_SITE_URL + reverse("index") if settings.CHAT_SITE_URL else ""
 
 
-def _send_customer(conversation_id: int, address: str, reference: str, link: str, author: str, text: str) -> None:
+def _send_customer(conversation_id: int, address: str, reference: str, link: str, language: str, author: str,
+                   text: str) -> None:
     try:
+        translation.activate(languages.code(language))  # in the customer's language, this thread's only
         shop = settings.CHAT_SHOP_NAME
         body = (
-            f"Hello,\n\nyou asked {shop} for a person in our chat and left this address. "
-            f"{author or 'Our team'} replied:\n\n{text}\n\n"
-            + (f"Continue the conversation in the chat, on this or any other device (the link works once, "
-               f"for {settings.CHAT_EMAIL_LINK_DAYS} days):\n{link}\n\n" if link
-               else "Continue the conversation in our chat, in the browser you wrote from.\n\n")
-            + f"Your conversation reference: {reference}\n\n"
-            "This is the one email we send for this request; further replies appear in the chat.\n"
+            gettext("Hello,\n\nyou asked %(shop)s for a person in our chat and left this address. "
+                    "%(author)s replied:") % {"shop": shop, "author": author or gettext("Our team")}
+            + f"\n\n{text}\n\n"
+            + (gettext("Continue the conversation in the chat, on this or any other device (the link works "
+                       "once, for %(days)s days):") % {"days": settings.CHAT_EMAIL_LINK_DAYS} + f"\n{link}\n\n"
+               if link else gettext("Continue the conversation in our chat, in the browser you wrote from.") + "\n\n")
+            + gettext("Your conversation reference: %(reference)s") % {"reference": reference} + "\n\n"
+            + gettext("This is the one email we send for this request; further replies appear in the chat.") + "\n"
         )
-        send_mail(f"{shop}: a reply to your question ({reference})", body, None, [address])
+        subject = gettext("%(shop)s: a reply to your question (%(reference)s)") % {"shop": shop, "reference": reference}
+        send_mail(subject, body, None, [address])
         logger.info("handoff: the staff reply was emailed to the customer", extra={"conversation": conversation_id})
     except Exception:  # noqa: BLE001 - the reply waits on the chat page anyway
         logger.exception("handoff: the email to the customer failed")
     finally:
+        translation.deactivate()
         connections.close_all()
 
 

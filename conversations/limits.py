@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext as _
 
 from . import llm, metrics, sessions, shared_state
 from .errors import ApiError
@@ -165,8 +166,8 @@ class Window:
         """Raise Limited if `count` hits in this window are over the rate."""
         if not self.allows(count):
             metrics.REFUSALS.labels("rate_limit_" + self.key.split(":")[1]).inc()
-            raise Limited("rate_limited", f"Too many requests; try again in {self.retry_after} s.",
-                          self.retry_after)
+            message = _("Too many requests; try again in %(seconds)d s.") % {"seconds": self.retry_after}
+            raise Limited("rate_limited", message, self.retry_after)
 
     @property
     def counter(self) -> tuple[str, int, int]:

@@ -58,6 +58,7 @@ import aiohttp
 import httpx2
 import openai
 from django.conf import settings
+from django.utils.translation import gettext
 
 from . import knowledge, languages, metrics, shared_state
 from .errors import ApiError
@@ -301,11 +302,11 @@ class ReplyStream:
                     yield piece
         except TimeoutError as error:
             _log_failure("timeout", f"the deadline of {settings.CHAT_LLM_DEADLINE}s passed")
-            raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
+            raise AssistantUnavailable(gettext("The assistant took too long to answer."), status=504) from error
         except openai.RateLimitError as error:
             _log_failure(*failure_cause(error))
             raise AssistantUnavailable(
-                "The assistant is busy right now.", status=503, retry_after=_retry_after(error)
+                gettext("The assistant is busy right now."), status=503, retry_after=_retry_after(error)
             ) from error
         except (openai.OpenAIError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
             # Refused connections, timeouts, 4xx/5xx answers, and replies that do not parse
@@ -313,15 +314,15 @@ class ReplyStream:
             cause, detail = failure_cause(error)
             _log_failure(cause, detail)
             if cause == "timeout":
-                raise AssistantUnavailable("The assistant took too long to answer.", status=504) from error
+                raise AssistantUnavailable(gettext("The assistant took too long to answer."), status=504) from error
             # A reply too large to read: this question asked for it, as far as we can tell.
             refused = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError, _TooLarge))
             raise AssistantUnavailable(
-                "The assistant is unavailable right now.", status=502, outage=not refused
+                gettext("The assistant is unavailable right now."), status=502, outage=not refused
             ) from error
         if not self._length:
             _log_failure("empty_reply", "the LLM returned an empty reply")
-            raise AssistantUnavailable("The assistant returned an empty reply.", status=502, outage=False)
+            raise AssistantUnavailable(gettext("The assistant returned an empty reply."), status=502, outage=False)
 
 
     def _request(self) -> dict:

@@ -5,6 +5,8 @@ import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.middleware.security import SecurityMiddleware
+from django.utils import translation
+from django.utils.cache import patch_vary_headers
 
 from .logs import request_id
 
@@ -68,6 +70,73 @@ class ApiSecurityMiddleware(SecurityMiddleware):
         if response is None:
             response = await self.get_response(request)
         return self.process_response(request, response)
+
+
+def request_language(request) -> str:
+    """The language a request is answered in, one of settings.LANGUAGES: the customer's choice
+    (the page's `?lang=`, as the embedded chat's loader passes its host page's <html lang>, or the
+    X-Chat-Language header the page's scripts send), else Django's own order: the language cookie
+    the page's selector sets, then Accept-Language, then LANGUAGE_CODE. "de-DE" counts as "de";
+    a language the site does not have is ignored."""
+    for chosen in (request.GET.get("lang"), request.headers.get("X-Chat-Language")):
+        if chosen and len(chosen) <= 35:
+            try:
+                return translation.get_supported_language_variant(chosen.strip().lower().replace("_", "-"))
+            except LookupError:
+                pass
+    return translation.get_language_from_request(request)
+
+
+class LanguageMiddleware:
+    """Answer every request (the page, /embed, the API, streamed turns, the long poll) in
+    request_language(): it is active while the view runs (translation.get_language()), and while
+    a streamed reply is written. Every answer varies with Accept-Language (and the cookie)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self._acall(request)
+        language = self._activate(request)
+        try:
+            return self._answered(language, self.get_response(request))
+        finally:
+            translation.deactivate()  # not left to the thread's next request or task
+
+    async def _acall(self, request):
+        language = self._activate(request)
+        try:
+            return self._answered(language, await self.get_response(request))
+        finally:
+            translation.deactivate()
+
+    def _activate(self, request) -> str:
+        language = request_language(request)
+        translation.activate(language)
+        request.LANGUAGE_CODE = language
+        return language
+
+    def _answered(self, language: str, response):
+        if getattr(response, "varies_by_language", True):
+            patch_vary_headers(response, ("Accept-Language", "Cookie"))
+            response.headers.setdefault("Content-Language", language)
+        if response.streaming and response.is_async:
+            response.streaming_content = _in_language(language, response.streaming_content)
+        return response
+
+
+async def _in_language(language: str, content):
+    # The stream is written after the middleware returned: activate its language again there.
+    translation.activate(language)
+    async for chunk in content:
+        yield chunk
 
 
 async def _with_request_id(rid: str, content):

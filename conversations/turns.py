@@ -75,6 +75,7 @@ from typing import cast
 from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext
 
 from . import handoff, knowledge, languages, limits, llm, metrics, runtime, sessions, updates
 from .errors import ApiError, ConversationDeleted, DatabaseUnavailable, RetrySuperseded, TurnInProgress
@@ -213,7 +214,7 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
                 yield piece
         except llm.AssistantUnavailable as error:
             await _release_quietly(turn, count=True)
-            error.message += " Your message is saved; try again in a moment."
+            error.message += " " + gettext("Your message is saved; try again in a moment.")
             raise
         except (asyncio.CancelledError, GeneratorExit):
             await pieces.aclose()  # closes the upstream call now, not when garbage collected

@@ -1,17 +1,22 @@
 import asyncio
+import functools
+import hashlib
 import hmac
 import logging
 import re
 from collections.abc import AsyncIterator
 
+import django
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.i18n import JavaScriptCatalog
 from prometheus_client import CollectorRegistry, Gauge
 
 from . import (
@@ -68,11 +73,36 @@ PAGE_POLICY = (
 
 def _page_context() -> dict:
     return {
+        "catalog_version": catalog_version(),
+        "languages": settings.LANGUAGES,  # each named in its own language, as the selector shows them
         "suggestions": [entry.question for entry in knowledge.entries()[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
         "shop_name": settings.CHAT_SHOP_NAME,
         "contact": knowledge.contact_details(),
     }
+
+
+@functools.cache
+def catalog_version() -> str:
+    """What the JavaScript catalogs' URL changes with: the translations (locale/*/djangojs.po) and Django's."""
+    digest = hashlib.sha256(django.get_version().encode())
+    for po in sorted((settings.BASE_DIR / "locale").glob("*/LC_MESSAGES/djangojs.po")):
+        digest.update(po.parent.parent.name.encode() + po.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def js_catalog(request, version: str, lang: str):
+    """The page's words for its scripts (static/chat/*.js call gettext()) in `lang`: Django's
+    JavaScriptCatalog of the djangojs domain, kept by browsers and proxies for a year under
+    its URL, which changes with the translations (catalog_version)."""
+    if lang not in dict(settings.LANGUAGES):
+        return HttpResponse(status=404)
+    with translation.override(lang):
+        response = JavaScriptCatalog.as_view(domain="djangojs")(request)
+    response.varies_by_language = False  # type: ignore[attr-defined]  # the URL says which: no Vary (middleware.py)
+    response["Cache-Control"] = ("public, max-age=31536000, immutable" if version == catalog_version()
+                                 else "public, max-age=300")
+    return response
 
 
 @api_view("POST")
@@ -109,7 +139,7 @@ async def _events(turn: turns.Turn) -> AsyncIterator[str]:
         return
     except Exception:  # noqa: BLE001 - a bug must still end the stream with an error event
         logger.exception("streamed turn failed")
-        yield payloads.event("error", payloads.error("server_error", "Something went wrong on our side.",
+        yield payloads.event("error", payloads.error("server_error", _("Something went wrong on our side."),
                                                     turn.session_id))
         return
     yield payloads.event("done", payloads.reply(turn))
@@ -117,16 +147,16 @@ async def _events(turn: turns.Turn) -> AsyncIterator[str]:
 
 def _message_text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, "invalid_message", "message must be a non-empty string.")
+        raise ApiError(400, "invalid_message", _("message must be a non-empty string."))
     text = value.strip()
     if len(text) > settings.CHAT_MESSAGE_MAX_CHARS:
         raise ApiError(
             413,
             "message_too_long",
-            f"message must be at most {settings.CHAT_MESSAGE_MAX_CHARS} characters.",
+            _("message must be at most %(count)d characters.") % {"count": settings.CHAT_MESSAGE_MAX_CHARS},
         )
     if "\x00" in text or not _encodable(text):
-        raise ApiError(400, "invalid_message", "message contains characters that cannot be stored.")
+        raise ApiError(400, "invalid_message", _("message contains characters that cannot be stored."))
     return text
 
 
@@ -145,14 +175,14 @@ def _client_message_id(value: object) -> str:
         raise ApiError(
             400,
             "invalid_client_message_id",
-            "clientMessageId must be 1 to 64 letters, digits, '-' or '_'.",
+            _("clientMessageId must be 1 to 64 letters, digits, '-' or '_'."),
         )
     return value
 
 
 @api_view("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 async def api_not_found(request):
-    raise ApiError(404, "not_found", "There is no such API endpoint.")
+    raise ApiError(404, "not_found", _("There is no such API endpoint."))
 
 
 @api_view("GET", "DELETE")
@@ -164,7 +194,7 @@ async def history(request):
     limit = _limit(request.GET.get("limit"))
     found = await in_db_thread(_history, session_id, before, limit, retry=True)
     if found is None:
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     # Still waiting for a first reply while the shop is closed: the page offers the email field again.
     found["offerEmail"] = found["handoff"] == Handoff.WAITING and (await handoff.outlook(timezone.now())).offer_email
     return JsonResponse({"sessionId": str(session_id), **found})
@@ -176,9 +206,9 @@ async def _forget(session_id):
     An expired conversation is deleted too: whoever holds the id may always
     have its data removed, rather than wait for chat_purge.
     """
-    conversations, _ = await forget.forget(session_ids=[session_id])
+    conversations, _sessions = await forget.forget(session_ids=[session_id])
     if not conversations:
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     return HttpResponse(status=204)
 
 
@@ -186,7 +216,7 @@ def _session_id_header(request):
     """The session id in the X-Session-Id header, which the endpoints that read a conversation take."""
     header = request.headers.get("X-Session-Id")
     if header is None:
-        raise ApiError(400, "invalid_session_id", "Send the session id in the X-Session-Id header.")
+        raise ApiError(400, "invalid_session_id", _("Send the session id in the X-Session-Id header."))
     return session_id_from(header)
 
 
@@ -214,7 +244,7 @@ def _before(value: str | None) -> int | None:
     if value is None:
         return None
     if not SEQ.fullmatch(value):
-        raise ApiError(400, "invalid_before", "before must be the seq of the oldest message shown (0 or more).")
+        raise ApiError(400, "invalid_before", _("before must be the seq of the oldest message shown (0 or more)."))
     return int(value)
 
 
@@ -223,7 +253,7 @@ def _limit(value: str | None) -> int:
     if value is None:
         return paging.DEFAULT_LIMIT
     if not LIMIT.fullmatch(value) or not 1 <= int(value) <= paging.MAX_LIMIT:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {paging.MAX_LIMIT}.")
+        raise ApiError(400, "invalid_limit", _("limit must be a whole number from 1 to %(max)d.") % {"max": paging.MAX_LIMIT})
     return int(value)
 
 
@@ -299,10 +329,10 @@ async def metrics_scrape(request):
     """
     token = settings.CHAT_METRICS_TOKEN
     if not token:
-        raise ApiError(404, "not_found", "There is no such endpoint.")
+        raise ApiError(404, "not_found", _("There is no such endpoint."))
     sent = request.headers.get("Authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-        response = error_response(401, "unauthorized", "Send the metrics token as Authorization: Bearer <token>.")
+        response = error_response(401, "unauthorized", _("Send the metrics token as Authorization: Bearer <token>."))
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     now = await _metrics_now(runtime.current())
@@ -378,10 +408,10 @@ async def handoff_email(request):
     session_id = session_id_from(body.get("sessionId"))
     email = body.get("email")
     if not isinstance(email, str) or len(email) > EMAIL_MAX_LENGTH or not _email_or_empty(email.strip()):
-        raise ApiError(400, "invalid_email", "email must be an email address, or empty to take it back.")
+        raise ApiError(400, "invalid_email", _("email must be an email address, or empty to take it back."))
     email = email.strip()
     if not await in_db_thread(_leave_email, session_id, email, retry=True):
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     return JsonResponse({"sessionId": str(session_id), "email": email or None})
 
 
@@ -405,10 +435,10 @@ async def updates_poll(request):
     after = _after(request.GET.get("after"))
     state = request.GET.get("state")
     if state is not None and state not in Handoff.values:
-        raise ApiError(400, "invalid_state", f"state must be one of {', '.join(Handoff.values)}.")
+        raise ApiError(400, "invalid_state", _("state must be one of %(states)s.") % {"states": ", ".join(Handoff.values)})
     found = await updates.wait(runtime.current().watcher, session_id, after, state, settings.CHAT_UPDATES_WAIT)
     if found is None:
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
         await in_db_thread(Session.objects.seen, session_id)
     return JsonResponse({
@@ -424,7 +454,7 @@ async def updates_poll(request):
 def _after(value: str | None) -> int:
     """The seq of the latest message the page has; -1 before it has any."""
     if value is None or not AFTER.fullmatch(value) or int(value) < -1:
-        raise ApiError(400, "invalid_after", "after must be the seq of the latest message seen (-1 for none).")
+        raise ApiError(400, "invalid_after", _("after must be the seq of the latest message seen (-1 for none)."))
     return int(value)
 
 
@@ -439,7 +469,7 @@ async def device_link(request):
     await devices.admit_offer(limits.client_ip(request), session_id)
     made = await in_db_thread(devices.offer, session_id, _device_label(request))
     if made is None:
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     link = request.build_absolute_uri("/") + "#join=" + made.token
     return JsonResponse({
         "link": link,
@@ -456,7 +486,7 @@ async def device_join(request):
     conversation. Only ever a POST, which the page sends once the customer has confirmed."""
     body = json_body(request)
     if (body.get("token") is None) == (body.get("code") is None):
-        raise ApiError(400, "invalid_join", "Send either the link's token or the code, not both.")
+        raise ApiError(400, "invalid_join", _("Send either the link's token or the code, not both."))
     token = None if body.get("token") is None else devices.parse_token(body["token"])
     code = None if body.get("code") is None else devices.parse_code(body["code"])
     session = await devices.join(limits.client_ip(request), token=token, code=code, label=_device_label(request))
@@ -469,7 +499,7 @@ async def device_list(request):
     session_id = _session_id_header(request)
     found = await in_db_thread(devices.listed, session_id, _device_label(request))
     if found is None:
-        raise ApiError(404, "session_not_found", "No conversation is kept under that session id.")
+        raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     return JsonResponse({"sessionId": str(session_id), "devices": found})
 
 
@@ -480,7 +510,7 @@ async def device_end(request):
     session_id = _session_id_header(request)
     device = json_body(request).get("device")
     if device != "this" and (type(device) is not int or not 0 < device < 2**63):
-        raise ApiError(400, "invalid_device", 'device must be a device\'s number from GET /api/devices, or "this".')
+        raise ApiError(400, "invalid_device", _('device must be a device\'s number from GET /api/devices, or "this".'))
     await devices.end(session_id, None if device == "this" else device)
     return HttpResponse(status=204)
 

@@ -27,6 +27,18 @@
   const options = script.dataset;
   const color = options.color && CSS.supports("color", options.color) ? options.color : "#4f46e5";
   const greeting = options.greeting ? options.greeting.slice(0, 200) : null;
+  // The shop's page's language (<html lang>): the chat in the frame speaks it, unless the customer
+  // chose another there. The launcher's few words are here, not in the chat's catalogs (locale/),
+  // which this page does not load: one line per language of settings.LANGUAGES (docs/i18n.md).
+  const lang = (document.documentElement.lang || "").trim().slice(0, 35);
+  const LABELS = {
+    en: ["Chat with us", "Chat with us (%s new)"],
+    de: ["Chatten Sie mit uns", "Chatten Sie mit uns (%s neu)"],
+    fr: ["Discutez avec nous", "Discutez avec nous (%s nouveaux)"],
+    es: ["Chatea con nosotros", "Chatea con nosotros (%s nuevos)"],
+    ar: ["تحدث معنا", "تحدث معنا (%s جديدة)"],
+  };
+  const [label, labelUnread] = LABELS[lang.toLowerCase().split(/[-_]/)[0]] || LABELS.en;
 
   // --- The session id, in the shop's storage ---------------------------------------
 
@@ -111,7 +123,7 @@ iframe{border:0;width:100%;height:100%;display:block}
   const panel = document.createElement("div");
   panel.className = "panel closed";
   panel.setAttribute("role", "dialog");
-  panel.setAttribute("aria-label", "Chat");
+  panel.setAttribute("aria-label", label);
   box.append(panel, launcher);
   root.appendChild(box);
 
@@ -147,8 +159,8 @@ iframe{border:0;width:100%;height:100%;display:block}
   function load() {
     if (frame) return;
     frame = document.createElement("iframe");
-    frame.title = "Chat with us";
-    frame.src = chat + "/embed";
+    frame.title = label;
+    frame.src = chat + "/embed" + (lang ? "?lang=" + encodeURIComponent(lang) : "");
     frame.allow = "clipboard-write";
     frame.addEventListener("load", () => {
       ready = false;
@@ -192,7 +204,7 @@ iframe{border:0;width:100%;height:100%;display:block}
   function showUnread() {
     badge.hidden = unread === 0;
     badge.textContent = unread > 9 ? "9+" : String(unread);
-    launcher.setAttribute("aria-label", unread ? `Chat with us (${unread} new)` : "Chat with us");
+    launcher.setAttribute("aria-label", unread ? labelUnread.replace("%s", String(unread)) : label);
   }
 
   function open(focus) {

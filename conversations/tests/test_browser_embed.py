@@ -149,7 +149,7 @@ def test_the_first_message_keeps_its_id_in_the_shops_storage_and_the_conversatio
     session_id = shop_id(page)
     assert UUID4.fullmatch(session_id)
     # In the shop's storage, not the chat frame's (which browsers partition or wipe).
-    assert page.frame(url=f"{chat_site.url}/embed").evaluate("() => localStorage.length") == 0
+    assert page.frame(url=f"{chat_site.url}/embed?lang=en").evaluate("() => localStorage.length") == 0
     assert Conversation.objects.get(session_id=session_id).messages.count() == 2
 
     page.reload()  # the panel stays open, on the same conversation
@@ -304,7 +304,7 @@ def test_time_to_first_paint_after_the_click(shops, shopping, capsys):
       return at;
     }""")
     expect(box(chat(page))).to_be_visible()
-    painted = page.frame(url=re.compile(r"/embed$")).evaluate("""() => new Promise((resolve) => {
+    painted = page.frame(url=re.compile(r"/embed\?lang=en$")).evaluate("""() => new Promise((resolve) => {
       new PerformanceObserver((list) => {
         const paint = list.getEntries().find((entry) => entry.name === "first-contentful-paint");
         if (paint) resolve(performance.timeOrigin + paint.startTime);

@@ -5,6 +5,8 @@
 // An aborted request throws the browser's AbortError unchanged, so that the
 // caller can tell "the customer pressed Stop" (signal.aborted) from a failure.
 
+import { gettext, interpolate, language } from "./translation.js";
+
 export class ApiError extends Error {
   /**
    * status: the HTTP status, or 0 when no response came (code "network") or
@@ -22,7 +24,8 @@ export class ApiError extends Error {
 }
 
 async function request(path, { method = "GET", sessionId = null, body, signal, accept = "application/json" } = {}) {
-  const headers = { Accept: accept };
+  // The page's language (the customer's choice, or the shop's page's): the API answers in it.
+  const headers = { Accept: accept, "X-Chat-Language": language };
   if (sessionId) headers["X-Session-Id"] = sessionId;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   try {
@@ -34,7 +37,7 @@ async function request(path, { method = "GET", sessionId = null, body, signal, a
     });
   } catch (error) {
     if (signal && signal.aborted) throw error;
-    throw new ApiError(0, "network", "Could not reach the server. Check your connection.");
+    throw new ApiError(0, "network", gettext("Could not reach the server. Check your connection."));
   }
 }
 
@@ -50,7 +53,7 @@ async function errorFrom(response) {
   return new ApiError(
     response.status,
     error.code || "http_error",
-    error.message || `Something went wrong (HTTP ${response.status}).`,
+    error.message || interpolate(gettext("Something went wrong (HTTP %(status)s)."), { status: response.status }),
     { retryAfter: Number.isFinite(seconds) ? seconds : null, sessionId: (data && data.sessionId) || null },
   );
 }
@@ -61,7 +64,7 @@ async function json(response, signal) {
     return await response.json();
   } catch (error) {
     if (signal && signal.aborted) throw error;
-    throw new ApiError(0, "interrupted", "The connection was interrupted. Reload the page to try again.");
+    throw new ApiError(0, "interrupted", gettext("The connection was interrupted. Reload the page to try again."));
   }
 }
 
@@ -148,12 +151,12 @@ export async function* sendMessage({ text, clientMessageId, sessionId }, signal)
       return;
     } else if (event.name === "error") {
       const error = event.data.error || {};
-      throw new ApiError(0, error.code || "stream_error", error.message || "The assistant could not answer.", {
+      throw new ApiError(0, error.code || "stream_error", error.message || gettext("The assistant could not answer."), {
         sessionId: event.data.sessionId || null,
       });
     }
   }
-  throw new ApiError(0, "interrupted", "The connection was interrupted before the answer was complete.");
+  throw new ApiError(0, "interrupted", gettext("The connection was interrupted before the answer was complete."));
 }
 
 /** The events of a text/event-stream body as {name, data} with data parsed as JSON. */
@@ -167,7 +170,7 @@ async function* serverSentEvents(body, signal) {
         chunk = await reader.read();
       } catch (error) {
         if (signal && signal.aborted) throw error;
-        throw new ApiError(0, "interrupted", "The connection was interrupted before the answer was complete.");
+        throw new ApiError(0, "interrupted", gettext("The connection was interrupted before the answer was complete."));
       }
       if (chunk.done) return;
       buffer += chunk.value.replace(/\r\n?/g, "\n");

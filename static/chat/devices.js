@@ -9,6 +9,7 @@
 // has a conversation of its own is told it will leave it before it switches.
 
 import * as api from "./api.js";
+import { gettext, interpolate, language } from "./translation.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,7 +46,7 @@ export function startDevices({ sessionId, joined, ended }) {
         dialog.close();
         ended();
       } else {
-        showError(errorLine, `Could not load your devices: ${error.message}`);
+        showError(errorLine, interpolate(gettext("Could not load your devices: %(error)s"), { error: error.message }));
       }
       return;
     }
@@ -58,17 +59,17 @@ export function startDevices({ sessionId, joined, ended }) {
     item.dataset.current = String(device.current);
     const label = document.createElement("span");
     label.className = "device-label";
-    label.textContent = device.current ? `${device.label} (this browser)` : device.label;
+    label.textContent = device.current ? interpolate(gettext("%(device)s (this browser)"), { device: device.label }) : device.label;
     const when = document.createElement("span");
     when.className = "device-when";
-    when.textContent = `joined ${formatTime(device.joinedAt)}, last seen ${formatTime(device.lastSeenAt)}`;
+    when.textContent = interpolate(gettext("joined %(joined)s, last seen %(seen)s"), { joined: formatTime(device.joinedAt), seen: formatTime(device.lastSeenAt) });
     item.append(label, when);
     if (!device.current) {
       const endButton = document.createElement("button");
       endButton.type = "button";
       endButton.className = "ghost-button danger";
-      endButton.textContent = "End";
-      endButton.setAttribute("aria-label", `End ${device.label}`);
+      endButton.textContent = gettext("End");
+      endButton.setAttribute("aria-label", interpolate(gettext("End %(device)s"), { device: device.label }));
       endButton.addEventListener("click", () => endDevice(device.device));
       item.append(endButton);
     }
@@ -81,7 +82,7 @@ export function startDevices({ sessionId, joined, ended }) {
     } catch (error) {
       if (!(error instanceof api.ApiError)) throw error;
       if (error.code !== "device_not_found") {
-        showError(errorLine, `Could not end that device: ${error.message}`);
+        showError(errorLine, interpolate(gettext("Could not end that device: %(error)s"), { error: error.message }));
         return;
       }
     }
@@ -95,13 +96,13 @@ export function startDevices({ sessionId, joined, ended }) {
       offer = await api.offerDevice(sessionId());
     } catch (error) {
       if (!(error instanceof api.ApiError)) throw error;
-      showError(errorLine, `Could not make a link: ${error.message}`);
+      showError(errorLine, interpolate(gettext("Could not make a link: %(error)s"), { error: error.message }));
       return;
     }
     // The SVG is the server's own rendering of the link (segno): parsed as an image, not as HTML.
     const svg = new DOMParser().parseFromString(offer.qrSvg, "image/svg+xml").documentElement;
     svg.setAttribute("role", "img");
-    svg.setAttribute("aria-label", "QR code of the link");
+    svg.setAttribute("aria-label", gettext("QR code of the link"));
     $("offer-qr").replaceChildren(document.importNode(svg, true));
     $("offer-code").textContent = offer.code;
     $("offer-link").value = offer.link;
@@ -117,7 +118,7 @@ export function startDevices({ sessionId, joined, ended }) {
       } catch (error) {
         if (!(error instanceof api.ApiError)) throw error;
         if (error.status !== 404) {
-          showError(errorLine, `Could not end this browser's session: ${error.message}`);
+          showError(errorLine, interpolate(gettext("Could not end this browser's session: %(error)s"), { error: error.message }));
           return;
         }
       }
@@ -141,7 +142,7 @@ export function startDevices({ sessionId, joined, ended }) {
   async function confirmJoin() {
     const body = pendingToken !== null ? { token: pendingToken } : { code: codeInput.value.trim() };
     if (!body.token && !body.code) {
-      showError(joinError, "Type the code shown on your other device.");
+      showError(joinError, gettext("Type the code shown on your other device."));
       return;
     }
     let data;
@@ -150,7 +151,7 @@ export function startDevices({ sessionId, joined, ended }) {
     } catch (error) {
       if (!(error instanceof api.ApiError)) throw error;
       showError(joinError, error.status === 429
-        ? `Too many wrong codes. Try again ${inAboutMinutes(error.retryAfter)}, or use the link or QR code.`
+        ? interpolate(gettext("Too many wrong codes. Try again %(when)s, or use the link or QR code."), { when: inAboutMinutes(error.retryAfter) })
         : error.message);
       return;
     }
@@ -211,12 +212,12 @@ function formatTime(iso) {
   const date = new Date(iso);
   const sameDay = date.toDateString() === new Date().toDateString();
   return sameDay
-    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    ? date.toLocaleTimeString(language, { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleString(language, { dateStyle: "medium", timeStyle: "short" });
 }
 
 function inAboutMinutes(seconds) {
-  if (!seconds) return "later";
+  if (!seconds) return gettext("later");
   const minutes = Math.ceil(seconds / 60);
-  return minutes <= 1 ? "in a minute" : `in about ${minutes} minutes`;
+  return minutes <= 1 ? gettext("in a minute") : interpolate(gettext("in about %(count)s minutes"), { count: minutes });
 }

@@ -20,6 +20,7 @@
 //                    close   {}                     Escape or the close button
 
 import { isSessionId, keepInHost, takeFromHost } from "./session.js";
+import { gettext } from "./translation.js";
 
 const PREFIX = "shopchat:";
 const allowed = (document.querySelector('meta[name="chat-embed-origins"]').content || "").split(" ").filter(Boolean);
@@ -87,7 +88,7 @@ function showNotRemembered() {
   const note = document.createElement("p");
   note.className = "embed-note";
   note.setAttribute("role", "note");
-  note.textContent = "This browser does not let the chat keep your conversation: it is forgotten when you leave this page.";
+  note.textContent = gettext("This browser does not let the chat keep your conversation: it is forgotten when you leave this page.");
   document.querySelector(".composer-wrap").prepend(note);
 }
 
@@ -95,8 +96,8 @@ function addCloseButton() {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "ghost-button embed-close";
-  button.setAttribute("aria-label", "Close the chat");
-  button.title = "Close the chat";
+  button.setAttribute("aria-label", gettext("Close the chat"));
+  button.title = gettext("Close the chat");
   const ns = "http://www.w3.org/2000/svg";
   const icon = document.createElementNS(ns, "svg");
   for (const [name, value] of Object.entries({

@@ -4,6 +4,7 @@
 // from a few hook lines; like view.js this builds nodes with textContent only.
 
 import { ApiError, leaveEmail } from "./api.js";
+import { gettext, interpolate } from "./translation.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -35,7 +36,7 @@ export function offerPerson(item, ask) {
   button.type = "button";
   button.className = "ghost-button person-offer";
   button.dataset.testid = "person-offer";
-  button.textContent = "Talk to a person";
+  button.textContent = gettext("Talk to a person");
   button.addEventListener("click", () => {
     button.disabled = true;
     ask();
@@ -49,19 +50,19 @@ async function submitEmail(event) {
   const email = input.value.trim();
   if (!sessionId) return;
   if (!input.checkValidity() || !email) {
-    status.textContent = "Please enter an email address such as name@example.com.";
+    status.textContent = gettext("Please enter an email address such as name@example.com.");
     input.focus();
     return;
   }
-  status.textContent = "Saving…";
+  status.textContent = gettext("Saving…");
   try {
     await leaveEmail(sessionId, email);
-    status.textContent = `Thank you. We'll write to ${email} when someone from our team replies.`;
+    status.textContent = interpolate(gettext("Thank you. We'll write to %(email)s when someone from our team replies."), { email });
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     status.textContent = error.code === "invalid_email"
-      ? "That does not look like an email address. Please check it."
-      : `Could not save your email: ${error.message}`;
+      ? gettext("That does not look like an email address. Please check it.")
+      : interpolate(gettext("Could not save your email: %(error)s"), { error: error.message });
   }
 }
 

@@ -11,6 +11,8 @@ import { startDevices } from "./devices.js";
 import { forgetSessionId, isSessionId, KEY, newClientMessageId, readSessionId, storeSessionId } from "./session.js";
 import { startUpdates } from "./updates.js";
 import * as view from "./view.js";
+import { gettext, interpolate } from "./translation.js";
+import { reloadingForChoice } from "./language.js";
 
 // How often "turn_in_progress" (another tab's turn) or "overloaded" is waited out before giving up.
 const BUSY_RETRIES = 3;
@@ -34,8 +36,8 @@ const state = {
 };
 
 // What the customer reads when their message started a new conversation because the old one was full.
-const FULL_NOTICE = "Your previous conversation reached its maximum length, so this message started a new one. "
-  + "Our team can still see the earlier conversation.";
+const FULL_NOTICE = gettext("Your previous conversation reached its maximum length, so this message started a new one. "
+  + "Our team can still see the earlier conversation.");
 
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("chat") : null;
 
@@ -106,9 +108,9 @@ async function loadHistory() {
       if (readSessionId() === id) forget();
       resetView();
     } else if (error.code === "network") {
-      view.showNotice("Could not load your conversation. Check your connection and reload the page.");
+      view.showNotice(gettext("Could not load your conversation. Check your connection and reload the page."));
     } else if (error.code !== "interrupted") { // cut off: the page is being left or reloaded
-      view.showNotice("Could not load your conversation right now. Reload the page to try again.");
+      view.showNotice(gettext("Could not load your conversation right now. Reload the page to try again."));
     }
     return;
   }
@@ -187,7 +189,7 @@ function showOlder(message) {
   }
   state.seqs.add(message.seq);
   const item = view.addUserMessage(message.content, { message, restored: true });
-  if (message.status === "failed") view.markUnanswered(item, "This message was not answered.", null, state.busy);
+  if (message.status === "failed") view.markUnanswered(item, gettext("This message was not answered."), null, state.busy);
 }
 
 function unansweredFromHistory(item, message, last, handoff, turnInProgress) {
@@ -196,9 +198,9 @@ function unansweredFromHistory(item, message, last, handoff, turnInProgress) {
     ? () => send(message.content, message.clientMessageId, item)
     : null;
   if (message.status === "failed") {
-    view.markUnanswered(item, "This message was not answered.", retry, state.busy);
+    view.markUnanswered(item, gettext("This message was not answered."), retry, state.busy);
   } else if (last && handoff === "assistant") {
-    view.markUnanswered(item, "Not answered.", retry, state.busy);
+    view.markUnanswered(item, gettext("Not answered."), retry, state.busy);
   }
   // Otherwise it was written to our team (or staff answered after it): nothing is missing.
 }
@@ -260,8 +262,8 @@ const updates = startUpdates({
     if (asked.generation !== state.generation || state.busy) return;
     if (readSessionId() === asked.sessionId) forget();
     resetView();
-    view.showNotice("This conversation is no longer kept in this browser (deleted, ended from another device, "
-      + "or expired). Write a message to start a new one.");
+    view.showNotice(gettext("This conversation is no longer kept in this browser (deleted, ended from another device, "
+      + "or expired). Write a message to start a new one."));
   },
 });
 
@@ -310,7 +312,7 @@ function submitFromBox() {
   if (!text || state.busy) return;
   const length = [...text].length;
   if (length > view.maxChars) {
-    view.showNotice(`Messages can be at most ${view.maxChars} characters; this one has ${length}. Please shorten it.`);
+    view.showNotice(interpolate(gettext("Messages can be at most %(max)s characters; this one has %(count)s. Please shorten it."), { max: view.maxChars, count: length }));
     return;
   }
   view.clearBox();
@@ -388,7 +390,7 @@ function finishTurn(turn, outcome) {
       view.showNotice(outcome.message, { withContact: outcome.withContact });
     } else {
       const again = () => send(turn.text, turn.clientMessageId, userItem);
-      const message = outcome.stopped ? "Stopped before an answer." : outcome.short || outcome.message;
+      const message = outcome.stopped ? gettext("Stopped before an answer.") : outcome.short || outcome.message;
       view.markUnanswered(userItem, message, again, true);
       if (outcome.withContact) view.showNotice(outcome.message, { withContact: true });
     }
@@ -419,7 +421,7 @@ async function runTurn(turn, signal, generation) {
           return { done: event.data };
         }
       }
-      return { message: "The connection was interrupted before the answer was complete." };
+      return { message: gettext("The connection was interrupted before the answer was complete.") };
     } catch (error) {
       if (signal.aborted) return { stopped: true };
       if (!(error instanceof api.ApiError)) throw error;
@@ -437,13 +439,13 @@ async function runTurn(turn, signal, generation) {
 
 function outcomeOf(error) {
   if (error.code === "turn_in_progress") {
-    return { message: "This conversation is still answering a message from another tab. Try again in a moment." };
+    return { message: gettext("This conversation is still answering a message from another tab. Try again in a moment.") };
   }
   if (["invalid_message", "message_too_long", "retry_superseded"].includes(error.code)) {
     return { rejected: true, message: error.message };
   }
   if (error.status === 429 || error.code === "budget_exhausted") {
-    return { rejected: true, withContact: true, short: "Not sent: over the limit for now.", message: limitMessage(error) };
+    return { rejected: true, withContact: true, short: gettext("Not sent: over the limit for now."), message: limitMessage(error) };
   }
   if (error.code === "invalid_session_id") forget();
   return { message: error.message };
@@ -453,12 +455,15 @@ function outcomeOf(error) {
 function limitMessage(error) {
   const when = view.inAbout(error.retryAfter);
   if (error.code === "budget_exhausted") {
-    const whose = error.status === 503 ? "" : " for this conversation";
-    return `The assistant has answered all it can${whose} today. Please try again ${when}, `
-      + "or press Talk to a person to ask someone from our team. You can also reach us directly:";
+    const text = error.status === 503
+      ? gettext("The assistant has answered all it can today. Please try again %(when)s, "
+        + "or press Talk to a person to ask someone from our team. You can also reach us directly:")
+      : gettext("The assistant has answered all it can for this conversation today. Please try again %(when)s, "
+        + "or press Talk to a person to ask someone from our team. You can also reach us directly:");
+    return interpolate(text, { when });
   }
-  return `You have sent a lot of messages in a short time. Please try again ${when}. `
-    + "If it cannot wait, you can reach us directly:";
+  return interpolate(gettext("You have sent a lot of messages in a short time. Please try again %(when)s. "
+    + "If it cannot wait, you can reach us directly:"), { when });
 }
 
 function sleep(ms, signal) {
@@ -522,9 +527,9 @@ async function askForPerson() {
   } catch (error) {
     if (!(error instanceof api.ApiError)) throw error;
     if (error.status === 429) {
-      view.showNotice(`We cannot take the request right now. Please try again ${view.inAbout(error.retryAfter)}, or reach us directly:`, { withContact: true });
+      view.showNotice(interpolate(gettext("We cannot take the request right now. Please try again %(when)s, or reach us directly:"), { when: view.inAbout(error.retryAfter) }), { withContact: true });
     } else {
-      view.showNotice(`Could not ask for a person: ${error.message} You can also reach us directly:`, { withContact: true });
+      view.showNotice(interpolate(gettext("Could not ask for a person: %(error)s You can also reach us directly:"), { error: error.message }), { withContact: true });
     }
   } finally {
     state.requesting = false;
@@ -559,8 +564,8 @@ async function deleteConversation() {
   } catch (error) {
     if (!(error instanceof api.ApiError)) throw error;
     view.showNotice(error.code === "network"
-      ? "Could not reach the server, so nothing was deleted. Try again in a moment."
-      : `Could not delete the conversation: ${error.message}`);
+      ? gettext("Could not reach the server, so nothing was deleted. Try again in a moment.")
+      : interpolate(gettext("Could not delete the conversation: %(error)s"), { error: error.message }));
     return;
   }
   if (readSessionId() === id) forget();
@@ -630,12 +635,13 @@ devices = startDevices({
     stopTurn();
     forget();
     resetView();
-    view.showNotice("This browser has left the conversation. Write a message to start a new one.");
+    view.showNotice(gettext("This browser has left the conversation. Write a message to start a new one."));
     announceChange();
   },
 });
 
 refreshControls();
-loadHistory();
+// The customer chose another language than this page's: it is loaded again in it, nothing to start here.
+if (!reloadingForChoice()) loadHistory();
 // Ready to type at once, except on touch screens, where focus would pop up the keyboard.
 if (window.matchMedia("(pointer: fine)").matches) view.focusBox();

@@ -90,3 +90,29 @@ export function newClientMessageId() {
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
+
+// The customer's choice of language (the selector in the top bar), kept beside the session id;
+// in memory when localStorage is unavailable. Only a code the page offers is kept.
+export const LANGUAGE_KEY = "chatLanguage";
+const LANGUAGE = /^[a-z]{2,3}(-[a-z0-9]{2,8})?$/;
+let memoryLanguage = null;
+
+export function readLanguage() {
+  let value = memoryLanguage;
+  try {
+    value = localStorage.getItem(LANGUAGE_KEY) || memoryLanguage;
+  } catch (error) {
+    /* memoryLanguage */
+  }
+  return typeof value === "string" && LANGUAGE.test(value) ? value : null;
+}
+
+export function storeLanguage(code) {
+  if (!LANGUAGE.test(code)) return;
+  memoryLanguage = code;
+  try {
+    localStorage.setItem(LANGUAGE_KEY, code);
+  } catch (error) {
+    /* memoryLanguage keeps it */
+  }
+}

@@ -8,6 +8,7 @@
 // is waiting for); main.js matches them to the server's messages.
 
 import { renderMarkdown } from "../markdown.js";
+import { gettext, interpolate } from "./translation.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -67,6 +68,14 @@ function element(tag, className, text) {
   return node;
 }
 
+/** A message's bubble: dir="auto", so that a message in Arabic or Hebrew reads right to left in an
+ * English page, and an English one left to right in an Arabic page. */
+function bubbleOf(tag, text) {
+  const bubble = element(tag, "bubble", text);
+  bubble.dir = "auto";
+  return bubble;
+}
+
 export function nearBottom() {
   return conversation.scrollHeight - conversation.scrollTop - conversation.clientHeight < 120;
 }
@@ -101,7 +110,7 @@ export function keepScroll(change) {
 export function showEarlier({ more, loading = false, failed = false }) {
   earlier.hidden = !more;
   earlier.classList.toggle("idle", !loading && !failed);
-  earlier.textContent = failed ? "Could not load earlier messages. Scroll up to try again." : "Loading earlier messages…";
+  earlier.textContent = failed ? gettext("Could not load earlier messages. Scroll up to try again.") : gettext("Loading earlier messages…");
 }
 
 /** Whether the top of the conversation is in sight (or nearly), so older messages are wanted. */
@@ -146,7 +155,7 @@ function place(item, { last = false } = {}) {
 export function addUserMessage(text, { message = null, restored = false, clientMessageId = null } = {}) {
   const item = messageItem("user", message, restored);
   if (clientMessageId) item.dataset.clientMessageId = clientMessageId;
-  item.appendChild(element("div", "bubble", text)); // plain text, always
+  item.appendChild(bubbleOf("div", text)); // plain text, always
   return place(item, { last: Boolean(clientMessageId) });
 }
 
@@ -157,7 +166,7 @@ export function addAssistantMessage({ text, stopped = false, message = null, res
   avatar.appendChild(svg(CHAT_ICON, 16));
   avatar.setAttribute("aria-hidden", "true");
   const body = element("div", "message-body");
-  const bubble = element("div", "bubble");
+  const bubble = bubbleOf("div");
   const content = element("div", "markdown");
   bubble.appendChild(content);
   const meta = element("div", "message-meta");
@@ -170,13 +179,15 @@ export function addAssistantMessage({ text, stopped = false, message = null, res
 
 export function addStaffMessage(message, { restored = false } = {}) {
   const item = messageItem("staff", message, restored);
-  const name = message.author || "Our team";
+  const name = message.author || gettext("Our team");
   const avatar = element("span", "avatar staff-avatar", [...name.trim()][0] || "?");
   avatar.setAttribute("aria-hidden", "true");
   const body = element("div", "message-body");
   const header = element("div", "message-author");
-  header.append(element("span", "author", name), element("span", "staff-badge", "Staff"));
-  const bubble = element("div", "bubble");
+  const authorName = element("span", "author", name);
+  authorName.dir = "auto";
+  header.append(authorName, element("span", "staff-badge", gettext("Staff")));
+  const bubble = bubbleOf("div");
   const content = element("div", "markdown");
   content.appendChild(renderMarkdown(message.content));
   bubble.appendChild(content);
@@ -187,7 +198,7 @@ export function addStaffMessage(message, { restored = false } = {}) {
 
 export function addEvent(message, { restored = false } = {}) {
   const item = messageItem("event", message, restored);
-  item.appendChild(element("p", "bubble", message.content));
+  item.appendChild(bubbleOf("p", message.content));
   return place(item);
 }
 
@@ -219,7 +230,7 @@ export function userText(item) {
 
 export function showTyping(item) {
   const dots = element("span", "typing");
-  dots.setAttribute("aria-label", "The assistant is typing");
+  dots.setAttribute("aria-label", gettext("The assistant is typing"));
   dots.setAttribute("role", "img");
   dots.append(element("span"), element("span"), element("span"));
   item.reply.content.replaceChildren(dots);
@@ -261,8 +272,8 @@ export function finishReply(item, text, stopped) {
   const meta = item.reply.meta;
   meta.replaceChildren();
   if (stopped) {
-    const badge = element("span", "badge", "Stopped");
-    badge.title = "You stopped this reply; the part written so far is kept.";
+    const badge = element("span", "badge", gettext("Stopped"));
+    badge.title = gettext("You stopped this reply; the part written so far is kept.");
     meta.appendChild(badge);
   }
   meta.appendChild(copyButton(item));
@@ -271,14 +282,14 @@ export function finishReply(item, text, stopped) {
 function copyButton(item) {
   const button = element("button", "icon-button copy-button");
   button.type = "button";
-  const label = element("span", "", "Copy");
+  const label = element("span", "", gettext("Copy"));
   button.append(svg(["M9 9h10v10H9z", "M5 15V5h10"], 14), label);
   button.addEventListener("click", async () => {
     const copied = await copyText(item.reply.text);
-    label.textContent = copied ? "Copied" : "Copy failed";
+    label.textContent = copied ? gettext("Copied") : gettext("Copy failed");
     button.classList.add("copied");
     setTimeout(() => {
-      label.textContent = "Copy";
+      label.textContent = gettext("Copy");
       button.classList.remove("copied");
     }, 1600);
   });
@@ -322,8 +333,8 @@ export function keepOnly(keep) {
 /** A message kept for staff: no answer is awaited, it is simply sent. */
 export function markSent(item) {
   if (item.querySelector(".sent-mark")) return;
-  const mark = element("span", "sent-mark", "Sent");
-  mark.title = "Kept for our team; they answer here.";
+  const mark = element("span", "sent-mark", gettext("Sent"));
+  mark.title = gettext("Kept for our team; they answer here.");
   const stick = nearBottom();
   item.appendChild(mark);
   if (stick) scrollToBottom();
@@ -336,7 +347,7 @@ export function markUnanswered(userItem, message, retry, busy) {
   row.setAttribute("role", "alert");
   row.appendChild(element("span", "", message));
   if (retry) {
-    const button = element("button", "retry-button", "Retry");
+    const button = element("button", "retry-button", gettext("Retry"));
     button.type = "button";
     button.disabled = busy;
     button.addEventListener("click", retry);
@@ -359,7 +370,7 @@ export function retireRetries() {
     if (row.parentElement.dataset.seq === undefined) row.parentElement.dataset.settled = "";
     button.remove();
     row.removeAttribute("role");
-    row.firstChild.textContent = "Not answered.";
+    row.firstChild.textContent = gettext("Not answered.");
   }
 }
 
@@ -367,12 +378,12 @@ export function retireRetries() {
 
 /** A wait in words: "in a few seconds", "in about a minute", "in about 21 minutes", "in about 5 hours". */
 export function inAbout(seconds) {
-  if (!(seconds > 0)) return "in a moment";
-  if (seconds < 30) return "in a few seconds";
-  if (seconds < 90) return "in about a minute";
-  if (seconds < 55 * 60) return `in about ${Math.round(seconds / 60)} minutes`;
-  if (seconds < 90 * 60) return "in about an hour";
-  return `in about ${Math.round(seconds / 3600)} hours`;
+  if (!(seconds > 0)) return gettext("in a moment");
+  if (seconds < 30) return gettext("in a few seconds");
+  if (seconds < 90) return gettext("in about a minute");
+  if (seconds < 55 * 60) return interpolate(gettext("in about %(count)s minutes"), { count: Math.round(seconds / 60) });
+  if (seconds < 90 * 60) return gettext("in about an hour");
+  return interpolate(gettext("in about %(count)s hours"), { count: Math.round(seconds / 3600) });
 }
 
 /** A problem, in words, above the text box; with `withContact`, the shop's contact details after it. */
@@ -406,19 +417,20 @@ export function showHandoff(state, { author = null } = {}) {
     return;
   }
   if (state === "staff") {
-    handoffTitle.textContent = `You are talking to ${author || "a person from our team"}`;
-    handoffText.textContent = "They answer here. The assistant stays quiet until they hand you back.";
+    handoffTitle.textContent = author ? interpolate(gettext("You are talking to %(name)s"), { name: author })
+      : gettext("You are talking to a person from our team");
+    handoffText.textContent = gettext("They answer here. The assistant stays quiet until they hand you back.");
   } else {
-    handoffTitle.textContent = "Waiting for a person from our team";
-    handoffText.textContent = "They answer here. Keep writing if you like: your messages are kept for them.";
+    handoffTitle.textContent = gettext("Waiting for a person from our team");
+    handoffText.textContent = gettext("They answer here. Keep writing if you like: your messages are kept for them.");
   }
-  box.placeholder = "Write to our team…";
+  box.placeholder = gettext("Write to our team…");
 }
 
 export function showReference(id) {
   reference.hidden = !id;
   referenceId.textContent = id ? id.slice(0, 8) : "";
-  reference.title = id ? "Read this out to our support staff if you contact us" : "";
+  reference.title = id ? gettext("Read this out to our support staff if you contact us") : "";
 }
 
 export function updateControls({ busy, sessionId, handoff, requesting }) {
@@ -433,7 +445,7 @@ export function updateControls({ busy, sessionId, handoff, requesting }) {
 
 export function confirmDelete() {
   if (typeof confirmDialog.showModal !== "function") {
-    return Promise.resolve(window.confirm("Delete this conversation? This cannot be undone.") ? "delete" : "cancel");
+    return Promise.resolve(window.confirm(gettext("Delete this conversation? This cannot be undone.")) ? "delete" : "cancel");
   }
   return new Promise((resolve) => {
     confirmDialog.returnValue = "";
