@@ -116,7 +116,7 @@ async def outlook(now: datetime) -> Outlook:
     hours = knowledge.opening_hours()
     local = shop_time(now)
     [seen] = await runtime.current().gateway.round_trip(reads=[STAFF_SEEN])
-    details = knowledge.contact_details()
+    details = knowledge.contact_details(languages.current())
     # In the customer's language (the request's), as it is stored and shown.
     keep_writing = (" " + gettext("You can keep writing meanwhile; the assistant does not answer until they hand you back.")
                     + (f"\n\n{details}" if details else ""))

@@ -24,6 +24,7 @@ from . import (
     forget,
     handoff,
     knowledge,
+    languages,
     limits,
     llm,
     metrics,
@@ -72,13 +73,14 @@ PAGE_POLICY = (
 
 
 def _page_context() -> dict:
+    language = languages.current()  # the shop's FAQ in it where the shop wrote one (knowledge/faq.<lang>.md)
     return {
         "catalog_version": catalog_version(),
         "languages": settings.LANGUAGES,  # each named in its own language, as the selector shows them
-        "suggestions": [entry.question for entry in knowledge.entries()[:3]],
+        "suggestions": [entry.question for entry in knowledge.entries(language)[:3]],
         "max_chars": settings.CHAT_MESSAGE_MAX_CHARS,
         "shop_name": settings.CHAT_SHOP_NAME,
-        "contact": knowledge.contact_details(),
+        "contact": knowledge.contact_details(language),
     }
 
 

@@ -44,6 +44,15 @@ def test_the_offline_responder_answers_a_german_customer_from_the_german_file(cl
     assert body["reply"].startswith("Wir akzeptieren Visa, Mastercard")
 
 
+@pytest.mark.django_db
+def test_the_page_suggests_questions_and_shows_contact_details_from_the_file_in_its_language(client):
+    german = client.get("/", headers={"Accept-Language": "de-DE,de;q=0.9"}).content.decode()
+    french = client.get("/", headers={"Accept-Language": "fr"}).content.decode()  # no faq.fr.md
+
+    assert "Wie sind Ihre Rückgaberegeln?" in german and "What is your return policy?" not in german
+    assert "What is your return policy?" in french
+
+
 def test_a_language_code_is_read_as_one_of_the_sites_languages():
     assert [languages.code(v) for v in ("de-AT", "fr", "AR", "pt-BR", "", None)] == ["de", "fr", "ar", "en", "en", "en"]
     with translation.override("es"):
