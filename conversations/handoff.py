@@ -258,11 +258,19 @@ async def reply_as_staff(conversation_id: int, user, author: str, text: str, tok
 async def return_to_assistant(conversation_id: int, user, author: str, close: bool = False) -> Message | None:
     """Return the conversation to the assistant (`close`: and record that staff closed it).
     Returns the notice stored, or None if the assistant had it already."""
-    text = f"{author} closed the conversation." if close else f"{author} handed you back to the assistant."
-    notice = Message(role=Message.Role.EVENT, content=text + " The assistant answers again.", author=author,
+    language = await in_orm_thread(_language_of, conversation_id)
+    with translation.override(language):  # the customer reads it, not the staff member who sends it
+        text = (gettext("%(author)s closed the conversation. The assistant answers again.") if close else
+                gettext("%(author)s handed you back to the assistant. The assistant answers again."))
+    notice = Message(role=Message.Role.EVENT, content=text % {"author": author}, author=author,
                      sent_by=user, created_at=timezone.now())
     changed = await _change(conversation_id, lambda store: store.hand_back(conversation_id, notice, close))
     return notice if changed else None
+
+
+def _language_of(conversation_id: int) -> str:
+    found = Conversation.objects.filter(pk=conversation_id).values_list("language", flat=True).first()
+    return languages.code(found)
 
 
 # The same, from synchronous code (the admin's views, the shell).

@@ -82,3 +82,21 @@ def test_chat_queue_and_chat_show_name_the_language(settings):
     out = io.StringIO()
     call_command("chat_show", conversation.reference, stdout=out)
     assert out.getvalue().splitlines()[2] == "The customer writes in German (de)"
+
+
+def test_handing_back_and_closing_tell_the_customer_in_their_language_not_the_staffs(settings):
+    from django.contrib.auth.models import User
+
+    from conversations import handoff
+
+    settings.CHAT_HANDOFF_EMAILS = []
+    conversation = german_waiting()
+    mia = User.objects.create_user("mia-de", is_staff=True)
+    handoff.staff_reply(conversation.pk, mia, "Mia", "Hallo!", "t1")
+
+    handed_back = handoff.hand_back(conversation.pk, mia, "Mia")  # from an English admin
+
+    assert handed_back.content == "Mia hat Sie wieder an den Assistenten übergeben. Der Assistent antwortet wieder."
+    handoff.request_person(conversation.pk)
+    closed = handoff.hand_back(conversation.pk, mia, "Mia", close=True)
+    assert closed.content == "Mia hat die Unterhaltung geschlossen. Der Assistent antwortet wieder."
