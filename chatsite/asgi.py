@@ -18,6 +18,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) on the page and the admin.
 """
 
 import gc
+import io
 import json
 import logging
 import os
@@ -28,7 +29,9 @@ from types import SimpleNamespace
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.asgi import get_asgi_application
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.utils import translation
+from django.utils.translation import gettext, gettext_noop
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
@@ -58,6 +61,7 @@ class ApiHandler(ASGIHandler):
 api = ApiHandler()
 
 from conversations import limits, metrics, payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations.middleware import request_language  # noqa: E402
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
 # a thread for the request's first thread-sensitive sync call (Django's own
@@ -98,10 +102,10 @@ async def application(scope, receive, send):
 
     declared = _declared_length(scope)
     if declared == "invalid":
-        return await _refuse(send, scope, is_api, 400, "bad_request", "The Content-Length header is not valid.")
+        return await _refuse(send, scope, is_api, 400, "bad_request", gettext_noop("The Content-Length header is not valid."))
     if declared is not None and declared > limit:
         return await _refuse(send, scope, is_api, 413, "body_too_large",
-                             f"The request body must be at most {limit} bytes.")
+                             gettext_noop("The request body must be at most %(limit)d bytes."), limit=limit)
     if declared is not None and not is_turn:
         # The server delivers no more than the declared length.
         return await _admit(scope, receive, send, is_api, is_turn)
@@ -118,7 +122,7 @@ async def application(scope, receive, send):
         size += len(chunk)
         if size > limit:
             return await _refuse(send, scope, is_api, 413, "body_too_large",
-                                 f"The request body must be at most {limit} bytes.")
+                                 gettext_noop("The request body must be at most %(limit)d bytes."), limit=limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -133,19 +137,20 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
         if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
             metrics.REFUSALS.labels("too_many_connections").inc()
             return await _refuse(send, scope, True, 429, "too_many_connections",
-                                 "Too many open connections from your address; try again in a few seconds.",
+                                 gettext_noop("Too many open connections from your address; try again in a few "
+                                              "seconds."),
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
         if settings.CHAT_MAX_HELD and held_in_flight >= settings.CHAT_MAX_HELD:
             metrics.REFUSALS.labels("overloaded").inc()
             return await _refuse(send, scope, True, 503, "overloaded",
-                                 "The site is busy right now; try again in a few seconds.",
+                                 gettext_noop("The site is busy right now; try again in a few seconds."),
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
         handler = metrics.held("long_poll" if scope.get("path") == "/api/updates" else "stream", _held(handler, address))
     if is_turn:
         if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
             metrics.REFUSALS.labels("overloaded").inc()
             return await _refuse(send, scope, True, 503, "overloaded",
-                                 "The assistant is busy right now; try again in a few seconds.",
+                                 gettext_noop("The assistant is busy right now; try again in a few seconds."),
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
         handler = _turn(handler)
     return await handler(scope, receive, send)
@@ -276,8 +281,11 @@ def _replay(body: bytes, receive):
 
 
 async def _refuse(send, scope, is_api: bool, status: int, code: str, message: str,
-                  retry_after: int | None = None) -> None:
-    """Answer before Django sees the request, and close the connection: what is left of the body is not read."""
+                  retry_after: int | None = None, **params) -> None:
+    """Answer before Django sees the request, and close the connection: what is left of the body is not read.
+    The message in the request's language, by the one rule the site's views follow (request_language)."""
+    with translation.override(request_language(ASGIRequest(scope, io.BytesIO()))):
+        message = gettext(message) % params
     if is_api:
         content_type = b"application/json"
         body = json.dumps(payloads.error(code, message)).encode()

@@ -108,6 +108,17 @@ def test_a_declared_length_over_the_cap_is_not_read(settings):
     assert RECEIVED == []
 
 
+@pytest.mark.parametrize("headers, message", [
+    ({"accept-language": "de-DE,de;q=0.9"}, "Der Anfragetext darf höchstens"),
+    ({"x-chat-language": "fr", "accept-language": "de"}, "Le corps de la requête doit faire au plus"),
+    ({}, "The request body must be at most"),
+])
+def test_a_refusal_before_django_reads_the_request_speaks_its_language(headers, message):
+    status, response_headers, content = asgi_request("POST", "/api/chat", {
+        "content-type": "application/json", "content-length": "1000000000", **headers}, b"{}")
+    assert status == 413 and json.loads(content)["error"]["message"].startswith(message)
+
+
 def test_an_undeclared_body_is_read_only_up_to_the_cap(settings):
     settings.CHAT_MAX_BODY_BYTES = 1000
     chunks = [b"x" * 300] * 100
