@@ -169,7 +169,8 @@ class _Reply:
             pieces = _pieces(text)
         count = int(params.get("chunks", 0))
         if count > 0 and pieces:
-            pieces = [pieces[i % len(pieces)] for i in range(count)]
+            again = [" " + pieces[0].lstrip(), *pieces[1:]]  # the words over again, after a space
+            pieces = (pieces + again * count)[:count]
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         self.finish_reason = "stop"
         if isinstance(limit, int) and 0 < limit < len(pieces) and not params.get("ignore_max_tokens"):
