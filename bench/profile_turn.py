@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--out", default="profile.txt", help="py-spy's output (--format raw: collapsed stacks)")
     parser.add_argument("--no-spy", action="store_true", help="measure only, without py-spy")
     parser.add_argument("--app", default=None, help="another ASGI app to profile, e.g. bench.minimal:application")
+    parser.add_argument("--minimal-llm", default="openai", help="BENCH_MINIMAL_LLM of bench.minimal (openai, site)")
+    parser.add_argument("--stream", action="store_true", help="streamed turns (bench/stream.py) instead of wrk's")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chatsite-profile-"))
     db = servers.BenchDatabase(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE))
@@ -54,16 +56,17 @@ def main() -> None:
         env.update(OPENAI_API_KEY="bench-key", OPENAI_BASE_URL=llm.url, OPENAI_MODEL="fake-model")
         if args.app:
             env = {**{k: v for k, v in env.items() if not k.startswith("DJANGO_")},
-                   "DJANGO_SETTINGS_MODULE": args.app.split(":")[0], "BENCH_MINIMAL_LLM": "openai"}
+                   "DJANGO_SETTINGS_MODULE": args.app.split(":")[0], "BENCH_MINIMAL_LLM": args.minimal_llm}
         site = servers.WebServer("profiled", env, tmp / "site.log", app=args.app)
         sessions = args.connections * 10
-        pool.wrk("warm-up", site.url, sessions, args.connections, 3 + 2 * args.delay, timeout=60)
+        driver = load.stream if args.stream else load.wrk
+        pool.wrk("warm-up", site.url, sessions, args.connections, 3 + 2 * args.delay, timeout=60, driver=driver)
         [worker] = site.workers()
-        spy = None if args.no_spy else subprocess.Popen(["py-spy", "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
+        spy = None if args.no_spy else subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
                                 "--gil", "--format", "raw", "--output", args.out,
                                 "--duration", str(int(args.seconds))])
         run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
-                       cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds)
+                       cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds, driver=driver)
         if spy:
             spy.wait()
         print(f"{run.turns_per_second:.0f} turns/s, errors {run.errors}, "
