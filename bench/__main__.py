@@ -85,6 +85,8 @@ def main(argv=None) -> None:
             "CHAT_RATE_LIMIT_SESSION": "0",
             "CHAT_RATE_LIMIT_IP": "0",
             "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+            # And so do the streams held at once (a cap per address, 50 by default).
+            "CHAT_MAX_HELD_PER_ADDRESS": "0",
             # Token budgets stay on, so their counting in Redis is measured, but
             # too large to run out during a run.
             "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12),
