@@ -33,7 +33,7 @@ def parse_args(argv):
     parser.add_argument("--connections", type=int, default=50, help="connections of figure 1")
     parser.add_argument("--held", type=int, default=1000, help="concurrent conversations of figure 2")
     parser.add_argument("--delay", type=float, default=2.0, help="LLM delay of figure 2, seconds")
-    parser.add_argument("--sessions", type=int, default=40000, help="existing sessions the load continues")
+    parser.add_argument("--sessions", type=int, default=60000, help="existing sessions the load continues")
     parser.add_argument("--pages", type=int, default=10000, help="pages waiting for a staff reply in figure crowd")
     parser.add_argument("--crowd-wait", type=float, default=25.0,
                         help="CHAT_UPDATES_WAIT in figure crowd (the site's default 25: a page asks again that often)")
@@ -53,7 +53,7 @@ def parse_args(argv):
         args.rounds, args.seconds, args.held_seconds, args.sessions = 1, 3, 8, 10000
     args.only = set(args.only.split(","))
     if "crowd" in args.only:  # each page is a session of its own, and is not used again
-        args.sessions = max(args.sessions, args.pages + 10000)
+        args.sessions += args.pages
     return args
 
 
@@ -115,7 +115,11 @@ def main(argv=None) -> None:
         results = {"machine": servers.machine_description(), "command": command,
                    "procfile": servers.procfile_web_command(), "args": {
                        k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}}
-        results.update(bench.run_all(started))
+        try:
+            bench.run_all(started, results)
+        except Exception:
+            _save(results, args, write_doc=False)  # what was measured before the failure is kept
+            raise
     finally:
         for server in started:
             server.stop()
@@ -129,10 +133,17 @@ def main(argv=None) -> None:
             connections.close_all()
             db.drop()
 
+    _save(results, args, write_doc=True)
+
+
+def _save(results: dict, args, write_doc: bool) -> None:
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (results_dir / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=_json))
+    print(f"bench: bench/results/{stamp}.json")
+    if not write_doc:
+        return
     text = report.render(results)
     print(text)
     if args.out != "-":
@@ -237,8 +248,9 @@ class Bench:
                 runs.append(run)
         return runs
 
-    def run_all(self, started) -> dict:
-        args, results, pool = self.args, {}, self.pool
+    def run_all(self, started, results: dict) -> None:
+        """Runs the figures of --only, each adding its results to `results` as it ends."""
+        args, pool = self.args, self.pool
         per_connection = 10  # sessions per connection in a run, so none waits for a free one
         site = self.site(started)
         if "1" in args.only:
@@ -291,7 +303,6 @@ class Bench:
 
         if "scale" in args.only:
             results["scale"] = self.scale_out(started, site)
-        return results
 
     def streamed(self, started, site) -> dict:
         """The streamed turn (Accept: text/event-stream, driven by bench/stream.py) against the minimal

@@ -18,6 +18,19 @@ from . import load, servers
 from .__main__ import DEFAULT_DATABASE
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads so far, by thread name (the same names added up)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / servers.CLOCK_TICKS
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_turn", description=__doc__)
     parser.add_argument("--seconds", type=float, default=15)
@@ -65,10 +78,16 @@ def main() -> None:
         spy = None if args.no_spy else subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
                                 "--gil", "--format", "raw", "--output", args.out,
                                 "--duration", str(int(args.seconds))])
+        threads_before = thread_cpu(worker)
         run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
                        cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds, driver=driver)
         if spy:
             spy.wait()
+        threads_after = thread_cpu(worker)
+        for name, seconds in sorted(threads_after.items(), key=lambda item: -item[1]):
+            used = seconds - threads_before.get(name, 0.0)
+            if used > 0:
+                print(f"thread {name}: {used * 1000 / max(run.ok, 1):.2f} ms a turn")
         print(f"{run.turns_per_second:.0f} turns/s, errors {run.errors}, "
               f"worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} ms/turn; {args.out}")
     finally:
