@@ -19,7 +19,7 @@ from .__main__ import DEFAULT_DATABASE
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of each of a process's threads so far, by thread name (the same names added up)."""
+    """CPU seconds of each of a process's threads so far, by thread id ("main" for the event loop's)."""
     found: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -27,7 +27,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / servers.CLOCK_TICKS
+        key = "main" if task.name == str(pid) else f"{name} {task.name}"  # Python does not name them
+        found[key] = (int(fields[11]) + int(fields[12])) / servers.CLOCK_TICKS
     return found
 
 
