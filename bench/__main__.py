@@ -21,7 +21,7 @@ from . import load, report, servers
 
 ROOT = servers.ROOT
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/chatsite_bench"
-FIGURES = ("1", "2", "3", "4", "5", "overload", "scale")
+FIGURES = ("1", "2", "stream", "crowd", "3", "4", "5", "overload", "scale")
 
 
 def parse_args(argv):
@@ -33,7 +33,10 @@ def parse_args(argv):
     parser.add_argument("--connections", type=int, default=50, help="connections of figure 1")
     parser.add_argument("--held", type=int, default=1000, help="concurrent conversations of figure 2")
     parser.add_argument("--delay", type=float, default=2.0, help="LLM delay of figure 2, seconds")
-    parser.add_argument("--sessions", type=int, default=40000, help="existing sessions the load continues")
+    parser.add_argument("--sessions", type=int, default=60000, help="existing sessions the load continues")
+    parser.add_argument("--pages", type=int, default=10000, help="pages waiting for a staff reply in figure crowd")
+    parser.add_argument("--crowd-wait", type=float, default=25.0,
+                        help="CHAT_UPDATES_WAIT in figure crowd (the site's default 25: a page asks again that often)")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"figures to run, of {','.join(FIGURES)}")
     parser.add_argument("--database", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
                         help="the bench's own database (created and dropped; its name must contain 'bench')")
@@ -49,6 +52,8 @@ def parse_args(argv):
     if args.quick:
         args.rounds, args.seconds, args.held_seconds, args.sessions = 1, 3, 8, 10000
     args.only = set(args.only.split(","))
+    if "crowd" in args.only:  # each page is a session of its own, and is not used again
+        args.sessions += args.pages
     return args
 
 
@@ -80,6 +85,8 @@ def main(argv=None) -> None:
             "CHAT_RATE_LIMIT_SESSION": "0",
             "CHAT_RATE_LIMIT_IP": "0",
             "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
+            # And so do the streams held at once (a cap per address, 50 by default).
+            "CHAT_MAX_HELD_PER_ADDRESS": "0",
             # Token budgets stay on, so their counting in Redis is measured, but
             # too large to run out during a run.
             "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12),
@@ -108,7 +115,11 @@ def main(argv=None) -> None:
         results = {"machine": servers.machine_description(), "command": command,
                    "procfile": servers.procfile_web_command(), "args": {
                        k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}}
-        results.update(bench.run_all(started))
+        try:
+            bench.run_all(started, results)
+        except Exception:
+            _save(results, args, write_doc=False)  # what was measured before the failure is kept
+            raise
     finally:
         for server in started:
             server.stop()
@@ -122,10 +133,17 @@ def main(argv=None) -> None:
             connections.close_all()
             db.drop()
 
+    _save(results, args, write_doc=True)
+
+
+def _save(results: dict, args, write_doc: bool) -> None:
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (results_dir / f"{stamp}.json").write_text(json.dumps(results, indent=1, default=_json))
+    print(f"bench: bench/results/{stamp}.json")
+    if not write_doc:
+        return
     text = report.render(results)
     print(text)
     if args.out != "-":
@@ -172,6 +190,7 @@ class Bench:
         for name, tree, worker_class in self.variants():
             found.append((name, lambda n=name, t=tree, w=worker_class: self.site(started, n, t, w)))
         found += [("minimal", lambda: self.minimal(started, "openai")),
+                  ("minimal-site", lambda: self.minimal(started, "site")),
                   ("minimal-httpx", lambda: self.minimal(started, "httpx")),
                   ("bare", lambda: self.anchor(started, delay))]
         return found
@@ -229,8 +248,9 @@ class Bench:
                 runs.append(run)
         return runs
 
-    def run_all(self, started) -> dict:
-        args, results, pool = self.args, {}, self.pool
+    def run_all(self, started, results: dict) -> None:
+        """Runs the figures of --only, each adding its results to `results` as it ends."""
+        args, pool = self.args, self.pool
         per_connection = 10  # sessions per connection in a run, so none waits for a free one
         site = self.site(started)
         if "1" in args.only:
@@ -266,6 +286,12 @@ class Bench:
             results["pool_bound"] = {"workers": len(site.workers()),
                                      "pool_max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10"))}
 
+        if "stream" in args.only:
+            results["stream"] = self.streamed(started, site)
+
+        if "crowd" in args.only:
+            results["crowd"] = self.crowd(started)
+
         if "overload" in args.only:
             results["overload"] = self.overload(started, site)
 
@@ -277,7 +303,103 @@ class Bench:
 
         if "scale" in args.only:
             results["scale"] = self.scale_out(started, site)
+
+    def streamed(self, started, site) -> dict:
+        """The streamed turn (Accept: text/event-stream, driven by bench/stream.py) against the minimal
+        streamed turn (bench/minimal.py called like the site): instant LLM at figure 1's connections,
+        one stream at a time and figure 2's held streams on its LLM delay, each alternated."""
+        args, pool = self.args, self.pool
+        contenders = [("site", lambda: site), ("minimal-site", lambda: self.minimal(started, "site"))]
+        results = {}
+
+        def alternate(name, connections, delay, seconds, fresh: bool):
+            servers_ = [] if fresh else [(label, start()) for label, start in contenders]
+            runs = []
+            for round_ in range(args.rounds):
+                for label, start in contenders:
+                    server = start() if fresh else dict(servers_)[label]
+                    self.llm.set_delay(delay)
+                    pool.wrk("warm-up", server.url, connections * 2, connections, max(2, delay * 2),
+                             driver=load.stream)
+                    run = pool.wrk(f"{label} #{round_ + 1}", server.url, connections * 2, connections, seconds,
+                                   driver=load.stream, cpu=self.cpu(server, server is site),
+                                   probes=self.probes(server, False), settle=server.cpu_seconds)
+                    stream = run.stream
+                    print(f"bench: stream {name}: {run.label}: {run.turns_per_second:.0f} turns/s, errors "
+                          f"{run.errors}, worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} "
+                          f"ms/turn, TTFT added p50 {stream['ttft_added_ms']['p50']:.1f} p99 "
+                          f"{stream['ttft_added_ms']['p99']:.1f} ms, stall p99 {stream['stall_ms']['p99']:.1f} ms, "
+                          f"{stream['pieces_per_turn']:.1f} pieces a turn", flush=True)
+                    runs.append(run)
+                    if fresh and server is not site:
+                        self.stop(started, [(label, server)])
+            if not fresh:
+                self.stop(started, servers_[1:])
+            return runs
+
+        results["instant"] = alternate("instant", args.connections, 0, args.seconds, fresh=False)
+        results["one"] = alternate("one", 1, args.delay, args.held_seconds, fresh=False)
+        results["held"] = alternate("held", args.held, args.delay, args.held_seconds, fresh=True)
         return results
+
+    def crowd(self, started) -> dict:
+        """One machine's site (the Procfile's workers) holding --pages pages waiting for a staff reply
+        (bench/crowd.py) and --held streams at once on figure 2's LLM delay, /healthz probed all along;
+        the workers' memory before, with the pages, and with the streams too. The caps on held
+        requests and connections are off: their defaults (per worker) are below these numbers."""
+        args = self.args
+        site = self.site(started, "crowd", CHAT_MAX_HELD="0", CHAT_MAX_HELD_PER_ADDRESS="0",
+                         CHAT_MAX_CONNECTIONS="0", CHAT_UPDATES_WAIT=str(args.crowd_wait))
+        rss = lambda: sum(servers.rss_kib(pid) for pid in site.workers())  # noqa: E731
+        self.llm.set_delay(args.delay)
+        self.pool.wrk("warm-up", site.url, 200, 100, args.delay * 2, driver=load.stream)
+        load.wait_until_idle(site.cpu_seconds)
+        result: dict = {"pages": args.pages, "streams": args.held, "workers": len(site.workers()),
+                        "wait": args.crowd_wait}
+        with load.HealthProbe(site.url) as probe:
+            time.sleep(5)
+            result["rss_before_kib"] = rss()
+            result["health_idle"] = probe.summary()
+            sessions = self.pool.take(args.pages)
+            pages = subprocess.Popen([sys.executable, "-m", "bench.crowd", str(site.port), str(sessions)],
+                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            try:
+                opened = pages.stdout.readline().strip()
+                if not opened.startswith("OPEN"):
+                    raise RuntimeError(f"bench.crowd did not open its pages: {opened!r}")
+                # Until every page's first poll is in and waits: the workers' CPU settles.
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    before = site.cpu_seconds()
+                    time.sleep(2)
+                    if site.cpu_seconds() - before < 0.2:
+                        break
+                result["rss_pages_kib"] = rss()
+                probe.reset()
+                cpu_before = site.cpu_seconds()
+                time.sleep(args.held_seconds)
+                result["pages_cpu_cores"] = (site.cpu_seconds() - cpu_before) / args.held_seconds
+                result["health_pages"] = probe.summary()
+                probe.reset()
+                self.llm.set_delay(args.delay)
+                run = self.pool.wrk("streams", site.url, args.held * 2, args.held, args.held_seconds,
+                                    driver=load.stream, cpu=self.cpu(site, False),
+                                    probes={"rss_kib": rss}, settle=None)
+                result["health_streams"] = probe.summary()
+                result["streams_run"] = run
+                result["rss_streams_peak_kib"] = run.peaks["rss_kib"]
+                print(f"bench: crowd: {args.pages} pages + {args.held} streams: {run.turns_per_second:.0f} turns/s, "
+                      f"errors {run.errors}, /healthz p99 {result['health_streams']['p99_ms']:.0f} ms, "
+                      f"RSS {result['rss_before_kib'] // 1024} -> {result['rss_pages_kib'] // 1024} -> "
+                      f"{result['rss_streams_peak_kib'] / 1024:.0f} MiB", flush=True)
+            finally:
+                pages.terminate()
+                out, _ = pages.communicate(timeout=60)
+            line = next((row for row in out.splitlines() if row.startswith("BENCH ")), "BENCH {}")
+            result["pages_driver"] = json.loads(line.removeprefix("BENCH "))
+        started.remove(site)
+        site.stop()
+        return result
 
     def figure3(self, started) -> dict:
         """SQL statements, PostgreSQL round trips and Redis commands of one turn, read from outside."""

@@ -25,6 +25,11 @@ MIDDLEWARE: list[str] = []
 DATABASES: dict = {}
 USE_TZ = True
 ROOT_URLCONF = __name__
+# What the Procfile's worker (chatsite/worker.py) reads: the site's defaults.
+CHAT_HEADER_TIMEOUT = 10.0
+CHAT_BODY_TIMEOUT = 30.0
+CHAT_MAX_CONNECTIONS = 4000
+CHAT_MAX_TURNS_IN_FLIGHT = 1000
 
 DELAY = float(os.environ.get("BENCH_ANCHOR_DELAY", "0") or 0)
 

@@ -5,8 +5,11 @@ import json
 import resource
 import shutil
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,8 @@ class Run:
     latency_ms: dict[str, float]
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     peaks: dict[str, float] = field(default_factory=dict)
+    # bench/stream.py's: time to first token, what the server added to it, stalls.
+    stream: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -109,13 +114,58 @@ class Sessions:
     def give_back(self, path: Path) -> None:
         self.ids.extend(path.read_text().split())
 
-    def wrk(self, label: str, url: str, count: int, connections: int, seconds: float, **options) -> "Run":
-        """A wrk run over `count` of the sessions."""
+    def wrk(self, label: str, url: str, count: int, connections: int, seconds: float, driver=None,
+            **options) -> "Run":
+        """A wrk run over `count` of the sessions (or `driver`'s: `stream`, bench/stream.py's)."""
         path = self.take(count)
         free = path.with_suffix(".free")
-        run = wrk(label, url, path, connections, seconds, free_out=free, **options)
+        run = (driver or wrk)(label, url, path, connections, seconds, free_out=free, **options)
         self.give_back(free)
         return run
+
+
+class HealthProbe:
+    """GET /healthz every `interval` s on a new connection each time, as a load balancer does, in a
+    thread while the block runs; summary() gives the latencies since the start or the last reset()."""
+
+    def __init__(self, url: str, interval: float = 0.1):
+        self.url, self.interval = url + "/healthz", interval
+        self.latencies: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                request = urllib.request.Request(self.url, headers=servers.HEADERS)
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    response.read()
+                    ok = response.status == 200
+            except (OSError, urllib.error.URLError):
+                ok = False
+            elapsed = time.monotonic() - started
+            self.latencies.append(elapsed)
+            self.failures += not ok
+            self._stop.wait(max(0.0, self.interval - elapsed))
+
+    def reset(self) -> None:
+        self.latencies, self.failures = [], 0
+
+    def summary(self) -> dict:
+        found = sorted(self.latencies)
+        at = lambda share: 1000 * found[min(len(found) - 1, int(share * len(found)))] if found else 0.0  # noqa: E731
+        return {"probes": len(found), "failures": self.failures, "p50_ms": at(0.5), "p99_ms": at(0.99),
+                "max_ms": 1000 * found[-1] if found else 0.0}
 
 
 def wait_until_idle(cpu_seconds, limit: float = 15) -> None:
@@ -151,16 +201,41 @@ def wrk(
         "--timeout", f"{max(1, round(timeout))}s", "-s", str(SCRIPT), url + "/api/chat",
         "--", str(sessions_file), str(threads), str(stop_after), str(free_out or ""),
     ]
+    return measure(label, command, seconds, timeout, cpu, probes, settle)
+
+
+def stream(
+    label: str,
+    url: str,
+    sessions_file: Path,
+    connections: int,
+    seconds: float,
+    timeout: float = 60,
+    cpu: dict | None = None,
+    probes: dict | None = None,
+    free_out: Path | None = None,
+    settle=None,
+) -> Run:
+    """Streamed turns (bench/stream.py) against url/api/chat, measured as `wrk` measures."""
+    command = [sys.executable, "-m", "bench.stream", url, str(sessions_file), str(connections),
+               str(seconds), str(free_out or ""), str(timeout)]
+    return measure(label, command, seconds, timeout, cpu, probes, settle)
+
+
+def measure(label: str, command: list[str], seconds: float, timeout: float, cpu: dict | None,
+            probes: dict | None, settle) -> Run:
+    """Run a load driver that prints "BENCH {json}" (chat.lua's shape), with CPU read around it."""
     if settle:
         wait_until_idle(settle)
     cpu = dict(cpu or {})
     cpu["machine"] = lambda: servers.machine_cpu_seconds()[0]
-    # wrk's own CPU: the only child reaped during the run.
+    # The driver's own CPU (wrk's or bench.stream's): the only child reaped during the run.
     cpu["wrk"] = lambda: sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
     before = {name: read() for name, read in cpu.items()}
     started = time.monotonic()
     with Sampler(probes or {}) as sampler:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd=servers.ROOT)
         out, err = process.communicate(timeout=seconds + timeout + 60)
     elapsed = time.monotonic() - started
     used = {name: read() - before[name] for name, read in cpu.items()}
@@ -180,4 +255,5 @@ def wrk(
         latency_ms={k: v / 1000 for k, v in data["latency_us"].items()},
         cpu_seconds=used,
         peaks=dict(sampler.peaks),
+        stream=data.get("stream", {}),
     )

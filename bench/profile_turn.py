@@ -18,6 +18,20 @@ from . import load, servers
 from .__main__ import DEFAULT_DATABASE
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads so far, by thread id ("main" for the event loop's)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        key = "main" if task.name == str(pid) else f"{name} {task.name}"  # Python does not name them
+        found[key] = (int(fields[11]) + int(fields[12])) / servers.CLOCK_TICKS
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_turn", description=__doc__)
     parser.add_argument("--seconds", type=float, default=15)
@@ -26,6 +40,8 @@ def main() -> None:
     parser.add_argument("--out", default="profile.txt", help="py-spy's output (--format raw: collapsed stacks)")
     parser.add_argument("--no-spy", action="store_true", help="measure only, without py-spy")
     parser.add_argument("--app", default=None, help="another ASGI app to profile, e.g. bench.minimal:application")
+    parser.add_argument("--minimal-llm", default="openai", help="BENCH_MINIMAL_LLM of bench.minimal (openai, site)")
+    parser.add_argument("--stream", action="store_true", help="streamed turns (bench/stream.py) instead of wrk's")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chatsite-profile-"))
     db = servers.BenchDatabase(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE))
@@ -54,18 +70,25 @@ def main() -> None:
         env.update(OPENAI_API_KEY="bench-key", OPENAI_BASE_URL=llm.url, OPENAI_MODEL="fake-model")
         if args.app:
             env = {**{k: v for k, v in env.items() if not k.startswith("DJANGO_")},
-                   "DJANGO_SETTINGS_MODULE": args.app.split(":")[0], "BENCH_MINIMAL_LLM": "openai"}
+                   "DJANGO_SETTINGS_MODULE": args.app.split(":")[0], "BENCH_MINIMAL_LLM": args.minimal_llm}
         site = servers.WebServer("profiled", env, tmp / "site.log", app=args.app)
         sessions = args.connections * 10
-        pool.wrk("warm-up", site.url, sessions, args.connections, 3 + 2 * args.delay, timeout=60)
+        driver = load.stream if args.stream else load.wrk
+        pool.wrk("warm-up", site.url, sessions, args.connections, 3 + 2 * args.delay, timeout=60, driver=driver)
         [worker] = site.workers()
-        spy = None if args.no_spy else subprocess.Popen(["py-spy", "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
+        spy = None if args.no_spy else subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
                                 "--gil", "--format", "raw", "--output", args.out,
                                 "--duration", str(int(args.seconds))])
+        threads_before = thread_cpu(worker)
         run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
-                       cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds)
+                       cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds, driver=driver)
         if spy:
             spy.wait()
+        threads_after = thread_cpu(worker)
+        for name, seconds in sorted(threads_after.items(), key=lambda item: -item[1]):
+            used = seconds - threads_before.get(name, 0.0)
+            if used > 0:
+                print(f"thread {name}: {used * 1000 / max(run.ok, 1):.2f} ms a turn")
         print(f"{run.turns_per_second:.0f} turns/s, errors {run.errors}, "
               f"worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} ms/turn; {args.out}")
     finally:

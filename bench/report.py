@@ -105,6 +105,15 @@ def render(results: dict) -> str:
             "",
         ]
 
+    if "figure1" in results or "figure2" in results:
+        out += _json_called_like_the_site(results)
+
+    if "stream" in results:
+        out += _streamed(results)
+
+    if "crowd" in results:
+        out += _crowd(results)
+
     if "figure3" in results:
         fig = results["figure3"]
         warm = fig["warm"]
@@ -304,3 +313,136 @@ def _cpu_footer(app: list[dict]) -> str:
     return "CPU per app turn, ms: " + ", ".join(
         f"{name} {mean(_cpu_ms_per_turn(r, name) for r in app):.2f}"
         for name in ("workers", "llm", "postgres", "redis", "wrk")) + "."
+
+
+def _json_called_like_the_site(results: dict) -> list[str]:
+    """The JSON turn against the minimal turn that calls the LLM client the way the site does."""
+    out = []
+    for key, name in (("figure1", "figure 1 (instant)"), ("figure2", "figure 2 (held)")):
+        named = _by_name(results.get(key, []))
+        site, minimal = named.get("site", []), named.get("minimal-site", [])
+        if site and minimal:
+            tps, cpu = _ratio_of(site, minimal, _tps), _ratio_of(site, minimal, _cpu_workers)
+            out.append(f"- {name}: **site / minimal-site {tps:.2f} in turns/s** (target at least 1.1: "
+                       f"{_check(tps >= 1.1)}), {cpu:.2f} in worker CPU per turn "
+                       f"({mean(map(_cpu_workers, site)):.2f} against {mean(map(_cpu_workers, minimal)):.2f} ms). "
+                       + _per_pair(site, minimal))
+    if not out:
+        return []
+    return ["### The JSON turn against the minimal turn called like the site", "",
+            "`minimal-site` is the minimal turn calling the openai client the way the site does (its "
+            "lower-level `post`, on aiohttp), from the same runs as figures 1 and 2.", "", *out, ""]
+
+
+def _stream_cell(run, part, quantile):
+    return _get(run, "stream").get(part, {}).get(quantile, float("nan"))
+
+
+def _streamed(results: dict) -> list[str]:
+    fig, args = results["stream"], results["args"]
+    out = [
+        "### 6. The streamed turn against the minimal streamed turn",
+        "",
+        "`Accept: text/event-stream`, driven by `bench/stream.py` (aiohttp, one process); the stand-in LLM "
+        "streams 20 pieces spread over its delay, each stamped with the time it sent it. \"TTFT added\": when "
+        "the first piece reached the client less when the LLM sent it; \"stall\": per turn, the longest gap "
+        "between two pieces as the client saw them less the gap the LLM made between them. `minimal-site` is "
+        "the minimal streamed turn (`bench/minimal.py`, the client called like the site's).",
+        "",
+    ]
+    parts = (("instant", f"instant LLM, {args['connections']} streams"),
+             ("one", f"one stream at a time, LLM {args['delay']:g} s"),
+             ("held", f"{args['held']:,} streams held, LLM {args['delay']:g} s"))
+    out += ["| run (in order) | turns/s | errors | worker CPU ms/turn | TTFT p50 ms | TTFT added p50 ms | "
+            "TTFT added p99 ms | stall p99 ms | pieces a turn | machine busy cores |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, title in parts:
+        for r in fig.get(key, []):
+            out.append(f"| {title}: {_get(r, 'label')} | {_tps(r):.1f} | {_errors(r)} | {_cpu_workers(r):.2f} | "
+                       f"{_stream_cell(r, 'ttft_ms', 'p50'):.1f} | {_stream_cell(r, 'ttft_added_ms', 'p50'):.2f} | "
+                       f"{_stream_cell(r, 'ttft_added_ms', 'p99'):.2f} | {_stream_cell(r, 'stall_ms', 'p99'):.2f} | "
+                       f"{_get(r, 'stream').get('pieces_per_turn', 0):.1f} | "
+                       f"{_get(r, 'cpu_seconds')['machine']:.2f} |")
+    out.append("")
+    named = {key: _by_name(fig.get(key, [])) for key, _ in parts}
+    lines = []
+    site, minimal = named["instant"].get("site", []), named["instant"].get("minimal-site", [])
+    if site and minimal:
+        tps, cpu = _ratio_of(site, minimal, _tps), _ratio_of(site, minimal, _cpu_workers)
+        lines.append(f"- instant: **site / minimal-site {tps:.2f} in turns/s** (target at least 1.1: "
+                     f"{_check(tps >= 1.1)}), {cpu:.2f} in worker CPU per turn ({mean(map(_cpu_workers, site)):.2f} "
+                     f"against {mean(map(_cpu_workers, minimal)):.2f} ms). " + _per_pair(site, minimal))
+    held_site, held_minimal = named["held"].get("site", []), named["held"].get("minimal-site", [])
+    if held_site and held_minimal:
+        tps = _ratio_of(held_site, held_minimal, _tps)
+        errors = sum(map(_errors, held_site))
+        line = (f"- held: **site / minimal-site {tps:.2f} in turns/s** (target at least 1.1: {_check(tps >= 1.1)}); "
+                f"site errors {errors} (target 0: {_check(errors == 0)})")
+        if site and minimal:
+            growth = _ratio_of(held_site, site, _cpu_workers)
+            reference = _ratio_of(held_minimal, minimal, _cpu_workers)
+            line += (f"; worker CPU per turn held / instant: site **{growth:.2f}**, minimal-site {reference:.2f} "
+                     f"(target: no more than the minimal's: {_check(growth <= reference)})")
+        lines.append(line + ". " + _per_pair(held_site, held_minimal))
+        p50 = mean(_stream_cell(r, "ttft_added_ms", "p50") for r in held_site)
+        p99 = mean(_stream_cell(r, "ttft_added_ms", "p99") for r in held_site)
+        stall = mean(_stream_cell(r, "stall_ms", "p99") for r in held_site)
+        lines.append(f"- time to first token added at {args['held']:,} streams: **p50 {p50:.1f} ms** (target under 5: "
+                     f"{_check(p50 < 5)}), **p99 {p99:.1f} ms** (target under 50: {_check(p99 < 50)}); "
+                     f"the minimal streamed turn's p50 "
+                     f"{mean(_stream_cell(r, 'ttft_added_ms', 'p50') for r in held_minimal):.1f}, p99 "
+                     f"{mean(_stream_cell(r, 'ttft_added_ms', 'p99') for r in held_minimal):.1f} ms (means of the runs).")
+        lines.append(f"- stall at {args['held']:,} streams: **p99 {stall:.1f} ms** (target under 50: "
+                     f"{_check(stall < 50)}); the minimal streamed turn's "
+                     f"{mean(_stream_cell(r, 'stall_ms', 'p99') for r in held_minimal):.1f} ms.")
+    one_site, one_minimal = named["one"].get("site", []), named["one"].get("minimal-site", [])
+    if one_site and one_minimal:
+        lines.append("- time to first token added, one stream: site p50 "
+                     f"{mean(_stream_cell(r, 'ttft_added_ms', 'p50') for r in one_site):.2f}, p99 "
+                     f"{mean(_stream_cell(r, 'ttft_added_ms', 'p99') for r in one_site):.2f} ms; minimal-site p50 "
+                     f"{mean(_stream_cell(r, 'ttft_added_ms', 'p50') for r in one_minimal):.2f}, p99 "
+                     f"{mean(_stream_cell(r, 'ttft_added_ms', 'p99') for r in one_minimal):.2f} ms.")
+    return out + lines + [""]
+
+
+def _crowd(results: dict) -> list[str]:
+    fig, args = results["crowd"], results["args"]
+    pages, streams = fig["pages"], fig["streams"]
+    run = fig["streams_run"]
+    per_page = (fig["rss_pages_kib"] - fig["rss_before_kib"]) / pages
+    per_stream = (fig["rss_streams_peak_kib"] - fig["rss_pages_kib"]) / streams
+    health = fig["health_streams"]
+    driver = fig.get("pages_driver", {})
+    rows = [
+        f"### 7. {pages:,} pages waiting for a staff reply and {streams:,} streams, one machine",
+        "",
+        f"The site as deployed ({fig['workers']} workers), `CHAT_MAX_HELD`, `CHAT_MAX_HELD_PER_ADDRESS` and "
+        "`CHAT_MAX_CONNECTIONS` off (their per-worker defaults are below these numbers); the pages "
+        f"(`bench/crowd.py`, one process) each hold `GET /api/updates` and ask again when it answers "
+        f"(`CHAT_UPDATES_WAIT={fig.get('wait', 25):g}`); then "
+        f"{streams:,} streams (`bench/stream.py`) on a {args['delay']:g} s LLM for {args['held_seconds']:g} s "
+        "beside them. `/healthz` asked every 0.1 s on a new connection throughout. Memory is the two workers' "
+        "RSS together.",
+        "",
+        "| phase | /healthz p50 ms | p99 ms | max ms | probes (failed) | workers' RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, label, kib in (("health_idle", "nothing held", fig["rss_before_kib"]),
+                            ("health_pages", f"{pages:,} pages waiting", fig["rss_pages_kib"]),
+                            ("health_streams", f"and {streams:,} streams", fig["rss_streams_peak_kib"])):
+        h = fig[key]
+        rows.append(f"| {label} | {h['p50_ms']:.1f} | {h['p99_ms']:.1f} | {h['max_ms']:.1f} | "
+                    f"{h['probes']} ({h['failures']}) | {kib / 1024:.0f} |")
+    rows += [
+        "",
+        f"**/healthz p99 with both: {health['p99_ms']:.0f} ms** (target within 100: {_check(health['p99_ms'] <= 100)}); "
+        f"**memory per waiting page {per_page:.1f} KiB** (target under 20: {_check(per_page < 20)}); "
+        f"memory per stream {per_stream:.1f} KiB (the peak during the streams' run over the pages' level). "
+        f"Streams: {_tps(run):.0f} turns/s, {_errors(run)} errors, TTFT added p50 "
+        f"{_stream_cell(run, 'ttft_added_ms', 'p50'):.1f} ms, p99 {_stream_cell(run, 'ttft_added_ms', 'p99'):.1f} ms, "
+        f"stall p99 {_stream_cell(run, 'stall_ms', 'p99'):.1f} ms. The pages cost the workers "
+        f"{fig['pages_cpu_cores'] * 100:.0f} % of a core while they waited; polls answered "
+        f"{driver.get('answers', '?')}, pages failed {driver.get('failed', '?')} {driver.get('failure', '')}.",
+        "",
+    ]
+    return rows

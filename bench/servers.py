@@ -176,7 +176,9 @@ class StandInLLM:
     def set_delay(self, seconds: float) -> None:
         # reset() also empties the request log, which would otherwise grow by every request.
         self.fake.reset()
-        self.fake.control("ok", delay=seconds)
+        # A reply of 20 pieces spread over the delay, as a model streams, each stamped with
+        # the time it was sent (bench/stream.py reads the stamps).
+        self.fake.control("ok", delay=seconds, chunks=20, stamp=True)
 
     def stop(self) -> None:
         self.fake.stop()

@@ -42,13 +42,13 @@ class Page:
         self.answers = 0
         self.staff_seen_at: float | None = None
 
-    async def run(self, port: int, stop: asyncio.Event) -> None:
+    async def run(self, port: int, stop: asyncio.Event, headers: str = "") -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not stop.is_set():
                 writer.write(
                     f"GET /api/updates?after={self.after}&state={self.state} HTTP/1.1\r\n"
-                    f"Host: 127.0.0.1\r\nX-Session-Id: {self.session_id}\r\n\r\n".encode()
+                    f"Host: 127.0.0.1\r\nX-Session-Id: {self.session_id}\r\n{headers}\r\n".encode()
                 )
                 await writer.drain()
                 body = await read_response(reader)

@@ -32,6 +32,10 @@ HTTP API
 
 Modes (all accept "fail_times": N, after which requests behave as "ok"):
   ok         delay (s before the reply starts), chunk_delay (s between SSE chunks), reply (text),
+             chunks (N: streamed as a real model does, N pieces of the reply, the words over again
+             if it has fewer, spread over `delay`, the first after delay / N; a whole reply still
+             waits `delay`), stamp (true: each streamed piece opens with "<t=UNIX_SECONDS>", the
+             time it was sent, so that a client can tell how late it arrived: bench/stream.py),
              and for a server that misbehaves: repeat (the reply N times over), piece_chars (SSE
              pieces of this many characters instead of words), ignore_max_tokens (true: the whole
              reply whatever max_tokens says), model / usage / content (any JSON value, sent as is
@@ -163,6 +167,10 @@ class _Reply:
             pieces: list[Any] = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
         else:
             pieces = _pieces(text)
+        count = int(params.get("chunks", 0))
+        if count > 0 and pieces:
+            again = [" " + pieces[0].lstrip(), *pieces[1:]]  # the words over again, after a space
+            pieces = (pieces + again * count)[:count]
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         self.finish_reason = "stop"
         if isinstance(limit, int) and 0 < limit < len(pieces) and not params.get("ignore_max_tokens"):
@@ -412,6 +420,11 @@ class FakeLLMApp:
     async def _respond_ok(self, params: dict[str, Any], body: dict[str, Any], send: Send) -> None:
         reply = _Reply(body, params)
         delay = float(params.get("delay", 0))
+        spread = int(params.get("chunks", 0)) > 0 and bool(body.get("stream"))
+        if spread:
+            # A piece every delay / N, the first one too; the chunks around them (the role's,
+            # the finish, the usage) go with the first and the last piece, as a model's do.
+            delay /= max(len(reply.pieces), 1)
         if delay > 0:
             await asyncio.sleep(delay)
         if not body.get("stream"):
@@ -419,15 +432,22 @@ class FakeLLMApp:
             return
         stream_options = body.get("stream_options") or {}
         include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
-        chunk_delay = float(params.get("chunk_delay", 0))
+        chunk_delay = delay if spread else float(params.get("chunk_delay", 0))
+        stamp = bool(params.get("stamp"))
         await _start(send, 200, SSE, [(b"cache-control", b"no-cache")])
+        pieces_sent = 0
         for i, chunk in enumerate(reply.chunks(include_usage)):
-            if i and chunk_delay > 0:
+            content = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+            is_piece = i > 0 and content is not None  # not the role's chunk
+            if i and chunk_delay > 0 and (not spread or (is_piece and pieces_sent)):
                 await asyncio.sleep(chunk_delay)
             else:
                 # Let the disconnect watcher run: writing to a client that has gone
                 # never blocks, so a long reply would be written to nobody to the end.
                 await asyncio.sleep(0)
+            pieces_sent += is_piece
+            if stamp and isinstance(content, str) and content:
+                chunk["choices"][0]["delta"]["content"] = f"<t={time.time():.6f}>{content}"
             await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
