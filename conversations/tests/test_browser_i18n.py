@@ -59,7 +59,7 @@ def record_api_languages(context) -> list[str]:
         "copy": "Kopieren",
     }),
     ("fr-FR", "fr", {
-        "welcome": "Bonjour ! Comment pouvons-nous vous aider ?",
+        "welcome": "Bonjour\u00a0! Comment pouvons-nous vous aider\u00a0?",
         "person": "Parler à une personne",
         "placeholder": "Écrivez un message…",
         "too_long": "Les messages ne peuvent pas dépasser 4000 caractères ; celui-ci en compte 4001. Veuillez le raccourcir.",

@@ -193,7 +193,7 @@ def test_the_language_is_active_while_an_api_view_runs(client, monkeypatch):
 @pytest.mark.parametrize(("headers", "lang", "direction", "words"), [
     ({}, "en", "ltr", "Hi! How can we help?"),
     ({"Accept-Language": "de-DE"}, "de", "ltr", "Hallo! Wie können wir helfen?"),
-    ({"Accept-Language": "fr-FR"}, "fr", "ltr", "Bonjour ! Comment pouvons-nous vous aider ?"),
+    ({"Accept-Language": "fr-FR"}, "fr", "ltr", "Bonjour\u00a0! Comment pouvons-nous vous aider\u00a0?"),
     ({"Accept-Language": "es"}, "es", "ltr", "¡Hola! ¿En qué podemos ayudarte?"),
     ({"Accept-Language": "ar"}, "ar", "rtl", "مرحبًا! كيف يمكننا مساعدتك؟"),
 ])
