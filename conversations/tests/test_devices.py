@@ -3,6 +3,7 @@
 lockout for wrong ones, the devices list, ending one browser or all of them, Redis down."""
 
 import threading
+import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -321,3 +322,35 @@ def test_a_database_that_does_not_answer_refuses_a_join_with_503_and_the_offer_s
 ])
 def test_a_device_is_named_by_its_browser_and_system_and_no_more(user_agent, label):
     assert devices_module.device_label(user_agent) == label
+
+
+def test_an_emailed_link_redeemed_ten_times_at_once_joins_once_and_health_stays_quick(live_site):
+    api = SiteClient(live_site)
+    phone = api.chat("Hi").ok()["sessionId"]
+    conversation = Conversation.objects.of_session(phone).get()
+    token = devices_module.email_link(conversation.pk)
+
+    with ThreadPoolExecutor(11) as pool:
+        health = pool.submit(lambda: [api.request("GET", "/healthz") for _ in range(5)])
+        answers = list(pool.map(lambda _: join(api, token=token), range(10)))
+
+    assert sorted(a.status for a in answers) == [200] + [404] * 9
+    assert Session.objects.filter(conversation=conversation).count() == 2
+    assert not DeviceLink.objects.exists()
+    assert all(probe.status == 200 for probe in health.result())
+
+
+@pytest.mark.parametrize("language", ["x" * 5000, "de\x00", "\u202e\u0627\u0644", "de-DE;q=abc,,,", "zz-ZZ", "",
+                                      "../../etc/passwd", "de\r\nSet-Cookie: a=b"])
+def test_junk_languages_in_header_query_and_accept_language_never_fail_a_request(live_site, language):
+    api = SiteClient(live_site)
+    # As bytes on the wire (UTF-8 where it is not Latin-1); control characters, which the HTTP parser
+    # refuses before the site sees them (400), left out.
+    safe = "".join(c for c in language if c.isprintable()).encode().decode("latin-1")
+    headers = {"X-Chat-Language": safe, "Accept-Language": safe}
+    turn = api.request("POST", "/api/chat", {"message": "Hi"}, headers=headers)
+    page = api.request("GET", "/?lang=" + urllib.parse.quote(language))
+
+    assert turn.status == 200 and turn.body["reply"]
+    assert page.status == 200
+    assert "Traceback" not in live_site.log()
