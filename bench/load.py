@@ -64,13 +64,11 @@ class Run:
         return self.ok / self.seconds
 
 
-class Sampler:
-    """Samples, every `interval` s while a run lasts, the values that `probes` return; keeps each peak."""
+class _Background:
+    """`tick()` in a thread of its own while the `with` block runs; `tick` returns the seconds until
+    the next one."""
 
-    def __init__(self, probes: dict, interval: float = 0.5):
-        self.probes = probes
-        self.interval = interval
-        self.peaks: dict[str, float] = {name: 0 for name in probes}
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -84,12 +82,28 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for name, probe in self.probes.items():
-                try:
-                    self.peaks[name] = max(self.peaks[name], probe())
-                except Exception:  # noqa: BLE001 - a probe that fails once (a process gone) is skipped
-                    pass
-            self._stop.wait(self.interval)
+            self._stop.wait(self.tick())
+
+    def tick(self) -> float:
+        raise NotImplementedError
+
+
+class Sampler(_Background):
+    """Samples, every `interval` s while a run lasts, the values that `probes` return; keeps each peak."""
+
+    def __init__(self, probes: dict, interval: float = 0.5):
+        super().__init__()
+        self.probes = probes
+        self.interval = interval
+        self.peaks: dict[str, float] = {name: 0 for name in probes}
+
+    def tick(self) -> float:
+        for name, probe in self.probes.items():
+            try:
+                self.peaks[name] = max(self.peaks[name], probe())
+            except Exception:  # noqa: BLE001 - a probe that fails once (a process gone) is skipped
+                pass
+        return self.interval
 
 
 class Sessions:
@@ -124,39 +138,29 @@ class Sessions:
         return run
 
 
-class HealthProbe:
+class HealthProbe(_Background):
     """GET /healthz every `interval` s on a new connection each time, as a load balancer does, in a
     thread while the block runs; summary() gives the latencies since the start or the last reset()."""
 
     def __init__(self, url: str, interval: float = 0.1):
+        super().__init__()
         self.url, self.interval = url + "/healthz", interval
         self.latencies: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                request = urllib.request.Request(self.url, headers=servers.HEADERS)
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    response.read()
-                    ok = response.status == 200
-            except (OSError, urllib.error.URLError):
-                ok = False
-            elapsed = time.monotonic() - started
-            self.latencies.append(elapsed)
-            self.failures += not ok
-            self._stop.wait(max(0.0, self.interval - elapsed))
+    def tick(self) -> float:
+        started = time.monotonic()
+        try:
+            request = urllib.request.Request(self.url, headers=servers.HEADERS)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+                ok = response.status == 200
+        except (OSError, urllib.error.URLError):
+            ok = False
+        elapsed = time.monotonic() - started
+        self.latencies.append(elapsed)
+        self.failures += not ok
+        return max(0.0, self.interval - elapsed)
 
     def reset(self) -> None:
         self.latencies, self.failures = [], 0
