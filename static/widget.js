@@ -216,8 +216,8 @@ iframe{border:0;width:100%;height:100%;display:block}
     unread = 0;
     showUnread();
     session(OPEN_KEY, "1");
+    if (focus) frame.focus(); // first, so that the frame has the focus when it moves it to its message box
     post("open", { open: true });
-    if (focus) frame.focus();
     focusWhenReady = focus && !ready;
   }
 

@@ -4,10 +4,14 @@ of its own, so that its sockets count against its own file descriptor limit, not
     python -m conversations.tests.flood PORT SOURCE COUNT MODE
 
 MODE is what each connection sends: `idle` nothing, `head` half a request head, `body` a whole
-head and half its body. It prints `opened N failed M` once all are open, then keeps them until
-its standard input closes.
+head and half its body. It sets its own limits and priority, prints `ready`, and waits for a line
+on its standard input before it opens any (so that starting it costs the site nothing while the
+test measures). It prints `opened N failed M` once all are open, then keeps them until its
+standard input closes.
 """
 
+import os
+import resource
 import socket
 import sys
 
@@ -20,6 +24,12 @@ SENT = {
 
 
 def main(port: int, source: str, count: int, mode: str) -> None:
+    # Room for its sockets, and a lower priority: on this machine its CPU is the site's (an
+    # attacker's CPU is not).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count + 100, count + 100))
+    os.nice(10)
+    print("ready", flush=True)
+    sys.stdin.readline()
     held, failed = [], 0
     for _ in range(count):
         sock = socket.socket()

@@ -81,7 +81,15 @@ async function start(origin, { sessionId, remembered, greeting, open: opened }) 
 
 function focusBox() {
   // On a touch screen focus would pop up the keyboard over the shop's page.
-  if (window.matchMedia("(pointer: fine)").matches) document.getElementById("message").focus();
+  if (!window.matchMedia("(pointer: fine)").matches) return;
+  const box = document.getElementById("message");
+  box.focus();
+  // A frame the browser has not focused yet may refuse focus(): take it when the frame gets it.
+  if (!document.hasFocus()) {
+    window.addEventListener("focus", () => {
+      if (open && document.activeElement !== box) box.focus();
+    }, { once: true });
+  }
 }
 
 function showNotRemembered() {
