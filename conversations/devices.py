@@ -162,10 +162,16 @@ async def admit_offer(ip: str, session_id: uuid.UUID) -> None:
         window.check(count)
 
 
-async def join(ip: str, *, token: str | None, code: str | None, label: str) -> Session:
+async def join(ip: str, *, token: str | None, code: str | None, label: str,
+               current: uuid.UUID | None = None, check: bool = False) -> Session | None:
     """Redeem a link's token or a code: a new session in its conversation. Refused (ApiError)
     while the address or the site is locked out, and for a wrong, used or expired one, which
-    counts towards the lockout."""
+    counts towards the lockout.
+
+    A browser already in that conversation (`current`, its session) keeps its session: the
+    offer is not used (an emailed link opened where the conversation is open already). With
+    `check`, nothing is redeemed: None if it would join, its session if it is in already, the
+    same refusals otherwise (the page asks this before it asks the customer)."""
     gateway = runtime.current().gateway
     windows = limits.join_windows(ip)
     counts = await gateway.round_trip(reads=[window.key for window in windows])
@@ -176,25 +182,27 @@ async def join(ip: str, *, token: str | None, code: str | None, label: str) -> S
                                  window.retry_after)
     found = token_hash(token) if token is not None else code_hash(code or "")
     try:
-        session = await in_db_thread(_redeem, found, token is not None, label)
+        session = await in_db_thread(_redeem, found, token is not None, label, current, check)
     except ApiError as refused:
         if refused.status in (404, 410):
             await gateway.round_trip(counters=[(window.key, 1, window.rate.seconds) for window in windows])
             logger.info("join refused", extra={"code": refused.code})
         raise
-    logger.info("device joined", extra={"conversation": session.conversation_id,
-                                        "session": sessions.short_hash(session.session_id)})
+    if session is not None and session.session_id != current:
+        logger.info("device joined", extra={"conversation": session.conversation_id,
+                                            "session": sessions.short_hash(session.session_id)})
     return session
 
 
-def _redeem(hashed: str, by_token: bool, label: str) -> Session:
+def _redeem(hashed: str, by_token: bool, label: str, current: uuid.UUID | None, check: bool) -> Session | None:
     with transaction.atomic():
         link = DeviceLink.objects.filter(**{"token_hash" if by_token else "code_hash": hashed}).first()
-        # Deleting it is what redeems it: of two requests at once, one deletes the row, and only it.
-        if link is None or DeviceLink.objects.filter(pk=link.pk).delete()[0] != 1:
-            raise ApiError(404, "join_not_found", _("This link or code is not valid, or it was used already. "
-                                                    "Choose “Continue on another device” on your other "
-                                                    "device for a new one."))
+        if link is None:
+            raise _not_found()
+        if current is not None:
+            mine = Session.objects.filter(session_id=current, conversation_id=link.conversation_id).first()
+            if mine is not None:
+                return mine
         if link.expires_at <= timezone.now():
             raise ApiError(410, "join_expired", _("This link or code has expired (they last %(minutes)d minutes). "
                                                   "Choose “Continue on another device” on your other "
@@ -203,11 +211,22 @@ def _redeem(hashed: str, by_token: bool, label: str) -> Session:
         if not Conversation.objects.active().filter(pk=link.conversation_id).exists():
             raise ApiError(410, "join_expired", _("That conversation has ended."))
         if Session.objects.filter(conversation_id=link.conversation_id).count() >= settings.CHAT_DEVICES_MAX:
-            # Rolled back with the error: the link stays, to be used once a device has ended.
+            # The link stays, to be used once a device has ended.
             raise ApiError(409, "too_many_devices", _("This conversation is open on %(count)d devices already: "
                                                       "end one of them first.") % {"count": settings.CHAT_DEVICES_MAX})
+        if check:
+            return None
+        # Deleting it is what redeems it: of two requests at once, one deletes the row, and only it.
+        if DeviceLink.objects.filter(pk=link.pk).delete()[0] != 1:
+            raise _not_found()
         return Session.objects.create(session_id=sessions.new_session_id(), conversation_id=link.conversation_id,
                                       label=label)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "join_not_found", _("This link or code is not valid, or it was used already. "
+                                             "Choose “Continue on another device” on your other "
+                                             "device for a new one."))
 
 
 # --- The devices of a conversation, and ending them -----------------------------

@@ -485,14 +485,25 @@ async def device_link(request):
 @api_view("POST")
 async def device_join(request):
     """Redeem a link's token or a code (one of them): this browser's own new session in that
-    conversation. Only ever a POST, which the page sends once the customer has confirmed."""
+    conversation. Only ever a POST, which the page sends once the customer has confirmed.
+
+    A browser that sends its own session (X-Session-Id) and is in that conversation already keeps
+    it, and the offer stays unused; {"check": true} redeems nothing and says which it would be."""
     body = json_body(request)
     if (body.get("token") is None) == (body.get("code") is None):
         raise ApiError(400, "invalid_join", _("Send either the link's token or the code, not both."))
+    check = body.get("check", False)
+    if not isinstance(check, bool):
+        raise ApiError(400, "invalid_join", _("check must be true or false."))
     token = None if body.get("token") is None else devices.parse_token(body["token"])
     code = None if body.get("code") is None else devices.parse_code(body["code"])
-    session = await devices.join(limits.client_ip(request), token=token, code=code, label=_device_label(request))
-    return JsonResponse({"sessionId": str(session.session_id), "newSession": True})
+    current = None if request.headers.get("X-Session-Id") is None else _session_id_header(request)
+    session = await devices.join(limits.client_ip(request), token=token, code=code, label=_device_label(request),
+                                 current=current, check=check)
+    if session is None:  # check: it would join
+        return JsonResponse({"sessionId": None, "newSession": False, "sameConversation": False})
+    joined = session.session_id != current
+    return JsonResponse({"sessionId": str(session.session_id), "newSession": joined, "sameConversation": not joined})
 
 
 @api_view("GET")

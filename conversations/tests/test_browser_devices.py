@@ -121,6 +121,37 @@ def test_a_link_and_a_code_bring_two_more_browsers_in_and_all_three_continue_liv
     assert Session.objects.count() == 2  # the laptop's own conversation and the stranger's
 
 
+def test_a_link_opened_in_the_browser_of_its_conversation_asks_nothing_and_stays_usable(browsing, llm):
+    """An emailed link clicked in the browser that holds the conversation: no dialog offering to
+    leave it for itself, no second session; the link still brings another browser in. A used link
+    opened in a browser with a conversation of its own says so at once."""
+    phone = browsing.page()
+    send(phone, "Where is my parcel?")
+    own = stored_id(phone)
+    link, _ = make_offer(phone)
+
+    with phone.expect_response(lambda response: response.url.endswith("/api/devices/join")) as checked:
+        phone.goto(link)
+    assert checked.value.json() == {"sessionId": own, "newSession": False, "sameConversation": True}
+    expect(bubbles(phone, "user").first).to_have_text("Where is my parcel?")
+    wait_idle(phone)
+    expect(phone.locator("#join-dialog")).to_be_hidden()
+    assert "#join=" not in phone.url and stored_id(phone) == own
+    assert Session.objects.count() == 1 and DeviceLink.objects.count() == 1
+
+    laptop = browsing.page()
+    laptop.goto(link)
+    laptop.get_by_test_id("join-confirm").click()
+    expect(bubbles(laptop, "user").first).to_have_text("Where is my parcel?")
+    assert Session.objects.count() == 2
+
+    stranger = browsing.page()
+    send(stranger, "My own question")
+    stranger.goto(link)
+    expect(stranger.locator("#join-dialog")).to_be_visible()
+    expect(stranger.get_by_test_id("join-error")).to_contain_text("used already")
+
+
 def test_a_customer_ends_another_browser_from_the_devices_list(browsing, llm):
     phone = browsing.page()
     send(phone, "Hi")

@@ -78,6 +78,35 @@ def test_a_link_brings_a_second_browser_into_the_conversation_under_its_own_sess
     assert join(api, code=made["code"]).body["error"]["code"] == "join_not_found"
 
 
+def test_a_link_opened_where_its_conversation_is_open_already_keeps_that_session_and_the_link(live_site):
+    """An emailed link clicked in the browser that holds the conversation: no second session for
+    it (a stale device in the list), and the link still works on another device."""
+    api = SiteClient(live_site)
+    phone = api.chat("Where is my parcel?", headers=PHONE).ok()["sessionId"]
+    other = api.chat("Another customer").ok()["sessionId"]
+    token = token_of(offer(api, phone))
+    mine = {"X-Session-Id": phone, **PHONE}
+
+    # What the page asks first, then on the customer's word: nothing redeemed either time.
+    assert join(api, mine, token=token, check=True).ok() == {
+        "sessionId": phone, "newSession": False, "sameConversation": True}
+    assert join(api, mine, token=token).ok() == {"sessionId": phone, "newSession": False, "sameConversation": True}
+    assert Session.objects.count() == 2 and DeviceLink.objects.count() == 1
+
+    # Another conversation's browser: check says it would join and redeems nothing; then it joins.
+    theirs = {"X-Session-Id": other, **LAPTOP}
+    assert join(api, theirs, token=token, check=True).ok() == {
+        "sessionId": None, "newSession": False, "sameConversation": False}
+    assert DeviceLink.objects.count() == 1
+    joined = join(api, theirs, token=token).ok()
+    assert joined["newSession"] and joined["sessionId"] not in (phone, other)
+    assert DeviceLink.objects.count() == 0
+    # A check of a used link is refused as a join is.
+    assert join(api, mine, token=token, check=True).body["error"]["code"] == "join_not_found"
+    assert join(api, token=token, check="yes").body["error"]["code"] == "invalid_join"
+    assert join(api, {"X-Session-Id": "junk"}, token=token).body["error"]["code"] == "invalid_session_id"
+
+
 def test_a_code_typed_loosely_joins_once_and_of_eight_at_once_exactly_one_wins(live_site):
     api = SiteClient(live_site)
     phone = api.chat("Hi").ok()["sessionId"]

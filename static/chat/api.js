@@ -103,9 +103,10 @@ export async function offerDevice(sessionId) {
   return json(await request("/api/devices/link", { method: "POST", sessionId }));
 }
 
-/** POST /api/devices/join with {token} or {code}: {sessionId, newSession}. */
-export async function joinDevice(body) {
-  return json(await request("/api/devices/join", { method: "POST", body }));
+/** POST /api/devices/join with {token} or {code} (and {check: true} to redeem nothing), as the browser of
+ * `sessionId` if it has one: {sessionId, newSession, sameConversation}. */
+export async function joinDevice(body, sessionId) {
+  return json(await request("/api/devices/join", { method: "POST", sessionId, body }));
 }
 
 /** POST /api/devices/end: `device` (a number from getDevices, or "this") ends; resolves when it has. */

@@ -147,7 +147,7 @@ export function startDevices({ sessionId, joined, ended }) {
     }
     let data;
     try {
-      data = await api.joinDevice(body);
+      data = await api.joinDevice(body, sessionId());
     } catch (error) {
       if (!(error instanceof api.ApiError)) throw error;
       showError(joinError, error.status === 429
@@ -157,7 +157,7 @@ export function startDevices({ sessionId, joined, ended }) {
     }
     pendingToken = null;
     joinDialog.close();
-    joined(data.sessionId);
+    if (data.newSession) joined(data.sessionId); // else this browser was in that conversation already
   }
 
   openButton.addEventListener("click", () => {
@@ -195,7 +195,24 @@ export function startDevices({ sessionId, joined, ended }) {
     const match = /^#join=([A-Za-z0-9_-]{43})$/.exec(window.location.hash);
     if (!match) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
-    askToJoin(match[1]);
+    checkThenAsk(match[1]);
+  }
+
+  // A browser with a conversation of its own asks first whether the link is to that conversation (an
+  // emailed link opened where it is open already): then there is nothing to ask, nor to leave.
+  async function checkThenAsk(token) {
+    if (sessionId()) {
+      try {
+        if ((await api.joinDevice({ token, check: true }, sessionId())).sameConversation) return;
+      } catch (error) {
+        if (!(error instanceof api.ApiError)) throw error;
+        // A link that is used or expired is refused as a join would be: the dialog says so at once.
+        askToJoin(token);
+        showError(joinError, error.message);
+        return;
+      }
+    }
+    askToJoin(token);
   }
   window.addEventListener("hashchange", fromAddress);
   fromAddress();
