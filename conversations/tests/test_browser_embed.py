@@ -315,9 +315,14 @@ def test_time_to_first_paint_after_the_click(shops, shopping, capsys):
     # With a conversation stored, the frame is loaded while the page is idle: the click only shows it.
     send(chat(page), "Hi")
     chat(page).get_by_role("button", name="Close the chat").click()
+    # The frame hands the new id to the shop's page by a message: stored before the reload.
+    page.wait_for_function("() => localStorage.getItem('shopchat:sessionId') !== null")
     page.reload()
     expect(page.locator("iframe")).to_have_count(1, timeout=15_000)  # idle, or at most 5 s after the load
     expect(box(chat(page))).to_be_attached()
+    # Up (its scripts loaded, its composer usable) before the click, which then only shows it.
+    page.frame(url=re.compile(r"/embed\?lang=en$")).wait_for_function(
+        "() => document.getElementById('composer').inert === false")
     page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 500))")  # let it settle, for a steady figure
     shown_after = page.evaluate("""() => new Promise((resolve) => {
       const at = performance.now();
