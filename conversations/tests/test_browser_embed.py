@@ -108,6 +108,12 @@ def open_chat(page):
     return frame
 
 
+def frame_is_up(page):
+    """Wait until the chat's frame has loaded its scripts: its composer takes input."""
+    page.frame(url=re.compile(r"/embed\?")).wait_for_function(
+        "() => document.getElementById('composer').inert === false")
+
+
 def shop_id(page):
     return page.evaluate("() => localStorage.getItem('shopchat:sessionId')")
 
@@ -313,6 +319,7 @@ def test_time_to_first_paint_after_the_click(shops, shopping, capsys):
     assert painted > clicked  # loaded by the click, not before
 
     # With a conversation stored, the frame is loaded while the page is idle: the click only shows it.
+    frame_is_up(page)  # painted is not up: before its scripts have loaded, its composer takes no input
     send(chat(page), "Hi")
     chat(page).get_by_role("button", name="Close the chat").click()
     # The frame hands the new id to the shop's page by a message: stored before the reload.
@@ -320,9 +327,7 @@ def test_time_to_first_paint_after_the_click(shops, shopping, capsys):
     page.reload()
     expect(page.locator("iframe")).to_have_count(1, timeout=15_000)  # idle, or at most 5 s after the load
     expect(box(chat(page))).to_be_attached()
-    # Up (its scripts loaded, its composer usable) before the click, which then only shows it.
-    page.frame(url=re.compile(r"/embed\?lang=en$")).wait_for_function(
-        "() => document.getElementById('composer').inert === false")
+    frame_is_up(page)  # before the click, which then only shows it
     page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 500))")  # let it settle, for a steady figure
     shown_after = page.evaluate("""() => new Promise((resolve) => {
       const at = performance.now();
