@@ -381,22 +381,22 @@ class WaitingConversation(Conversation):
 
 class Message(models.Model):
     class Role(models.TextChoices):
-        USER = "user"
-        ASSISTANT = "assistant"
+        USER = "user", _("User")
+        ASSISTANT = "assistant", _("Assistant")
         # Written by a support staff member; `author` is the name they chose to show.
-        STAFF = "staff"
+        STAFF = "staff", _("Staff")
         # A notice for the page ("Mia closed the conversation."); never shown to the LLM.
-        EVENT = "event"
+        EVENT = "event", _("Event")
 
     class Status(models.TextChoices):
-        COMPLETE = "complete"
+        COMPLETE = "complete", _("Complete")
         # A user message whose turn failed; a retry may still complete it.
-        FAILED = "failed"
+        FAILED = "failed", _("Failed")
         # An assistant reply cut short by the user pressing Stop.
-        STOPPED = "stopped"
+        STOPPED = "stopped", _("Stopped")
         # An assistant reply being written: its row holds the question's answer
         # slot and the lease of the request answering it (see turns.py).
-        ANSWERING = "answering"
+        ANSWERING = "answering", _("Answering")
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     # Position in the conversation: 0, 1, 2... Unique per conversation, which is

@@ -100,6 +100,20 @@ def test_a_german_admin_gets_the_live_view_in_german(superuser, quiet):
            ", since", "Details and history")
 
 
+def test_a_german_admin_gets_a_conversations_page_in_german(superuser, quiet):
+    conversation = waiting()
+    html = page(superuser, f"{BASE}{conversation.pk}/change/", GERMAN)
+    assert ">Live-Ansicht öffnen</a> (dem Kunden wie in einem Chat antworten)" in html
+    assert "<h2>Sitzungs-ID</h2>" in html and "Vollständige Sitzungs-ID anzeigen" in html
+    assert "<h2>Dem Kunden antworten</h2>" in html and "Ihr Name für Kunden:</label>" in html
+    assert ">An den Assistenten zurückgeben</button>" in html
+    assert "Runden, die der Assistent nicht beantworten konnte." in html  # a field's help text
+    assert "Warten auf eine Person" in html  # the handoff field
+    assert "<p>Kunde</p>" in html and "<p>Vollständig</p>" in html  # a message's role and status (choice labels)
+    absent(html, "Open the live view", "Show the full session id", "Answer the customer", "Your name for customers",
+           "Turns the assistant could not answer.", "Hand back to the assistant")
+
+
 def test_a_german_admin_gets_the_profile_page_in_german(superuser, quiet):
     html = page(superuser, PROFILE, GERMAN)
     assert "<title>Ihr Profil |" in html
