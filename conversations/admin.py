@@ -36,6 +36,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import devices, forget, handoff, inbox, languages, summary
@@ -60,7 +61,7 @@ class MessageInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    @admin.display(description="sent")
+    @admin.display(description=_("sent"))
     def sent(self, message):
         # To the second: admin's default format stops at the minute, and a
         # conversation happens within one.
@@ -101,11 +102,11 @@ class LanguageFilter(admin.SimpleListFilter):
 
 
 class FailedTurnsFilter(admin.SimpleListFilter):
-    title = "failed turns"
+    title = _("failed turns")
     parameter_name = "failed"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Has failed turns"), ("no", "No failed turns")]
+        return [("yes", _("Has failed turns")), ("no", _("No failed turns"))]
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
@@ -141,7 +142,7 @@ class InboxAdminMixin:
         pk = inbox.conversation_id(object_id)
         conversation = Conversation.objects.filter(pk=pk).first() if pk is not None else None
         if conversation is None:
-            raise Http404("No conversation has that id.")
+            raise Http404(gettext("No conversation has that id."))
         before = request.GET.get("before", "")
         older = conversation.messages.exclude(status=Message.Status.ANSWERING)
         if before.isdigit() and len(before) <= 10:
@@ -155,7 +156,7 @@ class InboxAdminMixin:
         return TemplateResponse(request, "admin/conversations/conversation/live.html", {
             **self.admin_site.each_context(request),  # type: ignore[attr-defined]
             "opts": self.opts, "original": conversation,  # type: ignore[attr-defined]
-            "title": f"Conversation {conversation.reference}",
+            "title": gettext("Conversation %(reference)s") % {"reference": conversation.reference},
             "messages_shown": shown,
             "older_url": f"?before={shown[0].seq}" if has_older and shown else None,
             "newest_page": newest_page,
@@ -187,7 +188,7 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
     # Searching is done by get_search_results below; a non-empty search_fields
     # is what makes admin show the search box.
     search_fields = ["session_id"]
-    search_help_text = "The whole session id, or the 8-character reference the customer sees."
+    search_help_text = _("The whole session id, or the 8-character reference the customer sees.")
     ordering = ["-last_activity_at"]
     fields = ["reference", "created_at", "last_activity_at", "failed_turns", "handoff", "language_badge",
               "waiting_since", "closed_at", "devices_open"]
@@ -308,25 +309,26 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
         form = ReplyForm(request.POST)
         if action == "reply" and form.is_valid():
             request.session[unsent_key(object_id)] = form.cleaned_data
-            messages.error(request, "Your reply was not sent: the conversation is busy just now (the database did "
-                           "not answer in time). It is kept in the box below: press Send again in a moment.")
+            messages.error(request, gettext("Your reply was not sent: the conversation is busy just now (the database "
+                                            "did not answer in time). It is kept in the box below: press Send again "
+                                            "in a moment."))
         else:
-            messages.error(request, "Nothing was changed: the conversation is busy just now (the database did not "
-                           "answer in time). Try again in a moment.")
+            messages.error(request, gettext("Nothing was changed: the conversation is busy just now (the database did "
+                                            "not answer in time). Try again in a moment."))
         return HttpResponseRedirect(reverse("admin:conversations_conversation_change", args=[object_id]))
 
     def _reply(self, request, object_id):
         # get_object() answers None for an id that is not a valid primary key too.
         conversation = self.get_object(request, unquote(object_id))
         if conversation is None:
-            raise Http404("No conversation has that id.")
+            raise Http404(gettext("No conversation has that id."))
         page = reverse("admin:conversations_conversation_change", args=[quote(conversation.pk)])
         if request.method != "POST":
             return HttpResponseRedirect(page)
         form = ReplyForm(request.POST)
         action = request.POST.get("action", "reply")
         if action not in ("reply", "hand_back", "close"):
-            messages.error(request, "Choose Send, Hand back or Close.")
+            messages.error(request, gettext("Choose Send, Hand back or Close."))
             return HttpResponseRedirect(page)
         if not form.is_valid():
             for field, errors in form.errors.items():
@@ -337,24 +339,24 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
             StaffProfile.set_name(request.user, author)  # the name field is the user's own profile's
         if action == "reply":
             if not text:
-                messages.error(request, "Write a reply first.")
+                messages.error(request, gettext("Write a reply first."))
                 return HttpResponseRedirect(page)
             others = conversation.messages.filter(seq__gt=form.cleaned_data["seen"]).exclude(sent_by=request.user)
             meanwhile = list(others.filter(role__in=[Message.Role.USER, Message.Role.STAFF]))
-            _, stored = handoff.staff_reply(conversation.pk, request.user, author, text, form.cleaned_data["token"])
+            _message, stored = handoff.staff_reply(conversation.pk, request.user, author, text, form.cleaned_data["token"])
             if not stored:
-                messages.warning(request, "That reply was sent already; it was not sent again.")
+                messages.warning(request, gettext("That reply was sent already; it was not sent again."))
             else:
-                messages.success(request, "Your reply was sent.")
+                messages.success(request, gettext("Your reply was sent."))
                 if meanwhile:
-                    messages.warning(request, "New messages came in while you were writing (see below).")
+                    messages.warning(request, gettext("New messages came in while you were writing (see below)."))
         else:
             close = action == "close"
             if handoff.hand_back(conversation.pk, request.user, author, close=close) is None:
-                messages.info(request, "The assistant was answering this conversation already.")
+                messages.info(request, gettext("The assistant was answering this conversation already."))
             else:
-                messages.success(request, "Closed: the assistant answers again." if close
-                                 else "Handed back: the assistant answers again.")
+                messages.success(request, gettext("Closed: the assistant answers again.") if close
+                                 else gettext("Handed back: the assistant answers again."))
         return HttpResponseRedirect(page)
 
     def session_id_view(self, request, object_id):
@@ -365,7 +367,7 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         conversation = self.get_object(request, unquote(object_id))
         if conversation is None:
-            raise Http404("No conversation has that id.")
+            raise Http404(gettext("No conversation has that id."))
         if request.method != "POST":
             page = reverse("admin:conversations_conversation_change", args=[quote(conversation.pk)])
             return HttpResponseRedirect(page)
@@ -377,7 +379,7 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
         # admin_view makes it no-store: never kept in a browser's or a proxy's cache.
         return TemplateResponse(request, "admin/conversations/conversation/session_id.html", {
             **self.admin_site.each_context(request),
-            "opts": self.opts, "original": conversation, "title": f"Session id of {conversation}",
+            "opts": self.opts, "original": conversation, "title": gettext("Session id of %(conversation)s") % {"conversation": conversation},
             "session_id": conversation.session_id,
         })
 
@@ -398,19 +400,19 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         forget.conversations(queryset)
 
-    @admin.display(description="reference", ordering="session_id")
+    @admin.display(description=_("reference"), ordering="session_id")
     def reference(self, obj):
         return obj.reference
 
-    @admin.display(description="messages", ordering="message_count")
+    @admin.display(description=_("messages"), ordering="message_count")
     def message_count(self, obj):
         return obj.message_count or 0
 
-    @admin.display(description="failed", boolean=True, ordering="failed_turns")
+    @admin.display(description=_("failed"), boolean=True, ordering="failed_turns")
     def has_failed_turns(self, obj):
         return obj.failed_turns > 0
 
-    @admin.display(description="model", ordering="latest_model")
+    @admin.display(description=_("model"), ordering="latest_model")
     def latest_model(self, obj):
         model = obj.latest_model or "-"
         return model if len(model) <= 24 else model[:23] + "…"
@@ -419,11 +421,11 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
     def language_badge(self, obj):
         return language_badge(obj.language)
 
-    @admin.display(description="devices", ordering="device_count")
+    @admin.display(description=_("devices"), ordering="device_count")
     def devices_open(self, obj):
         return obj.device_count or 0
 
-    @admin.action(description="End all devices of selected conversations (a lost phone)", permissions=["delete"])
+    @admin.action(description=_("End all devices of selected conversations (a lost phone)"), permissions=["delete"])
     def end_devices(self, request, queryset):
         """Every browser of these conversations loses it at once; the conversations stay."""
         chosen = list(queryset.values_list("pk", flat=True))
@@ -432,9 +434,13 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
             self.log_change(request, conversation, f"Ended all devices ({ended} sessions in the selection).")
         logger.info("staff ended all devices", extra={"conversations": len(chosen), "sessions": ended,
                                                       "user": request.user.get_username()})
-        self.message_user(request, f"Ended {ended} session(s) of {len(chosen)} conversation(s).", messages.SUCCESS)
+        # Two counts, each with its own plural: "Ended 1 session of 2 conversations."
+        selected = ngettext("%(count)d conversation", "%(count)d conversations", len(chosen)) % {"count": len(chosen)}
+        text = ngettext("Ended %(sessions)d session of %(conversations)s.",
+                        "Ended %(sessions)d sessions of %(conversations)s.", ended)
+        self.message_user(request, text % {"sessions": ended, "conversations": selected}, messages.SUCCESS)
 
-    @admin.action(description="Export selected conversations as JSON Lines", permissions=["view"])
+    @admin.action(description=_("Export selected conversations as JSON Lines"), permissions=["view"])
     def export_jsonl(self, request, queryset):
         """Streamed, as chat_export is: a chunk of conversations in memory at a time,
         however many are selected, and the first line is sent before the last is read."""
@@ -470,10 +476,10 @@ async def read_in_thread(lines: Iterator[str]) -> AsyncIterator[str]:
 
 class ReplyForm(forms.Form):
     author = forms.CharField(
-        label="Your name for customers", max_length=60,
-        help_text="Shown with your replies, e.g. your first name (never your login). Kept in your profile.",
+        label=_("Your name for customers"), max_length=60,
+        help_text=_("Shown with your replies, e.g. your first name (never your login). Kept in your profile."),
     )
-    reply = forms.CharField(label="Reply", widget=forms.Textarea(attrs={"rows": 4}), required=False,
+    reply = forms.CharField(label=_("Reply"), widget=forms.Textarea(attrs={"rows": 4}), required=False,
                             max_length=4000)
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
     seen = forms.IntegerField(widget=forms.HiddenInput, min_value=-1)
@@ -484,7 +490,7 @@ class ReplyForm(forms.Form):
     def clean_token(self):
         token = self.cleaned_data["token"]
         if not token.isalnum():
-            raise forms.ValidationError("Reload the page and try again.")
+            raise forms.ValidationError(_("Reload the page and try again."))
         return token
 
 
@@ -496,17 +502,19 @@ def unsent_key(conversation_id) -> str:
 class QueueFilter(admin.SimpleListFilter):
     """The queue's three piles; by default the open ones (waiting first, then answered)."""
 
-    title = "status"
+    title = _("status")
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return [("waiting", "Waiting"), ("answered", "Answered"), ("closed", "Closed")]
+        return [("waiting", _("Waiting")), ("answered", _("Answered")), ("closed", _("Closed"))]
 
     def choices(self, changelist):
-        for choice in super().choices(changelist):
-            if choice["display"] == "All":
-                choice["display"] = "Open (waiting and answered)"
-            yield choice
+        # The first is admin's "All" (in the admin's language: not found by its text), here the open ones.
+        choices = super().choices(changelist)
+        everything = next(choices)
+        everything["display"] = _("Open (waiting and answered)")
+        yield everything
+        yield from choices
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -551,7 +559,7 @@ class QueueAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="conversation")
+    @admin.display(description=_("conversation"))
     def conversation(self, obj):
         return format_html('<a href="{}">{}</a>', inbox.live_url(obj.pk), obj.reference)
 
@@ -559,17 +567,17 @@ class QueueAdmin(admin.ModelAdmin):
     def language_badge(self, obj):
         return language_badge(obj.language)
 
-    @admin.display(description="state", ordering="handoff")
+    @admin.display(description=_("state"), ordering="handoff")
     def state(self, obj):
         return obj.get_handoff_display()
 
-    @admin.display(description="waiting for", ordering="waiting_since")
+    @admin.display(description=_("waiting for"), ordering="waiting_since")
     def waited(self, obj):
         if obj.waiting_since is None:
-            return "closed" if obj.handoff == Handoff.ASSISTANT else "answered"
+            return gettext("closed") if obj.handoff == Handoff.ASSISTANT else gettext("answered")
         return timesince(obj.waiting_since, timezone.now())
 
-    @admin.display(description="the customer's latest message")
+    @admin.display(description=_("the customer's latest message"))
     def latest_question(self, obj):
         text = obj.latest_question or ""
         return text if len(text) <= 120 else text[:119] + "…"
@@ -586,7 +594,7 @@ class ProfileForm(forms.ModelForm):
     def clean_display_name(self):
         name = self.cleaned_data["display_name"].strip()
         if not name:
-            raise forms.ValidationError("Choose the name customers see with your replies.")
+            raise forms.ValidationError(_("Choose the name customers see with your replies."))
         return name
 
 
@@ -607,11 +615,11 @@ class StaffProfileAdmin(admin.ModelAdmin):
         form = ProfileForm(request.POST or None, instance=profile)
         if request.method == "POST" and form.is_valid():
             form.save()
-            messages.success(request, "Saved: your replies are signed with this name.")
+            messages.success(request, gettext("Saved: your replies are signed with this name."))
             return HttpResponseRedirect(request.get_full_path())
         return TemplateResponse(request, "admin/conversations/staffprofile/mine.html", {
             **self.admin_site.each_context(request),
-            "opts": self.opts, "title": "Your profile", "form": form,
+            "opts": self.opts, "title": gettext("Your profile"), "form": form,
         })
 
 
@@ -621,6 +629,6 @@ class SavedReplyAdmin(admin.ModelAdmin):
     list_editable = ["position"]
     search_fields = ["title", "text"]
 
-    @admin.display(description="text")
+    @admin.display(description=_("text"))
     def start(self, obj):
         return obj.text if len(obj.text) <= 80 else obj.text[:79] + "…"

@@ -476,7 +476,7 @@ def _send_digest(period: int) -> None:
         seconds = _digest_seconds()
         start = datetime.fromtimestamp(period * seconds, UTC)
         end = datetime.fromtimestamp((period + 1) * seconds, UTC)
-        lines = [f"- {found[pk].reference} ({found[pk].get_handoff_display().lower()}{_since(found[pk])}): "
+        lines = [f"- {found[pk].reference} ({found[pk].handoff_in_english().lower()}{_since(found[pk])}): "
                  f"{admin_link('conversations_conversation_change', pk)}" for pk in ids if pk in found]
         gone = len(ids) - len(lines)
         unlisted = count - len(ids)

@@ -27,6 +27,7 @@ from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 
 from . import handoff, languages, payloads, runtime, summary, updates
@@ -54,9 +55,9 @@ def error(status: int, code: str, message: str) -> JsonResponse:
 def refusal(user, *permissions: str) -> JsonResponse | None:
     """The answer for a user who may not use a staff endpoint, or None if they may."""
     if not user.is_authenticated:
-        return error(401, "not_logged_in", "Log in to the admin first.")
+        return error(401, "not_logged_in", gettext("Log in to the admin first."))
     if not (user.is_active and user.is_staff and user.has_perms([VIEW_PERMISSION, *permissions])):
-        return error(403, "forbidden", "You may not do this.")
+        return error(403, "forbidden", gettext("You may not do this."))
     return None
 
 
@@ -94,7 +95,7 @@ def waiting_count(request):
     """How many customers wait for a person, and the one who started waiting last (for the
     browser notification: a new id there is a new customer waiting)."""
     if request.method != "GET":
-        return error(405, "method_not_allowed", "Use GET for this endpoint.")
+        return error(405, "method_not_allowed", gettext("Use GET for this endpoint."))
     waiting = Conversation.objects.waiting()
     try:
         found = waiting.aggregate(count=Count("pk"), oldest=Min("waiting_since"))
@@ -102,7 +103,7 @@ def waiting_count(request):
     except DatabaseError:
         # The header keeps its last count and asks again at its next poll.
         logger.warning("inbox: the database did not answer the waiting count")
-        return error(503, "database_unavailable", "The database did not answer; trying again.")
+        return error(503, "database_unavailable", gettext("The database did not answer; trying again."))
     return JsonResponse({
         "waiting": found["count"],
         "oldestWaitingSince": found["oldest"].isoformat() if found["oldest"] else None,
@@ -127,27 +128,27 @@ async def live_updates(request, object_id: str):
     user = await request.auser()
     refused = await sync_to_async(refusal)(user)
     if refused is None and request.method != "GET":
-        refused = error(405, "method_not_allowed", "Use GET for this endpoint.")
+        refused = error(405, "method_not_allowed", gettext("Use GET for this endpoint."))
     if refused is not None:
         return refused
     pk = conversation_id(object_id)
     after_text, state = request.GET.get("after", ""), request.GET.get("state")
     if not AFTER.fullmatch(after_text) or int(after_text) < -1:
-        return error(400, "invalid_after", "after must be the seq of the latest message shown (-1 for none).")
+        return error(400, "invalid_after", gettext("after must be the seq of the latest message shown (-1 for none)."))
     if state is not None and state not in Handoff.values:
-        return error(400, "invalid_state", f"state must be one of {', '.join(Handoff.values)}.")
+        return error(400, "invalid_state", gettext("state must be one of %(states)s.") % {"states": ", ".join(Handoff.values)})
     if pk is None:
-        return error(404, "not_found", "No conversation has that id.")
+        return error(404, "not_found", gettext("No conversation has that id."))
     try:
         # wait=0: answer at once (the page asks so while the summary is being written).
         wait = 0.0 if request.GET.get("wait") == "0" else settings.CHAT_UPDATES_WAIT
         found = await updates.wait_for_staff(runtime.current().watcher, pk, int(after_text), state, wait)
         if found is None:
-            return error(404, "not_found", "No conversation has that id.")
+            return error(404, "not_found", gettext("No conversation has that id."))
         about = await in_db_thread(_summary, pk, languages.current())  # the staff member's language
     except (DatabaseError, DatabaseUnavailable):
         logger.warning("inbox: the database did not answer the live view's poll")
-        return error(503, "database_unavailable", "The database did not answer; trying again.")
+        return error(503, "database_unavailable", gettext("The database did not answer; trying again."))
     response = JsonResponse({
         "handoff": found.handoff,
         "turnInProgress": found.turn_in_progress,
@@ -184,28 +185,28 @@ def live_send(request, object_id: str):
     """Send a reply (once per token), hand back or close, from the live view's reply box
     (fetch, CSRF token in the header). The reply is signed with the sender's profile name."""
     if request.method != "POST":
-        return error(405, "method_not_allowed", "Use POST for this endpoint.")
+        return error(405, "method_not_allowed", gettext("Use POST for this endpoint."))
     if csrf_refused(request):
-        return error(403, "csrf_failed", "The page is out of date (its CSRF token): reload it and send again.")
+        return error(403, "csrf_failed", gettext("The page is out of date (its CSRF token): reload it and send again."))
     pk = conversation_id(object_id)
     if pk is None or not Conversation.objects.filter(pk=pk).exists():
-        return error(404, "not_found", "No conversation has that id.")
+        return error(404, "not_found", gettext("No conversation has that id."))
     action = request.POST.get("action", "")
     text = request.POST.get("reply", "").strip()
     token = request.POST.get("token", "")
     if action not in ACTIONS:
-        return error(400, "invalid_action", "action must be reply, hand_back or close.")
+        return error(400, "invalid_action", gettext("action must be reply, hand_back or close."))
     author = StaffProfile.name_of(request.user)
     if not author:
-        return error(409, "no_display_name", "Choose your name for customers first (Your profile).")
+        return error(409, "no_display_name", gettext("Choose your name for customers first (Your profile)."))
     try:
         if action == "reply":
             if not text:
-                return error(400, "empty_reply", "Write a reply first.")
+                return error(400, "empty_reply", gettext("Write a reply first."))
             if len(text) > REPLY_MAX_CHARS or "\x00" in text:
-                return error(400, "invalid_reply", f"A reply is at most {REPLY_MAX_CHARS} characters of text.")
+                return error(400, "invalid_reply", gettext("A reply is at most %(count)d characters of text.") % {"count": REPLY_MAX_CHARS})
             if not TOKEN.fullmatch(token):
-                return error(400, "invalid_token", "token must be 1 to 64 letters or digits.")
+                return error(400, "invalid_token", gettext("token must be 1 to 64 letters or digits."))
             message, stored = handoff.staff_reply(pk, request.user, author, text, token)
             return JsonResponse({"sent": stored, "seq": message.seq if stored else None,
                                  "author": author, "at": timezone.now().isoformat()})
@@ -213,5 +214,5 @@ def live_send(request, object_id: str):
         return JsonResponse({"changed": notice is not None, "handoff": Handoff.ASSISTANT})
     except (DatabaseError, DatabaseUnavailable, TurnInProgress) as failure:
         logger.warning("inbox: a staff change was refused, the database is busy: %r", failure)
-        return error(503, "conversation_busy", "The conversation is busy just now: nothing was changed. "
-                     "Send again in a moment (a reply is stored once).")
+        return error(503, "conversation_busy", gettext("The conversation is busy just now: nothing was changed. "
+                                                       "Send again in a moment (a reply is stored once)."))

@@ -7,7 +7,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Count, OuterRef, Subquery
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext_lazy as _
 
 from . import languages
 
@@ -178,11 +179,11 @@ class ConversationQuerySet(models.QuerySet):
 
 
 class Handoff(models.TextChoices):
-    ASSISTANT = "assistant", "the assistant answers"
+    ASSISTANT = "assistant", _("the assistant answers")
     # The customer asked for a person; no staff member has replied yet.
-    WAITING = "waiting", "waiting for a person"
+    WAITING = "waiting", _("waiting for a person")
     # A staff member has replied; the assistant stays quiet until they hand back or close.
-    STAFF = "staff", "with a person"
+    STAFF = "staff", _("with a person")
 
 
 class Conversation(models.Model):
@@ -195,7 +196,7 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_activity_at = models.DateTimeField(default=timezone.now, db_index=True)
     failed_turns = models.PositiveIntegerField(
-        default=0, help_text="Turns the assistant could not answer."
+        default=0, help_text=_("Turns the assistant could not answer.")
     )
     # Who answers the customer (conversations/handoff.py has the transitions).
     handoff = models.CharField(max_length=16, choices=Handoff.choices, default=Handoff.ASSISTANT)
@@ -205,12 +206,12 @@ class Conversation(models.Model):
     waiting_since = models.DateTimeField(null=True, blank=True)
     # When staff were last emailed about this conversation (at most once an hour).
     notified_at = models.DateTimeField(null=True, blank=True)
-    closed_at = models.DateTimeField(null=True, blank=True, help_text="When staff last closed it.")
+    closed_at = models.DateTimeField(null=True, blank=True, help_text=_("When staff last closed it."))
     # The address a customer left when the shop was closed (handoff.outlook): the first staff reply
     # after they left it is emailed to them once (customer_emailed_at), then it is kept for staff only.
-    customer_email = models.EmailField(blank=True, default="", help_text="Left by the customer to be written back to.")
+    customer_email = models.EmailField(blank=True, default="", help_text=_("Left by the customer to be written back to."))
     customer_emailed_at = models.DateTimeField(null=True, blank=True,
-                                               help_text="When a staff reply was emailed to the customer's address.")
+                                               help_text=_("When a staff reply was emailed to the customer's address."))
     # The clientMessageId of the conversation's first question, when the client
     # chose a strong one: a client whose first turn was cut off before it ever
     # received its sessionId retries with the same clientMessageId and no
@@ -228,7 +229,7 @@ class Conversation(models.Model):
     # db_default: a worker still running the code before the migration starts conversations during a
     # rolling deploy.
     language = models.CharField(max_length=8, default="en", db_default="en", editable=False,
-                                help_text="The language the customer last wrote in.")
+                                help_text=_("The language the customer last wrote in."))
 
     objects = ConversationQuerySet.as_manager()
 
@@ -261,6 +262,12 @@ class Conversation(models.Model):
         """The short reference the page shows a customer: the first 8 characters of the id."""
         return str(self.session_id)[:8]
 
+    def handoff_in_english(self) -> str:
+        """The handoff state as the transcript and the emails to staff name it: in English, whatever the
+        request's language (the admin shows the label in the staff member's language)."""
+        with translation.override("en"):
+            return str(self.get_handoff_display())
+
     def transcript(self) -> str:
         """The conversation as readable text, for support staff (one query). It names the
         reference, never the session id, which works like a password."""
@@ -276,7 +283,7 @@ class Conversation(models.Model):
             f"{timezone.localtime(last_activity):%Y-%m-%d %H:%M:%S}, "
             f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
             + (failed if self.failed_turns else "")
-            + ("" if self.handoff == Handoff.ASSISTANT else f", {self.get_handoff_display()}"),
+            + ("" if self.handoff == Handoff.ASSISTANT else f", {self.handoff_in_english()}"),
             # Staff replies are sent as written: staff need to know which language to write in.
             f"The customer writes in {languages.english_name(self.language)} ({self.language})",
         ]
@@ -368,28 +375,28 @@ class WaitingConversation(Conversation):
 
     class Meta:
         proxy = True
-        verbose_name = "conversation waiting for a person"
-        verbose_name_plural = "waiting for a person"
+        verbose_name = _("conversation waiting for a person")
+        verbose_name_plural = _("waiting for a person")
 
 
 class Message(models.Model):
     class Role(models.TextChoices):
-        USER = "user"
-        ASSISTANT = "assistant"
+        USER = "user", _("User")
+        ASSISTANT = "assistant", _("Assistant")
         # Written by a support staff member; `author` is the name they chose to show.
-        STAFF = "staff"
+        STAFF = "staff", _("Staff")
         # A notice for the page ("Mia closed the conversation."); never shown to the LLM.
-        EVENT = "event"
+        EVENT = "event", _("Event")
 
     class Status(models.TextChoices):
-        COMPLETE = "complete"
+        COMPLETE = "complete", _("Complete")
         # A user message whose turn failed; a retry may still complete it.
-        FAILED = "failed"
+        FAILED = "failed", _("Failed")
         # An assistant reply cut short by the user pressing Stop.
-        STOPPED = "stopped"
+        STOPPED = "stopped", _("Stopped")
         # An assistant reply being written: its row holds the question's answer
         # slot and the lease of the request answering it (see turns.py).
-        ANSWERING = "answering"
+        ANSWERING = "answering", _("Answering")
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     # Position in the conversation: 0, 1, 2... Unique per conversation, which is
@@ -489,8 +496,8 @@ class StaffProfile(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_profile")
     display_name = models.CharField(
-        "your name for customers", max_length=60, blank=True,
-        help_text="Shown with your replies, e.g. your first name (never your login).",
+        _("your name for customers"), max_length=60, blank=True,
+        help_text=_("Shown with your replies, e.g. your first name (never your login)."),
     )
 
     def __str__(self):
@@ -516,7 +523,7 @@ class SavedReply(models.Model):
 
     class Meta:
         ordering = ["position", "title"]
-        verbose_name_plural = "saved replies"
+        verbose_name_plural = _("saved replies")
 
     def __str__(self):
         return self.title

@@ -1,11 +1,15 @@
 // Every staff page: the live count of customers waiting for a person in the admin's header
 // (templates/admin/base_site.html), and, if the staff member asked for it once with the
 // "Notify me" button, a browser notification when a new customer starts waiting.
+// Its words come from the project's JavaScript catalog in the admin's language (loaded before it).
 "use strict";
 
 (() => {
   const link = document.getElementById("staff-waiting");
   if (!link) return;
+  const gettext = (text) => (window.django && window.django.gettext ? window.django.gettext(text) : text);
+  const interpolate = (text, values) =>
+    text.replace(/%\((\w+)\)s/g, (match, name) => (name in values ? String(values[name]) : match));
   const count = link.querySelector(".staff-waiting-count");
   const button = document.getElementById("staff-notify");
   const EVERY_MS = 5000;
@@ -25,8 +29,8 @@
 
   function notify(found) {
     if (!canNotify || Notification.permission !== "granted" || !found.newest) return;
-    const shown = new Notification("A customer is waiting for a person", {
-      body: `Conversation ${found.newest.reference}`,
+    const shown = new Notification(gettext("A customer is waiting for a person"), {
+      body: interpolate(gettext("Conversation %(reference)s"), { reference: found.newest.reference }),
       tag: `waiting-${found.newest.id}`,
     });
     shown.addEventListener("click", () => {

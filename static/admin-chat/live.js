@@ -1,19 +1,26 @@
 // The admin's live view of a conversation (templates/admin/conversations/conversation/live.html).
 // Waits for new messages and state changes as the customer's page does (a long poll of the staff
 // endpoint, conversations/inbox.py), sends with fetch (no reload), and inserts saved replies.
-// No innerHTML: every text goes in as textContent.
+// No innerHTML: every text goes in as textContent. Every text staff read goes through gettext() with a
+// literal (`makemessages -d djangojs` finds it): the project's JavaScript catalog in the admin's language,
+// which templates/admin/base_site.html loads before this script; should it fail to load, English.
 "use strict";
 
 (() => {
   const root = document.getElementById("live");
   if (!root) return;
 
+  const gettext = (text) => (window.django && window.django.gettext ? window.django.gettext(text) : text);
+  /** `text` with each %(name)s replaced by values[name]. */
+  const interpolate = (text, values) =>
+    text.replace(/%\((\w+)\)s/g, (match, name) => (name in values ? String(values[name]) : match));
+
   const STATES = {
-    assistant: "The assistant answers",
-    waiting: "Waiting for a person",
-    staff: "With a person",
+    assistant: gettext("The assistant answers"),
+    waiting: gettext("Waiting for a person"),
+    staff: gettext("With a person"),
   };
-  const ROLES = { user: "Customer", assistant: "Assistant", event: "Notice" };
+  const ROLES = { user: gettext("Customer"), assistant: gettext("Assistant"), event: gettext("Notice") };
   const RETRY_MS = 3000;
   const SUMMARY_EVERY_MS = 2000;
   const SUMMARY_TRIES = 15;
@@ -52,9 +59,11 @@
     item.dataset.seq = String(message.seq);
     const who = document.createElement("p");
     who.className = "msg-who";
-    who.append(message.role === "staff" ? `${message.author || "Staff"} (staff) ` : `${ROLES[message.role] || message.role} `);
+    who.append(message.role === "staff"
+      ? `${interpolate(gettext("%(author)s (staff)"), { author: message.author || gettext("Staff") })} `
+      : `${ROLES[message.role] || message.role} `);
     who.append(time(message.createdAt));
-    if (message.status === "failed") who.append(" · not answered");
+    if (message.status === "failed") who.append(` · ${gettext("not answered")}`);
     const text = document.createElement("div");
     text.className = "msg-text";
     text.textContent = message.content;
@@ -70,7 +79,7 @@
     stateLine.dataset.state = handoff;
     stateLine.textContent = STATES[handoff] || handoff;
     if (waitingSince) {
-      stateLine.append(handoff === "waiting" ? ", since " : ": the customer waits, since ");
+      stateLine.append(`${handoff === "waiting" ? gettext(", since") : gettext(": the customer waits, since")} `);
       stateLine.append(time(waitingSince));
     }
     if (actions) actions.hidden = handoff === "assistant";
@@ -97,11 +106,11 @@
 
   function showSummary(summary) {
     const text = document.getElementById("summary-text");
-    text.textContent = summary.text ? summary.text + (summary.pending ? " (being brought up to date…)" : "")
-      : summary.pending ? "A summary is being written…" : "";
+    text.textContent = summary.text ? summary.text + (summary.pending ? ` ${gettext("(being brought up to date…)")}` : "")
+      : summary.pending ? gettext("A summary is being written…") : "";
     text.hidden = !text.textContent;
-    fillList("summary-customer", summary.customer, "None yet.");
-    fillList("summary-answers", summary.answers, "Nothing yet.");
+    fillList("summary-customer", summary.customer, gettext("None yet."));
+    fillList("summary-answers", summary.answers, gettext("Nothing yet."));
     root.dataset.summaryPending = summary.pending ? "on" : "off";
     if (summary.pending && !awaiting) awaitSummary();
   }
@@ -113,11 +122,11 @@
       headers: { Accept: "application/json" }, credentials: "same-origin",
     });
     if (response.status === 401 || response.status === 403) {
-      say("You are logged out or may no longer read this conversation: reload the page.");
+      say(gettext("You are logged out or may no longer read this conversation: reload the page."));
       return "stop";
     }
     if (response.status === 404) {
-      say("This conversation was deleted.");
+      say(gettext("This conversation was deleted."));
       return "stop";
     }
     if (!response.ok) return "retry";
@@ -180,12 +189,12 @@
         headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
       });
     } catch {
-      say("Not sent: the site did not answer. Try again (a reply is stored once).");
+      say(gettext("Not sent: the site did not answer. Try again (a reply is stored once)."));
       return null;
     }
     const found = await response.json().catch(() => ({}));
     if (!response.ok) {
-      say((found.error && found.error.message) || "Not sent. Try again.");
+      say((found.error && found.error.message) || gettext("Not sent. Try again."));
       return null;
     }
     return found;
@@ -195,25 +204,26 @@
   async function send() {
     if (sending) return;
     if (!box.value.trim()) {
-      say("Write a reply first.");
+      say(gettext("Write a reply first."));
       return;
     }
     sending = true;
-    say("Sending…");
+    say(gettext("Sending…"));
     const found = await post("reply");
     sending = false;
     if (!found) return;
     box.value = "";
     form.elements.token.value = newToken();
-    say(found.sent ? "Sent." : "That reply was sent already; it was not sent again.");
+    say(found.sent ? gettext("Sent.") : gettext("That reply was sent already; it was not sent again."));
     box.focus();
   }
 
   async function act(action) {
     const found = await post(action);
     if (!found) return;
-    say(!found.changed ? "The assistant was answering this conversation already."
-      : action === "close" ? "Closed: the assistant answers again." : "Handed back: the assistant answers again.");
+    say(!found.changed ? gettext("The assistant was answering this conversation already.")
+      : action === "close" ? gettext("Closed: the assistant answers again.")
+        : gettext("Handed back: the assistant answers again."));
     showState("assistant", null);
     box.focus();
   }
@@ -228,7 +238,7 @@
     closeMatches();
     box.focus();
     box.setSelectionRange(box.value.length, box.value.length);
-    say(`Inserted the saved reply "${reply.title}".`);
+    say(interpolate(gettext('Inserted the saved reply "%(title)s".'), { title: reply.title }));
   }
 
   function closeMatches() {
