@@ -192,25 +192,25 @@ class Conversation(models.Model):
 
     # The first session's id: what staff search by and what the transcript names. Which
     # sessions the conversation has now is Session's to say (that one may have ended).
-    session_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    last_activity_at = models.DateTimeField(default=timezone.now, db_index=True)
+    session_id = models.UUIDField(_("session id"), unique=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    last_activity_at = models.DateTimeField(_("last activity at"), default=timezone.now, db_index=True)
     failed_turns = models.PositiveIntegerField(
-        default=0, help_text=_("Turns the assistant could not answer.")
+        _("failed turns"), default=0, help_text=_("Turns the assistant could not answer.")
     )
     # Who answers the customer (conversations/handoff.py has the transitions).
-    handoff = models.CharField(max_length=16, choices=Handoff.choices, default=Handoff.ASSISTANT)
+    handoff = models.CharField(_("handoff"), max_length=16, choices=Handoff.choices, default=Handoff.ASSISTANT)
     # Since when the customer has been waiting for a person's answer: set when
     # they ask for one (and when they write again after a staff reply), cleared
     # by a staff reply, a hand-back or a close. The queue is ordered by it.
-    waiting_since = models.DateTimeField(null=True, blank=True)
+    waiting_since = models.DateTimeField(_("waiting since"), null=True, blank=True)
     # When staff were last emailed about this conversation (at most once an hour).
-    notified_at = models.DateTimeField(null=True, blank=True)
-    closed_at = models.DateTimeField(null=True, blank=True, help_text=_("When staff last closed it."))
+    notified_at = models.DateTimeField(_("notified at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True, help_text=_("When staff last closed it."))
     # The address a customer left when the shop was closed (handoff.outlook): the first staff reply
     # after they left it is emailed to them once (customer_emailed_at), then it is kept for staff only.
-    customer_email = models.EmailField(blank=True, default="", help_text=_("Left by the customer to be written back to."))
-    customer_emailed_at = models.DateTimeField(null=True, blank=True,
+    customer_email = models.EmailField(_("customer email"), blank=True, default="", help_text=_("Left by the customer to be written back to."))
+    customer_emailed_at = models.DateTimeField(_("customer emailed at"), null=True, blank=True,
                                                help_text=_("When a staff reply was emailed to the customer's address."))
     # The clientMessageId of the conversation's first question, when the client
     # chose a strong one: a client whose first turn was cut off before it ever
@@ -228,12 +228,14 @@ class Conversation(models.Model):
     # as the turn found it active (turns.start). The assistant answers in it; staff see it.
     # db_default: a worker still running the code before the migration starts conversations during a
     # rolling deploy.
-    language = models.CharField(max_length=8, default="en", db_default="en", editable=False,
+    language = models.CharField(_("language"), max_length=8, default="en", db_default="en", editable=False,
                                 help_text=_("The language the customer last wrote in."))
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
         ordering = ["-last_activity_at"]
         permissions = [("reply_conversation", "Can answer customers in a conversation")]
         indexes = [
@@ -325,19 +327,22 @@ class Session(models.Model):
     the list of devices (the browser and when, no more). A conversation's first session is made
     with it; "Continue on another device" adds one (devices.py); ending one deletes it."""
 
-    session_id = models.UUIDField(unique=True, editable=False)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="sessions")
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    session_id = models.UUIDField(_("session id"), unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, verbose_name=_("conversation"), on_delete=models.CASCADE,
+                                     related_name="sessions")
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     # Moved at most once every SEEN_RESOLUTION, by the page's history and long poll, not by a turn.
-    last_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(_("last seen at"), default=timezone.now)
     # "Firefox on Android", from the User-Agent (devices.device_label); "" until a page of it says.
-    label = models.CharField(max_length=40, blank=True, default="")
+    label = models.CharField(_("label"), max_length=40, blank=True, default="")
 
     SEEN_RESOLUTION = timedelta(minutes=1)
 
     objects = SessionQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("session")
+        verbose_name_plural = _("sessions")
         ordering = ["created_at", "pk"]
 
     def __str__(self):
@@ -358,13 +363,18 @@ class DeviceLink(models.Model):
         DEVICE = "device"  # "Continue on another device": a link and a code, for minutes
         EMAIL = "email"  # the link in the email of a staff reply: no code, for days
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="device_links")
-    kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.DEVICE, db_default=Kind.DEVICE,
+    conversation = models.ForeignKey(Conversation, verbose_name=_("conversation"), on_delete=models.CASCADE,
+                                     related_name="device_links")
+    kind = models.CharField(_("kind"), max_length=6, choices=Kind.choices, default=Kind.DEVICE, db_default=Kind.DEVICE,
                             editable=False)  # db_default: a worker still on the code before it inserts too
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     code_hash = models.CharField(max_length=64, unique=True, null=True, editable=False)  # noqa: DJ001 - unique, and an email link has none: NULLs never collide
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    expires_at = models.DateTimeField(db_index=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(_("expires at"), db_index=True, editable=False)
+
+    class Meta:
+        verbose_name = _("device link")
+        verbose_name_plural = _("device links")
 
     def __str__(self):  # never the hashes
         return f"Device link of conversation {self.conversation_id}, until {self.expires_at:%Y-%m-%d %H:%M}"
@@ -398,27 +408,29 @@ class Message(models.Model):
         # slot and the lease of the request answering it (see turns.py).
         ANSWERING = "answering", _("Answering")
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(Conversation, verbose_name=_("conversation"), on_delete=models.CASCADE,
+                                     related_name="messages")
     # Position in the conversation: 0, 1, 2... Unique per conversation, which is
     # what keeps two simultaneous turns from interleaving (see turns.py).
-    seq = models.PositiveIntegerField()
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField()
-    created_at = models.DateTimeField(default=timezone.now)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    seq = models.PositiveIntegerField(_("seq"))
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    content = models.TextField(_("content"))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.COMPLETE)
     # Chosen by the page for each question, so that a retry of a failed turn
     # completes it instead of storing the question twice.
-    client_message_id = models.CharField(max_length=64, blank=True, default="")
+    client_message_id = models.CharField(_("client message id"), max_length=64, blank=True, default="")
     # For replies: who answered and what it cost.
-    model = models.CharField(max_length=100, blank=True, default="")
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    model = models.CharField(_("model"), max_length=100, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(_("completion tokens"), null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(_("latency ms"), null=True, blank=True)
     # For staff messages (and the notices of their hand-backs and closes): the
     # display name the customer sees, and, for the record, the staff user.
-    author = models.CharField(max_length=60, blank=True, default="")
+    author = models.CharField(_("author"), max_length=60, blank=True, default="")
     sent_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, verbose_name=_("sent by"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
     )
     # While a reply is ANSWERING: the request that answers it, and until when
     # it may (it renews this while it works). Kept once the reply is stored, so
@@ -427,6 +439,8 @@ class Message(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         ordering = ["conversation", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq"], name="message_unique_seq"),
@@ -494,11 +508,16 @@ class StaffProfile(models.Model):
     with its sender's profile, never with a name someone else typed.
     """
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_profile")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
+                                related_name="staff_profile")
     display_name = models.CharField(
         _("your name for customers"), max_length=60, blank=True,
         help_text=_("Shown with your replies, e.g. your first name (never your login)."),
     )
+
+    class Meta:
+        verbose_name = _("staff profile")
+        verbose_name_plural = _("staff profiles")
 
     def __str__(self):
         return self.display_name or f"Profile of user {self.user_id}"
@@ -516,13 +535,14 @@ class StaffProfile(models.Model):
 class SavedReply(models.Model):
     """A short reusable answer staff insert into the reply box (Alt+1..9, or the list)."""
 
-    title = models.CharField(max_length=80, unique=True)
-    text = models.TextField(max_length=4000)
+    title = models.CharField(_("title"), max_length=80, unique=True)
+    text = models.TextField(_("text"), max_length=4000)
     # Lower comes first: the first nine are Alt+1..Alt+9.
-    position = models.PositiveSmallIntegerField(default=0)
+    position = models.PositiveSmallIntegerField(_("position"), default=0)
 
     class Meta:
         ordering = ["position", "title"]
+        verbose_name = _("saved reply")
         verbose_name_plural = _("saved replies")
 
     def __str__(self):

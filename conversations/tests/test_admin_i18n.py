@@ -112,6 +112,17 @@ def test_a_german_admin_gets_a_conversations_page_in_german(superuser, quiet):
     assert "<p>Kunde</p>" in html and "<p>Vollständig</p>" in html  # a message's role and status (choice labels)
     absent(html, "Open the live view", "Show the full session id", "Answer the customer", "Your name for customers",
            "Turns the assistant could not answer.", "Hand back to the assistant")
+    # The models' and fields' own names (their verbose names): the messages' columns, a field's label.
+    assert 'class="column-role">Rolle' in html and 'class="column-content">Inhalt' in html
+    assert "<label>Letzte Aktivität:</label>" in html and "<label>E-Mail des Kunden:</label>" in html
+    absent(html, 'class="column-role">Role', 'class="column-content">Content', "Last activity at", "Customer email")
+
+
+def test_a_german_admin_gets_the_models_names_in_german(superuser, quiet):
+    html = page(superuser, "/admin/", GERMAN)
+    for name in ("Unterhaltungen", "Gespeicherte Antworten", "Team-Profile"):
+        assert f">{name}</a>" in html, name
+    absent(html, ">Conversations</a>", ">Saved replies</a>", ">Staff profiles</a>")
 
 
 def test_a_german_admin_gets_the_profile_page_in_german(superuser, quiet):
