@@ -333,6 +333,23 @@ def test_the_summary_is_the_llms_once_per_waiting_episode_and_counts_against_the
     assert len(llm.requests()) == 2
 
 
+def test_the_summary_is_plain_text_whatever_markup_the_llm_writes(llm, settings):
+    """Staff read the summary as text: the model is asked for plain text, and the emphasis and
+    heading or list marks it writes out of habit are taken out (a '*' inside a sentence stays)."""
+    settings.CHAT_HANDOFF_EMAILS = []
+    llm.control("ok", reply="## Summary\n- The customer wants a **refund** for order __1234__.\n* Open: 2*3 days late.")
+    conversation = waiting(turns=1)
+    summary.forget_asked()
+
+    summary.for_staff(conversation)
+    summary.flush()
+
+    conversation.refresh_from_db()
+    assert conversation.staff_summary == "Summary The customer wants a refund for order 1234. Open: 2*3 days late."
+    assert any("Plain text: no Markdown" in message["content"]
+               for asked in llm.requests() for message in asked["messages"])
+
+
 def site_tokens_spent() -> int:
     [spent] = async_to_sync(Gateway().round_trip)(reads=[limits.budget_keys(None, "")[2]])
     return spent or 0
