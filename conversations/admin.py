@@ -360,9 +360,10 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
         return HttpResponseRedirect(page)
 
     def session_id_view(self, request, object_id):
-        """The conversation's full session id, shown on an explicit request (a POST from the
-        button on its page) and recorded with who asked: in the conversation's history
-        (Django's LogEntry) and in the log. A GET goes back to the conversation's page."""
+        """The full session id of each browser that has the conversation (one per device that
+        joined; none once all have ended), shown on an explicit request (a POST from the button
+        on its page) and recorded with who asked: in the conversation's history (Django's
+        LogEntry) and in the log. A GET goes back to the conversation's page."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         conversation = self.get_object(request, unquote(object_id))
@@ -380,7 +381,7 @@ class ConversationAdmin(InboxAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/conversations/conversation/session_id.html", {
             **self.admin_site.each_context(request),
             "opts": self.opts, "original": conversation, "title": gettext("Session id of %(conversation)s") % {"conversation": conversation},
-            "session_id": conversation.session_id,
+            "sessions": conversation.sessions.all(),
         })
 
     def get_search_results(self, request, queryset, search_term):

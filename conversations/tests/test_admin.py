@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from conversations import sessions
 from conversations.admin import ConversationAdmin
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Session
 
 from . import data
 
@@ -252,6 +252,23 @@ def test_the_session_id_is_shown_on_a_post_recorded_with_who_asked(admin_client,
     # The conversation's history page says who looked.
     history = admin_client.get(f"{CHANGELIST}{conversation.pk}/history/").content.decode()
     assert "Showed the full session id." in history
+
+
+def test_show_the_session_id_lists_every_browser_of_the_conversation_and_none_once_ended(admin_client):
+    """A conversation continued on another device has a session per browser: each one's id is
+    shown with the browser and when, the first browser's (ended here) no more."""
+    conversation = data.conversation()
+    first = conversation.sessions.get()
+    laptop = Session.objects.create(session_id=uuid.uuid4(), conversation=conversation, label="Firefox on Linux")
+    first.delete()  # "Not you?" on the first browser
+
+    page = admin_client.post(session_id_url(conversation)).content.decode()
+
+    assert str(laptop.session_id) in page and "Firefox on Linux" in page
+    assert str(first.session_id) not in page
+    laptop.delete()
+    page = admin_client.post(session_id_url(conversation)).content.decode()
+    assert "every session of it has ended" in page and "session-ids" not in page
 
 
 def test_only_staff_who_may_view_the_conversation_can_show_its_session_id(client):
