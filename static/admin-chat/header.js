@@ -2,14 +2,11 @@
 // (templates/admin/base_site.html), and, if the staff member asked for it once with the
 // "Notify me" button, a browser notification when a new customer starts waiting.
 // Its words come from the project's JavaScript catalog in the admin's language (loaded before it).
-"use strict";
+import { gettext, interpolate } from "../chat/translation.js";
 
 (() => {
   const link = document.getElementById("staff-waiting");
   if (!link) return;
-  const gettext = (text) => (window.django && window.django.gettext ? window.django.gettext(text) : text);
-  const interpolate = (text, values) =>
-    text.replace(/%\((\w+)\)s/g, (match, name) => (name in values ? String(values[name]) : match));
   const count = link.querySelector(".staff-waiting-count");
   const button = document.getElementById("staff-notify");
   const EVERY_MS = 5000;

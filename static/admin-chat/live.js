@@ -3,17 +3,12 @@
 // endpoint, conversations/inbox.py), sends with fetch (no reload), and inserts saved replies.
 // No innerHTML: every text goes in as textContent. Every text staff read goes through gettext() with a
 // literal (`makemessages -d djangojs` finds it): the project's JavaScript catalog in the admin's language,
-// which templates/admin/base_site.html loads before this script; should it fail to load, English.
-"use strict";
+// which templates/admin/base_site.html loads; should it fail to load, English (chat/translation.js).
+import { gettext, interpolate } from "../chat/translation.js";
 
 (() => {
   const root = document.getElementById("live");
   if (!root) return;
-
-  const gettext = (text) => (window.django && window.django.gettext ? window.django.gettext(text) : text);
-  /** `text` with each %(name)s replaced by values[name]. */
-  const interpolate = (text, values) =>
-    text.replace(/%\((\w+)\)s/g, (match, name) => (name in values ? String(values[name]) : match));
 
   const STATES = {
     assistant: gettext("The assistant answers"),
