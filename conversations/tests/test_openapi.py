@@ -469,8 +469,15 @@ def test_the_devices_flow_fits_the_document(client, settings, own_counters):
     locked = post("/api/devices/join", {"code": offered.json()["code"]})
     assert (locked.status_code, locked.json()["error"]["code"]) == (429, "join_locked")
     settings.CHAT_DEVICE_JOIN_FAILURES_IP = "0"
-    joined = post("/api/devices/join", {"token": offered.json()["link"].split("#join=")[1]})
-    assert joined.status_code == 200
+    token = offered.json()["link"].split("#join=")[1]
+    # The browser of the conversation itself: a check, then a join, and neither uses the link.
+    for body in ({"token": token, "check": True}, {"token": token}):
+        same = post("/api/devices/join", body, session_id=phone)
+        assert same.json() == {"sessionId": phone, "newSession": False, "sameConversation": True}
+    would = post("/api/devices/join", {"token": token, "check": True})
+    assert would.json() == {"sessionId": None, "newSession": False, "sameConversation": False}
+    joined = post("/api/devices/join", {"token": token})
+    assert joined.status_code == 200 and joined.json()["newSession"]
     assert post("/api/devices/join", {"code": "ABC"}).json()["error"]["code"] == "invalid_join_code"
 
     listed = client.get("/api/devices", headers={"X-Session-Id": phone})
