@@ -32,13 +32,11 @@ class RequestLogMiddleware:
         rid = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         started = time.monotonic()
+        streamed = False
         try:
             response = await self.get_response(request)
             response["X-Request-Id"] = rid
-            if response.streaming and response.is_async:
-                # A streamed reply is written after this returns: carry the id into it.
-                # (Static files stream too, from a sync iterator: those are left alone.)
-                response.streaming_content = _with_request_id(rid, response.streaming_content)
+            streamed = _written_later(response)
             match = request.resolver_match
             logger.info(
                 "request",
@@ -55,7 +53,8 @@ class RequestLogMiddleware:
             )
             return response
         finally:
-            request_id.reset(token)
+            if not streamed:
+                request_id.reset(token)
 
 
 class ApiSecurityMiddleware(SecurityMiddleware):
@@ -112,10 +111,14 @@ class LanguageMiddleware:
 
     async def _acall(self, request):
         language = self._activate(request)
+        streamed = False
         try:
-            return self._answered(language, await self.get_response(request))
+            response = self._answered(language, await self.get_response(request))
+            streamed = _written_later(response)
+            return response
         finally:
-            translation.deactivate()
+            if not streamed:
+                translation.deactivate()
 
     def _activate(self, request) -> str:
         language = request_language(request)
@@ -127,24 +130,18 @@ class LanguageMiddleware:
         if getattr(response, "varies_by_language", True):
             patch_vary_headers(response, ("Accept-Language", "Cookie"))
             response.headers.setdefault("Content-Language", language)
-        if response.streaming and response.is_async:
-            response.streaming_content = _in_language(language, response.streaming_content)
         return response
 
 
-async def _in_language(language: str, content):
-    # The stream is written after the middleware returned: activate its language again there.
-    translation.activate(language)
-    async for chunk in content:
-        yield chunk
-
-
-async def _with_request_id(rid: str, content):
-    # Set, not reset: the stream is sent from this request's own task, whose
-    # context ends with it; a reset from a later step could be in another context.
-    request_id.set(rid)
-    async for chunk in content:
-        yield chunk
+def _written_later(response) -> bool:
+    """A reply streamed from an async iterator (a streamed turn) is written after the middleware
+    has returned, by Django's ASGIHandler, from the same task as the middleware ran in: one task
+    per request, whose context ends with it. What a middleware set for the request (its id, its
+    language) is left set for that writing instead of being reset, so that the stream's log lines
+    and messages keep them. Wrapping the stream in a generator that set them again cost every
+    piece of every streamed turn two more generators to pass through (docs/benchmarks.md).
+    (Static files stream too, from a sync iterator, and are written the same way.)"""
+    return response.streaming and response.is_async
 
 
 # The admin pages: Django's admin has no inline script or style, so it runs

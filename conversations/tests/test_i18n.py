@@ -187,6 +187,21 @@ def test_the_language_is_active_while_an_api_view_runs(client, monkeypatch):
     assert seen == ["fr"]
 
 
+def test_a_streamed_turn_is_written_in_the_customers_language_after_its_view_returned(live_site, llm):
+    """The error event of a streamed turn is written by the server after the view and its middleware
+    have returned (middleware._written_later): the customer's language must still be active then."""
+    from .client import SiteClient
+
+    llm.control("status", status=500)
+    streamed = SiteClient(live_site).chat("Wo ist mein Paket?", stream=True, headers={"X-Chat-Language": "de"},
+                                          timeout=10)
+    with translation.override("de"):
+        expected = translation.gettext("The assistant is unavailable right now.")
+    assert expected != "The assistant is unavailable right now."
+    assert "event: error" in streamed.text and expected in streamed.text, streamed.text
+    assert streamed.headers["Content-Language"] == "de"
+
+
 # --- The page ---------------------------------------------------------------------
 
 
