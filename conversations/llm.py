@@ -367,24 +367,20 @@ class ReplyStream:
                     stream=True,
                 )
             try:
-                lines = _lines(response)
-                while not self.cut:  # a reply cut is read no further
-                    # The client's timeout is per read: a server that drips a byte at a
-                    # time would never trip it, so the deadline covers every chunk.
-                    async with asyncio.timeout_at(deadline):
-                        line = await anext(lines, None)
-                    if line is None:
-                        break
-                    if not line.startswith(b"data:"):
-                        continue  # SSE comments, event names and blank separators
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    if isinstance(chunk, dict) and "error" in chunk:
-                        raise ValueError(f"error event in the stream: {chunk['error']!r}")
-                    if piece := self._add(self._read(chunk, "delta")):
-                        yield piece
+                async with contextlib.aclosing(_lines(response, deadline)) as lines:
+                    async for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # SSE comments, event names and blank separators
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        if isinstance(chunk, dict) and "error" in chunk:
+                            raise ValueError(f"error event in the stream: {chunk['error']!r}")
+                        if piece := self._add(self._read(chunk, "delta")):
+                            yield piece
+                        if self.cut:
+                            break  # a reply cut is read no further
             finally:
                 await response.aclose()  # on Stop and on a cut too: the upstream call ends now
 
@@ -455,14 +451,23 @@ def _max_bytes() -> int:
     return max(RESPONSE_MAX_BYTES, 8 * settings.CHAT_REPLY_MAX_CHARS)
 
 
-async def _lines(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The lines of a server-sent event stream, as bytes: none may be longer than _max_bytes().
+async def _lines(response: httpx2.Response, deadline: float) -> AsyncGenerator[bytes, None]:
+    """The lines of a server-sent event stream, as bytes: none may be longer than _max_bytes(),
+    and none read after `deadline` (the event loop's time).
 
     Split at CR, LF and CRLF, as SSE is (the client's aiter_lines also splits at
     the other Unicode line breaks, which a JSON string may hold unescaped).
     """
     limit, rest, size = _max_bytes(), [], 0  # the line begun: its parts and its size
-    async for part in response.aiter_bytes():
+    parts = aiter(response.aiter_bytes())
+    while True:
+        # The client's timeout is per read: a server that drips a byte at a time would never
+        # trip it, so the deadline covers every read. Per read, not per line: a read holds
+        # several lines, all of them when the server wrote fast (docs/benchmarks.md).
+        async with asyncio.timeout_at(deadline):
+            part = await anext(parts, None)
+        if part is None:
+            break
         if b"\n" not in part and b"\r" not in part:
             rest.append(part)  # joined once, when the line ends
             size += len(part)
