@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev chromium gettext translations messages bench faults faq-eval fake-llm lint audit lock
+.PHONY: run test setup setup-dev chromium wrk gettext translations messages bench faults faq-eval fake-llm lint audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,7 +68,17 @@ chromium:
 test: setup-dev chromium translations
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret-key} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: setup-dev
+# wrk drives the JSON figures (bench/load.py): Debian's, installed as Chromium is.
+wrk:
+	@if ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else \
+			echo "Install wrk for the benchmarks: sudo apt-get install wrk"; exit 1; \
+		fi; \
+	fi
+
+bench: setup-dev wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 faq-eval: setup
