@@ -217,3 +217,10 @@ def test_a_served_site_reports_an_unreachable_llm_in_its_log_and_health(live_sit
         assert [(line["cause"], line["llm_host"]) for line in lines] == [("dns", "llm.nowhere.invalid")]
     finally:
         site.stop()
+        # The flag lives for llm.DOWN_SECONDS in the machine's Redis, where this test's next run
+        # (the served sites share the cache's prefix) would find the LLM down before it began.
+        from django.core.cache import cache
+
+        from conversations import llm
+
+        cache.delete(llm.DOWN)
