@@ -29,15 +29,14 @@ lease, no logging, no error handling: what is left of the site's cost above
 this is what its guarantees and its code cost.
 
 A session not in Redis yet is looked up once (the bench's warm-up does that).
-Like the site (chatsite/asgi.py), its requests share one thread for Django's
-thread-sensitive sync calls instead of a thread each (Django's default), so that
-neither side is handicapped by it.
+Like the site (chatsite/asgi.py), its requests run Django's thread-sensitive sync
+calls on the event loop's thread (chatsite/loop_executor.py) instead of a thread
+each (Django's default), so that neither side is handicapped by it.
 This module is the minimal turn's settings, URLconf and ASGI application at once.
 """
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,8 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from psycopg_pool import AsyncConnectionPool
+
+from chatsite.loop_executor import OnTheLoop
 
 SECRET_KEY = "bench-minimal-only"
 DEBUG = os.environ.get("BENCH_MINIMAL_DEBUG") == "1"
@@ -85,8 +86,8 @@ SYSTEM_PROMPT = knowledge.system_prompt()
 pool: AsyncConnectionPool
 cache: redis.asyncio.Redis
 llm: Any  # openai.AsyncOpenAI, or httpx2.AsyncClient with BENCH_MINIMAL_LLM=httpx
-# The one thread of Django's thread-sensitive calls, as the site's API has (chatsite/asgi.py).
-sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minimal-sync")
+# Django's thread-sensitive calls on the event loop's thread, as the site's API runs them (chatsite/asgi.py).
+sync_thread = OnTheLoop()
 
 SELECT = (
     "SELECT seq, role, content FROM conversations_message WHERE conversation_id = %s "

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 from asgiref.sync import ThreadSensitiveContext
@@ -37,6 +36,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 # With DEBUG off, unfit settings stop the worker with one line saying what to set. Exit
 # status 3 is gunicorn's "worker failed to boot": gunicorn stops instead of starting it again.
+from chatsite.loop_executor import OnTheLoop  # noqa: E402
 from chatsite.startup import refuse_to_run_wrong  # noqa: E402
 
 refuse_to_run_wrong(status=3)
@@ -69,13 +69,14 @@ from conversations.middleware import request_language  # noqa: E402
 # 1,000 turns waiting on the LLM, 1,000 threads in a worker, and their hand-offs
 # were what a turn's CPU grew by under held load (docs/benchmarks.md). The API
 # runs no sync code of its own there (its middleware is async, its database work
-# runs in conversations/db.py's threads), so all its requests share this one
-# thread; Django's context, inside ours, then makes none.
-api_sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-sync")
+# runs in conversations/db.py's threads), so those calls run on the event loop's
+# thread itself (chatsite/loop_executor.py); Django's context, inside ours, then
+# makes no thread.
+on_the_loop = OnTheLoop()
 
 
 async def _api(scope, receive, send):
-    async with ThreadSensitiveContext(executor=api_sync_thread):
+    async with ThreadSensitiveContext(executor=on_the_loop):
         await api(scope, receive, send)
 
 # Chat turns this worker is serving now (POST /api/chat, from the request to
