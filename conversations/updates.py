@@ -14,7 +14,8 @@ worker process:
   CHAT_UPDATES_TICK seconds the watcher reads the versions of all conversations
   waited on in this process in ONE cache round trip (MGET) and wakes the
   waiters whose version moved. A woken waiter looks at the database again (one
-  short query in a worker thread) and answers, or waits again after a false alarm.
+  short statement, the turn store's `state`, on the event loop) and answers, or
+  waits again after a false alarm.
 
 Decided for a failing or absent shared cache: when Redis is down (or the cache
 is the per-process local-memory one, which another worker's change never
@@ -31,6 +32,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -39,7 +41,10 @@ from django.utils import timezone
 
 from . import paging, sessions, shared_state
 from .db import in_db_thread
-from .models import Conversation, Message
+from .models import Conversation, Message, idle_cutoff
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +73,17 @@ def version_entry(conversation_id: int) -> tuple[str, int, int]:
     return version_key(conversation_id), new_version(), VERSION_SECONDS
 
 
-def _version(conversation_id: int) -> int | None:
+def _shared_version(conversation_id: int) -> int | None:
     if not shared_cache():
         return None
     return shared_state.get(version_key(conversation_id))
+
+
+async def _version(rt: "Runtime", conversation_id: int) -> int | None:
+    if not shared_cache():
+        return None
+    [version] = await rt.gateway.round_trip(reads=[version_key(conversation_id)])
+    return version
 
 
 # --- What a page is told ------------------------------------------------------
@@ -98,7 +110,9 @@ def answering() -> Exists:
                                          lease_until__gt=timezone.now()))
 
 
-def _with_latest(conversations):
+def with_latest(conversations):
+    """Annotate each conversation's newest message (`last_seq`, `last_status`) and `answering`: the
+    state a waiting page compares (the turn store's `state` reads the same in SQL)."""
     latest = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq")
     return conversations.annotate(
         last_seq=Subquery(latest.values("seq")[:1]),
@@ -107,75 +121,84 @@ def _with_latest(conversations):
     )
 
 
-def _turn_in_progress(conversation) -> bool:
-    """Whether an answer slot is being written (turns.py), whatever was appended after it."""
-    return conversation.answering
-
-
-def snapshot(session_id, after: int) -> Snapshot | None:
-    """The conversation's state and a page of its messages after `after` (paging.py); None if the
-    session is unknown.
-
-    One query, and two more only when there are new messages.
-    """
-    return _snapshot(Conversation.objects.active().of_session(session_id).seen_by(session_id), after)
-
-
 def _snapshot(conversations, after: int) -> Snapshot | None:
-    conversation = _with_latest(conversations).first()
+    """The staff page's look: the conversation and a page of its messages after `after`."""
+    conversation = with_latest(conversations).first()
     if conversation is None:
         return None
     found = Snapshot(
         conversation_id=conversation.pk,
         handoff=conversation.handoff,
-        turn_in_progress=_turn_in_progress(conversation),
+        turn_in_progress=conversation.answering,
         signature=(conversation.handoff, conversation.last_seq, conversation.last_status),
-        # When the asking browser was last seen (Conversation.seen_by); a staff page is no browser.
-        seen_at=getattr(conversation, "session_seen_at", None),
     )
     if conversation.last_seq is not None and conversation.last_seq > after:
-        # A reply being written is not shown until it is stored (its slot then changes).
-        page = paging.after(conversation.messages.exclude(status=Message.Status.ANSWERING), after)
-        found.messages, found.has_more = page.messages, page.has_more
+        found.messages, found.has_more = _page(conversation.pk, after)
     return found
 
 
-def _look(session_id, after: int) -> tuple[int | None, Snapshot | None]:
-    """The version, then the snapshot: a change committed after the version was
-    read moves the version, so the watcher cannot miss it."""
-    conversation_id = sessions.cached_conversation_id(session_id)
-    version = _version(conversation_id) if conversation_id is not None else None
-    found = snapshot(session_id, after)
-    if found is not None and found.conversation_id != conversation_id:
+def _page(conversation_id: int, after: int) -> tuple[list[dict], bool]:
+    """The messages after `after` that one answer holds (paging.py), and whether more follow. A
+    reply being written is not shown until it is stored (its slot then changes)."""
+    page = paging.after(Message.objects.filter(conversation_id=conversation_id)
+                        .exclude(status=Message.Status.ANSWERING), after)
+    return page.messages, page.has_more
+
+
+async def _look(rt: "Runtime", session_id, after: int) -> tuple[int | None, Snapshot | None]:
+    """The version, then the conversation's state: a change committed after the version was read
+    moves the version, so the watcher cannot miss it. On the event loop, in one statement
+    (TurnStore.state) and a round trip or two to Redis, since every waiting page asks again each
+    CHAT_UPDATES_WAIT; the messages, only when there are new ones."""
+    [cached] = await rt.gateway.round_trip(reads=[sessions.cache_key(session_id)])
+    cached = cached if type(cached) is int else None
+    version = await _version(rt, cached) if cached is not None else None
+    state = await rt.store.state(session_id, idle_cutoff())
+    if state is not None and state.conversation_id != cached:
         # The session was not cached: read the version now and look once more,
         # so that nothing committed in between goes unseen.
-        version = _version(found.conversation_id)
-        found = snapshot(session_id, after)
+        version = await _version(rt, state.conversation_id)
+        state = await rt.store.state(session_id, idle_cutoff())
+    if state is None:
+        return version, None
+    found = Snapshot(
+        conversation_id=state.conversation_id,
+        handoff=state.handoff,
+        turn_in_progress=state.answering,
+        signature=(state.handoff, state.last_seq, state.last_status),
+        seen_at=state.seen_at,
+    )
+    if state.last_seq is not None and state.last_seq > after:
+        found.messages, found.has_more = await in_db_thread(_page, state.conversation_id, after, retry=True)
     return version, found
 
 
-async def wait(watcher: "Watcher", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
+async def wait(rt: "Runtime", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
     """Answer at once if there are messages after `after` or the handoff state is
     not `state`; else wait up to `timeout` seconds for that. None: no such session."""
-    return await _wait(watcher, _look, session_id, after, state, timeout)
+    return await _wait(rt.watcher, lambda key, seq: _look(rt, key, seq), session_id, after, state, timeout)
 
 
 def _look_by_id(conversation_id: int, after: int) -> tuple[int | None, Snapshot | None]:
-    version = _version(conversation_id)  # first, as in _look
+    version = _shared_version(conversation_id)  # first, as in _look
     return version, _snapshot(Conversation.objects.filter(pk=conversation_id), after)
 
 
 async def wait_for_staff(watcher: "Watcher", conversation_id: int, after: int, state: str | None,
                          timeout: float) -> Snapshot | None:
-    """wait() for a staff page (the admin's live view): the conversation by its id, idle or not."""
-    return await _wait(watcher, _look_by_id, conversation_id, after, state, timeout)
+    """wait() for a staff page (the admin's live view): the conversation by its id, idle or not,
+    through the ORM in a thread (a few staff pages, not thousands of customers')."""
+    async def look(key, seq):
+        return await in_db_thread(_look_by_id, key, seq, retry=True)
+
+    return await _wait(watcher, look, conversation_id, after, state, timeout)
 
 
 async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, timeout: float) -> Snapshot | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        version, found = await in_db_thread(look, key, after, retry=True)
+        version, found = await look(key, after)
         if found is None or found.messages or (state is not None and found.handoff != state):
             return found
         remaining = deadline - loop.time()
@@ -261,7 +284,7 @@ def _versions(ids: list[int]) -> dict | None:
 
 def _signatures(ids: list[int]) -> dict[int, tuple]:
     """Each conversation's (handoff, latest seq, its status), in one query."""
-    rows = _with_latest(Conversation.objects.filter(pk__in=ids)).values_list(
+    rows = with_latest(Conversation.objects.filter(pk__in=ids)).values_list(
         "pk", "handoff", "last_seq", "last_status"
     )
     return {pk: (handoff, last_seq, last_status) for pk, handoff, last_seq, last_status in rows}

@@ -22,9 +22,25 @@ the conversation was deleted); the rules then read again and decide.
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from ..models import Conversation, Message
+
+
+@dataclass
+class ConversationState:
+    """What a waiting page's long poll reads of its conversation each time it asks (updates.py)."""
+
+    conversation_id: int
+    handoff: str
+    # The newest message's position and status (None, None without messages).
+    last_seq: int | None
+    last_status: str | None
+    # An answer slot is being written (its lease has not run out), whatever was appended after it.
+    answering: bool
+    # When the asking session was last seen (models.Session.seen_due).
+    seen_at: datetime | None
 
 
 class TurnStore:
@@ -53,6 +69,11 @@ class TurnStore:
 
     async def newest_seq(self, conversation_id: int) -> int | None:
         """The position of the conversation's newest message; None if it has none or is gone."""
+        raise NotImplementedError
+
+    async def state(self, session_id: uuid.UUID, active_since: datetime) -> ConversationState | None:
+        """The state of the session's conversation if it was active since `active_since`, in one
+        statement (a waiting page asks for it every CHAT_UPDATES_WAIT); None if it has none."""
         raise NotImplementedError
 
     # --- A turn ------------------------------------------------------------------

@@ -8,7 +8,8 @@ from django.utils import timezone
 
 from ..db import in_orm_thread
 from ..models import Conversation, Handoff, Message, Session
-from .base import Conflict, TurnStore
+from ..updates import with_latest
+from .base import Conflict, ConversationState, TurnStore
 
 
 def _db(func):
@@ -52,6 +53,13 @@ class OrmStore(TurnStore):
     @_db
     def newest_seq(self, conversation_id):
         return Message.objects.filter(conversation_id=conversation_id).aggregate(n=Max("seq"))["n"]
+
+    @_db
+    def state(self, session_id, active_since):
+        found = with_latest(Conversation.objects.filter(last_activity_at__gte=active_since)
+                            .of_session(session_id).seen_by(session_id)).values_list(
+            "pk", "handoff", "last_seq", "last_status", "answering", "session_seen_at").first()
+        return ConversationState(*found) if found else None
 
     @_db
     def start(self, conversation, messages):

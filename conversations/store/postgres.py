@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailable
 from ..models import Conversation, DeviceLink, Handoff, Message, Session
-from .base import Conflict, TurnStore
+from .base import Conflict, ConversationState, TurnStore
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,17 @@ _RENEW = (
     f"AND (id, lease_owner) IN (SELECT * FROM unnest(%s::bigint[], %s::uuid[]))"
 )
 _ABANDONED = "id = %s AND status = 'answering' AND lease_until < %s"
+# A waiting page's look at its conversation (base.state): the newest message, and whether an
+# answer slot is being written, each by the conversation's (conversation_id, seq) index.
+_STATE = (
+    f"SELECT {_C}.id, {_C}.handoff, latest.seq, latest.status, "
+    f"EXISTS (SELECT 1 FROM {_M} WHERE conversation_id = {_C}.id AND status = 'answering' "
+    f"AND lease_until > %s), {_S}.last_seen_at "
+    f"FROM {_S} JOIN {_C} ON {_C}.id = {_S}.conversation_id "
+    f"LEFT JOIN LATERAL (SELECT seq, status FROM {_M} WHERE conversation_id = {_C}.id "
+    f"ORDER BY seq DESC LIMIT 1) latest ON true "
+    f"WHERE {_S}.session_id = %s AND {_C}.last_activity_at >= %s"
+)
 _NEXT_SEQ = f"SELECT coalesce(max(seq) + 1, 0) FROM {_M} WHERE conversation_id = %s"
 
 # The database errors a fresh connection may cure: a connection killed, a statement or lock timeout.
@@ -173,6 +184,10 @@ class PostgresStore(TurnStore):
     async def newest_seq(self, conversation_id):
         [(seq,)] = await self._rows(f"SELECT max(seq) FROM {_M} WHERE conversation_id = %s", [conversation_id])
         return seq
+
+    async def state(self, session_id, active_since):
+        rows = await self._rows(_STATE, [timezone.now(), session_id, active_since])
+        return ConversationState(*rows[0]) if rows else None
 
     async def ping(self):
         await self._rows("SELECT 1", [])

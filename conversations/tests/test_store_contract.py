@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.db import connection, connections
 from django.utils import timezone, translation
 
-from conversations import forget, handoff, runtime, sessions, turns
+from conversations import forget, handoff, runtime, sessions, turns, updates
 from conversations.errors import ApiError, TurnInProgress
 from conversations.models import Conversation, Handoff, Message, Session
 
@@ -362,3 +362,46 @@ def test_forget_by_one_session_deletes_the_conversation_for_every_session_and_th
     assert forgotten == (1, 4) and left == [None, None]
     assert not Session.objects.exclude(conversation_id=again.conversation_id).exists()
     assert again.new_session and again.conversation_id != first.conversation_id
+
+
+def test_a_waiting_page_reads_its_conversation_as_it_changes(backend):
+    """What the page's long poll reads each time it asks (updates.wait, through TurnStore.state),
+    answered at once (a wait of 0): the same from both backends."""
+    async def scenario(rt):
+        seen = []
+
+        async def look(session_id, after, state="assistant"):
+            found = await updates.wait(rt, session_id, after, state, 0)
+            seen.append(None if found is None else (
+                found.handoff, found.turn_in_progress, [(m["seq"], m["role"]) for m in found.messages],
+                found.has_more, found.seen_at is not None))
+            return found
+
+        await look(uuid.uuid4(), -1)  # unknown
+        first = await turn("Hi")
+        await look(first.session_id, -1)  # everything
+        await look(first.session_id, 1)  # nothing new
+        answered = await turns.start(ADDRESS, first.session_id, "Tell me about returns", "slow")
+        await look(first.session_id, 1)  # the question, not the slot being written
+        await turns.complete(answered)
+        second = await in_thread(join, first.conversation_id)
+        await look(second, 2)  # the reply, to the other browser
+        await in_thread(handoff.request_person, first.conversation_id)
+        found = await look(first.session_id, 3, "assistant")  # the notice, and the state moved
+        await look(first.session_id, found.messages[-1]["seq"], "waiting")  # nothing new
+        await in_thread(lambda: Conversation.objects.filter(pk=first.conversation_id).update(
+            last_activity_at=timezone.now() - timedelta(days=django_settings.CHAT_SESSION_IDLE_DAYS + 1)))
+        await look(first.session_id, -1)  # idle past the timeout: as unknown
+        return seen
+
+    seen = run(backend, scenario)
+    assert seen == [
+        None,
+        ("assistant", False, [(0, "user"), (1, "assistant")], False, True),
+        ("assistant", False, [], False, True),
+        ("assistant", True, [(2, "user")], False, True),
+        ("assistant", False, [(3, "assistant")], False, True),
+        ("waiting", False, [(4, "event")], False, True),
+        ("waiting", False, [], False, True),
+        None,
+    ]
