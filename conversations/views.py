@@ -438,11 +438,12 @@ async def updates_poll(request):
     state = request.GET.get("state")
     if state is not None and state not in Handoff.values:
         raise ApiError(400, "invalid_state", _("state must be one of %(states)s.") % {"states": ", ".join(Handoff.values)})
-    found = await updates.wait(runtime.current(), session_id, after, state, settings.CHAT_UPDATES_WAIT)
+    rt = runtime.current()
+    found = await updates.wait(rt, session_id, after, state, settings.CHAT_UPDATES_WAIT)
     if found is None:
         raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
-        await in_db_thread(Session.objects.seen, session_id)
+        await rt.store.seen(session_id)
     return JsonResponse({
         "sessionId": str(session_id),
         "handoff": found.handoff,

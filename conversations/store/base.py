@@ -76,6 +76,10 @@ class TurnStore:
         statement (a waiting page asks for it every CHAT_UPDATES_WAIT); None if it has none."""
         raise NotImplementedError
 
+    async def seen(self, session_id: uuid.UUID) -> None:
+        """Move the session's last seen time, if it is due (models.SessionQuerySet.seen: the rule)."""
+        raise NotImplementedError
+
     # --- A turn ------------------------------------------------------------------
 
     async def start(self, conversation: Conversation, messages: list[Message]) -> bool:

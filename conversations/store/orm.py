@@ -62,6 +62,10 @@ class OrmStore(TurnStore):
         return ConversationState(*found) if found else None
 
     @_db
+    def seen(self, session_id):
+        Session.objects.seen(session_id)
+
+    @_db
     def start(self, conversation, messages):
         try:
             with transaction.atomic():

@@ -189,6 +189,11 @@ class PostgresStore(TurnStore):
         rows = await self._rows(_STATE, [timezone.now(), session_id, active_since])
         return ConversationState(*rows[0]) if rows else None
 
+    async def seen(self, session_id):
+        now = timezone.now()
+        await self._count(f"UPDATE {_S} SET last_seen_at = %s WHERE session_id = %s AND last_seen_at < %s",
+                          [now, session_id, now - Session.SEEN_RESOLUTION])
+
     async def ping(self):
         await self._rows("SELECT 1", [])
 

@@ -405,3 +405,21 @@ def test_a_waiting_page_reads_its_conversation_as_it_changes(backend):
         ("waiting", False, [], False, True),
         None,
     ]
+
+
+def test_a_session_is_marked_seen_only_when_it_is_due(backend):
+    """What an open page's poll writes (TurnStore.seen): at most once every Session.SEEN_RESOLUTION."""
+    long_ago = timezone.now() - timedelta(days=2)
+
+    async def scenario(rt):
+        first = await turn("Hi")
+        await in_thread(lambda: Session.objects.filter(session_id=first.session_id).update(last_seen_at=long_ago))
+        await rt.store.seen(first.session_id)
+        marked = await in_thread(lambda: Session.objects.get(session_id=first.session_id).last_seen_at)
+        await rt.store.seen(first.session_id)  # again at once: not due
+        again = await in_thread(lambda: Session.objects.get(session_id=first.session_id).last_seen_at)
+        return marked, again
+
+    marked, again = run(backend, scenario)
+    assert timezone.now() - marked < timedelta(minutes=1)
+    assert again == marked
