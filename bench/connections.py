@@ -15,6 +15,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
     try:
         with FakeLLM() as fake:
             env = {
-                "DJANGO_SECRET_KEY": "bench-only", "DJANGO_DEBUG": "0", "DJANGO_SECURE_SSL_REDIRECT": "0",
+                "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_DEBUG": "0", "DJANGO_SECURE_SSL_REDIRECT": "0",
                 "DATABASE_URL": database.url, "REDIS_URL": redis.url,
                 "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": fake.url, "OPENAI_MODEL": "fake-model",
                 "CHAT_LLM_DEADLINE": "3600", "CHAT_LLM_MAX_RETRIES": "0", "CHAT_UPDATES_WAIT": "3600",
