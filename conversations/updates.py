@@ -30,6 +30,7 @@ again and sees it in the database).
 import asyncio
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -173,6 +174,15 @@ async def _look(rt: "Runtime", session_id, after: int) -> tuple[int | None, Snap
     return version, found
 
 
+def page_wait() -> float:
+    """How long one poll of a customer's page waits: CHAT_UPDATES_WAIT less up to a quarter of it, at
+    random. Pages opened together (a sale's newsletter, every page reconnecting after a deploy)
+    would otherwise all run out and ask again together, every CHAT_UPDATES_WAIT, each time a
+    burst the workers answer one after another (docs/benchmarks.md); spread, they part within a
+    few polls. Never longer than the setting, which proxies' idle timeouts are set above."""
+    return settings.CHAT_UPDATES_WAIT * random.uniform(0.75, 1.0)
+
+
 async def wait(rt: "Runtime", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
     """Answer at once if there are messages after `after` or the handoff state is
     not `state`; else wait up to `timeout` seconds for that. None: no such session."""
@@ -207,7 +217,10 @@ async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, ti
         waiter = Waiter(found.conversation_id, version, found.signature)
         watcher.add(waiter)
         try:
-            await asyncio.wait_for(waiter.woken.wait(), remaining)
+            # A timeout around the wait, not wait_for: that would make a task of it, kept alive
+            # for every waiting page.
+            async with asyncio.timeout(remaining):
+                await waiter.woken.wait()
         except TimeoutError:
             return found
         finally:

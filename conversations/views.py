@@ -439,7 +439,7 @@ async def updates_poll(request):
     if state is not None and state not in Handoff.values:
         raise ApiError(400, "invalid_state", _("state must be one of %(states)s.") % {"states": ", ".join(Handoff.values)})
     rt = runtime.current()
-    found = await updates.wait(rt, session_id, after, state, settings.CHAT_UPDATES_WAIT)
+    found = await updates.wait(rt, session_id, after, state, updates.page_wait())
     if found is None:
         raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute

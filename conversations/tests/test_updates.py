@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import AsyncClient
 
-from conversations import forget, handoff, runtime
+from conversations import forget, handoff, runtime, updates
 from conversations.models import Conversation
 
 from .client import get_updates, post_chat
@@ -77,7 +77,14 @@ def test_with_nothing_new_it_waits_then_answers_empty(client, settings):
     assert status == 200
     assert answer == {"sessionId": body["sessionId"], "handoff": "assistant", "turnInProgress": False,
                       "messages": [], "hasMore": False}
-    assert time.monotonic() - began >= 0.3
+    assert time.monotonic() - began >= 0.3 * 0.75  # updates.page_wait: up to a quarter less, at random
+
+
+def test_pages_opened_together_do_not_all_ask_again_together(settings):
+    settings.CHAT_UPDATES_WAIT = 20.0
+    waits = [updates.page_wait() for _ in range(200)]
+    assert all(15.0 <= wait <= 20.0 for wait in waits)
+    assert max(waits) - min(waits) > 2.5  # spread over most of the quarter
 
 
 @pytest.mark.parametrize("params, headers, code", [
