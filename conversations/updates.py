@@ -208,7 +208,8 @@ async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, ti
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        version, found = await look(key, after)
+        async with watcher.looks:
+            version, found = await look(key, after)
         if found is None or found.messages or (state is not None and found.handoff != state):
             return found
         remaining = deadline - loop.time()
@@ -230,6 +231,11 @@ async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, ti
 # --- The watcher ----------------------------------------------------------------
 
 
+# More than a worker's connections to the database (DATABASE_POOL_MAX_SIZE), well under its
+# Redis client's (100).
+LOOKS_AT_ONCE = 10
+
+
 @dataclass(eq=False)
 class Waiter:
     conversation_id: int
@@ -249,6 +255,11 @@ class Watcher:
         self.loop = loop
         self.waiters: dict[int, set[Waiter]] = {}
         self.task: asyncio.Task | None = None
+        # Pages looking at their conversation at once (a round trip or two to Redis, a statement):
+        # pages opened together (thousands in a second) queue here, each a small future, instead of
+        # all at once in the Redis client's pool, whose wait for a connection would time out and
+        # fail the look over to the database, twice the work in the middle of the burst.
+        self.looks = asyncio.Semaphore(LOOKS_AT_ONCE)
 
     def add(self, waiter: Waiter) -> None:
         self.waiters.setdefault(waiter.conversation_id, set()).add(waiter)

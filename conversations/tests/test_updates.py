@@ -224,3 +224,27 @@ def test_waiting_pages_hold_no_database_connection_or_thread(client, postgres, s
     # At most the pool's connections more (other tests' deployed site may hold some of its own).
     assert connections - connections_before <= connection.settings_dict["OPTIONS"]["pool"]["max_size"]
     assert len(answered) == 1 and answered[0].result().json()["messages"][0]["role"] == "staff"
+
+
+def test_pages_asking_together_look_at_their_conversations_a_few_at_a_time(monkeypatch):
+    """Thousands of pages opened in a second queue for their look (updates.LOOKS_AT_ONCE) rather
+    than all press on Redis's and the database's pools at once."""
+    monkeypatch.setattr(updates, "LOOKS_AT_ONCE", 3)
+    looking, most = 0, 0
+
+    async def look(rt, session_id, after):
+        nonlocal looking, most
+        looking += 1
+        most = max(most, looking)
+        await asyncio.sleep(0.01)
+        looking -= 1
+        return None, None  # an unknown session: answered at once
+
+    monkeypatch.setattr(updates, "_look", look)
+
+    async def pages():
+        rt = runtime.current()
+        return await asyncio.gather(*(updates.wait(rt, uuid.uuid4(), -1, None, 5) for _ in range(40)))
+
+    assert asyncio.run(pages()) == [None] * 40
+    assert most == 3
