@@ -231,3 +231,43 @@ def test_a_client_leaving_while_its_question_is_stored_does_not_block_the_conver
     assert status == 200 and answer["sessionId"] == session_id  # not 409 for half a minute
     status, answer, _ = api.send(body)
     assert status == 409 and answer["error"]["code"] == "retry_superseded"
+
+
+def test_waiting_pages_get_their_staff_reply_with_redis_stopped_and_database_connections_dropped(
+        live_site, llm, fake_llm_server, own_redis):
+    """A served worker's pages look through the turn store (one statement on the event loop) and its
+    async Redis client (updates._look): Redis stopped and the site's database connections killed
+    while they wait, a staff reply still reaches each page, and no page sees an error."""
+    from django.contrib.auth.models import User
+
+    from conversations import handoff
+
+    site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url, CHAT_UPDATES_WAIT="20"))
+    try:
+        api = SiteClient(site)
+        pages = []
+        for n in range(4):
+            session_id = api.send({"message": f"Hi {n}"})[1]["sessionId"]
+            conversation_id = Conversation.objects.of_session(session_id).get().pk
+            handoff.request_person(conversation_id)  # its notice is message 2
+            pages.append((session_id, conversation_id))
+        staff = User.objects.create_user("mia-login", is_staff=True)
+
+        with ThreadPoolExecutor(len(pages)) as pool:
+            polls = [pool.submit(api.updates, session_id, 2, "waiting", 30) for session_id, _ in pages]
+            time.sleep(1.0)  # all four wait
+            own_redis.stop()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                               " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                assert cursor.fetchone()[0] >= 1  # the site's pooled connections
+            for _, conversation_id in pages:
+                handoff.staff_reply(conversation_id, staff, "Mia", "Hello, Mia here.", f"token-{conversation_id}")
+            answers = [poll.result() for poll in polls]
+
+        for answer in answers:
+            body = answer.ok()
+            assert body["handoff"] == "staff"
+            assert [(m["role"], m["content"]) for m in body["messages"]] == [("staff", "Hello, Mia here.")]
+    finally:
+        site.stop()
