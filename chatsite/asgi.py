@@ -131,9 +131,30 @@ async def application(scope, receive, send):
 
 
 async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
-    """Serve the request, or refuse it at once if it is past a cap on what a worker holds."""
-    handler = _api if is_api else site
-    if _is_held(scope):
+    """Serve the request, or refuse it at once if it is past a cap on what a worker holds.
+
+    Held requests (long polls and streamed turns) are counted against CHAT_MAX_HELD and
+    CHAT_MAX_HELD_PER_ADDRESS: each holds a connection, its memory and a place among the
+    waiting pages' watcher's waiters for up to CHAT_UPDATES_WAIT (a poll) or CHAT_LLM_DEADLINE
+    (a stream). Uncounted, one address could hold thousands and slow the worker's every request
+    (/healthz too); past a cap a request is refused at once with Retry-After, and the page's
+    long poll waits before it asks again.
+
+    Chat turns are counted against CHAT_MAX_TURNS_IN_FLIGHT. Offered more turns than it can
+    serve, a worker would take them all: each would wait longer for the CPU while no more got
+    served, until clients gave up on turns the worker was still paying for. Past the cap it
+    refuses a turn at once, as soon as its body (at most CHAT_MAX_BODY_BYTES) is here and before
+    Django or the database sees it (503 "overloaded" with Retry-After, about what a bare request
+    costs), so the turns it took keep a bounded wait and a client knows to come back
+    (docs/benchmarks.md, "Offered more than the machine serves").
+
+    The counts are kept here, around the one call, not by wrapping the handler for each
+    request: a held request keeps whatever it is served through alive while it waits, and ten
+    thousand waiting pages keep ten thousand of it (docs/benchmarks.md, "Memory of a waiting page").
+    """
+    global held_in_flight, turns_in_flight
+    held = _is_held(scope)
+    if held:
         address = _client_address(scope)
         if settings.CHAT_MAX_HELD_PER_ADDRESS and held_by_address[address] >= settings.CHAT_MAX_HELD_PER_ADDRESS:
             metrics.REFUSALS.labels("too_many_connections").inc()
@@ -146,15 +167,29 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
             return await _refuse(send, scope, True, 503, "overloaded",
                                  gettext_noop("The site is busy right now; try again in a few seconds."),
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = metrics.held("long_poll" if scope.get("path") == "/api/updates" else "stream", _held(handler, address))
+    if is_turn and settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
+        metrics.REFUSALS.labels("overloaded").inc()
+        return await _refuse(send, scope, True, 503, "overloaded",
+                             gettext_noop("The assistant is busy right now; try again in a few seconds."),
+                             retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
+    if held:
+        gauge = metrics.HELD.labels("long_poll" if scope.get("path") == "/api/updates" else "stream")
+        gauge.inc()
+        held_in_flight += 1
+        held_by_address[address] += 1
     if is_turn:
-        if settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
-            metrics.REFUSALS.labels("overloaded").inc()
-            return await _refuse(send, scope, True, 503, "overloaded",
-                                 gettext_noop("The assistant is busy right now; try again in a few seconds."),
-                                 retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-        handler = _turn(handler)
-    return await handler(scope, receive, send)
+        turns_in_flight += 1
+    try:
+        return await (_api if is_api else site)(scope, receive, send)
+    finally:
+        if is_turn:
+            turns_in_flight -= 1
+        if held:
+            gauge.dec()
+            held_in_flight -= 1
+            held_by_address[address] -= 1
+            if not held_by_address[address]:
+                del held_by_address[address]
 
 
 async def _lifespan(receive, send):
@@ -193,28 +228,6 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def _turn(handler):
-    """Serve a chat turn, counted against CHAT_MAX_TURNS_IN_FLIGHT.
-
-    Offered more turns than it can serve, a worker would take them all: each
-    would wait longer for the CPU while no more got served, until clients gave
-    up on turns the worker was still paying for. Past the cap it refuses a turn
-    at once, as soon as its body (at most CHAT_MAX_BODY_BYTES) is here and before
-    Django or the database sees it (503 "overloaded" with Retry-After, about what a
-    bare request costs), so the turns it took keep a bounded wait and a client
-    knows to come back (docs/benchmarks.md, "Offered more than the machine serves").
-    """
-    async def counted(scope, receive, send):
-        global turns_in_flight
-        turns_in_flight += 1
-        try:
-            await handler(scope, receive, send)
-        finally:
-            turns_in_flight -= 1
-
-    return counted
-
-
 def _is_held(scope) -> bool:
     """A request that may hold its connection for long: the long poll, or a streamed turn."""
     method, path = scope.get("method"), scope.get("path", "")
@@ -230,30 +243,6 @@ def _client_address(scope) -> str:
     forwarded = b",".join(value for name, value in scope.get("headers", []) if name == b"x-forwarded-for")
     peer = SimpleNamespace(META={"REMOTE_ADDR": remote}, headers={"X-Forwarded-For": forwarded.decode("latin-1")})
     return limits.address_group(limits.client_ip(peer))
-
-
-def _held(handler, address: str):
-    """Serve a held request, counted against CHAT_MAX_HELD and CHAT_MAX_HELD_PER_ADDRESS.
-
-    Each one holds a connection, its memory and a place among the waiting pages'
-    watcher's waiters for up to CHAT_UPDATES_WAIT (a poll) or CHAT_LLM_DEADLINE
-    (a stream). Uncounted, one address could hold thousands and slow the worker's
-    every request (/healthz too); past a cap a request is refused at once with
-    Retry-After, and the page's long poll waits before it asks again.
-    """
-    async def counted(scope, receive, send):
-        global held_in_flight
-        held_in_flight += 1
-        held_by_address[address] += 1
-        try:
-            await handler(scope, receive, send)
-        finally:
-            held_in_flight -= 1
-            held_by_address[address] -= 1
-            if not held_by_address[address]:
-                del held_by_address[address]
-
-    return counted
 
 
 def _declared_length(scope) -> int | None | str:

@@ -64,17 +64,6 @@ def turn_ended(status: str, started: float) -> None:
         TURN_SECONDS.observe(time.monotonic() - started)
 
 
-def held(kind: str, app):
-    """The ASGI `app`, counted in HELD while it runs."""
-    gauge = HELD.labels(kind)
-
-    async def counted(scope, receive, send):
-        with gauge.track_inprogress():
-            await app(scope, receive, send)
-
-    return counted
-
-
 def exposition(extra: CollectorRegistry) -> tuple[bytes, str]:
     """The text a scrape answers: every worker's counts (or this process's), then `extra`."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
