@@ -92,6 +92,9 @@ def main(argv=None) -> None:
             "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12),
             "CHAT_DAILY_TOKENS_SITE": str(10**15),
             "CHAT_DAILY_TOKENS_PER_ADDRESS": str(10**15),
+            # Figure 4 continues conversations of 1,000 messages, which is the default cap
+            # on a conversation (past it, a turn starts a new one: a lost session to wrk).
+            "CHAT_CONVERSATION_MAX_MESSAGES": "100000",
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=ROOT, env={**os.environ, **site_env}, check=True)
