@@ -60,7 +60,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import limits, metrics, payloads, runtime  # noqa: E402 - needs the apps loaded above
+from conversations import limits, metrics, payloads, runtime, views  # noqa: E402 - needs the apps loaded above
 from conversations.middleware import request_language  # noqa: E402
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
@@ -127,7 +127,8 @@ async def application(scope, receive, send):
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return await _admit(scope, _replay(b"".join(chunks), receive), send, is_api, is_turn)
+    return await _admit(scope, _replay({"type": "http.request", "body": b"".join(chunks), "more_body": False}, receive),
+                        send, is_api, is_turn)
 
 
 async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
@@ -180,6 +181,12 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
     if is_turn:
         turns_in_flight += 1
     try:
+        if held and scope.get("path") == "/api/updates":  # a page's long poll waits below Django
+            # (views.park_poll), and goes on to Django to be answered
+            message = await views.park_poll(scope, receive)
+            if message is None:
+                return None
+            receive = _replay(message, receive)
         return await (_api if is_api else site)(scope, receive, send)
     finally:
         if is_turn:
@@ -258,9 +265,9 @@ def _declared_length(scope) -> int | None | str:
     return int(value)
 
 
-def _replay(body: bytes, receive):
-    """A `receive` that gives the body already read, then whatever the server says next (a disconnect)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def _replay(message: dict, receive):
+    """A `receive` that gives the request's message already read, then whatever the server says next."""
+    pending = [message]
 
     async def replayed():
         if pending:

@@ -17,6 +17,11 @@ worker process:
   short statement, the turn store's `state`, on the event loop) and answers, or
   waits again after a false alarm.
 
+Served (chatsite/asgi.py), a customer's poll waits below Django (views.park_poll): what
+it holds while it waits is its connection, its scope and its waiter, not Django's request,
+tasks and middleware; once woken or out of time it goes on to the view, which answers with
+what the wait found (PARKED).
+
 Decided for a failing or absent shared cache: when Redis is down (or the cache
 is the per-process local-memory one, which another worker's change never
 reaches) the watcher instead runs ONE database query per tick for all the
@@ -48,6 +53,10 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+# The ASGI scope's key for what a customer's poll found when it waited below Django
+# (views.park_poll): the view answers with it instead of waiting again.
+PARKED = "chat.updates.found"
 
 # A version outlives any wait by far; an expired one only causes a false alarm.
 VERSION_SECONDS = 24 * 3600

@@ -2,6 +2,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import io
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 import django
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.handlers.asgi import ASGIRequest
 from django.core.validators import validate_email
 from django.db.models import Count, Min
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -432,14 +434,17 @@ def _leave_email(session_id, email: str) -> bool:
 
 @api_view("GET")
 async def updates_poll(request):
-    """Long poll: what is new in the conversation after message `after` (see updates.py)."""
-    session_id = _session_id_header(request)
-    after = _after(request.GET.get("after"))
-    state = request.GET.get("state")
-    if state is not None and state not in Handoff.values:
-        raise ApiError(400, "invalid_state", _("state must be one of %(states)s.") % {"states": ", ".join(Handoff.values)})
+    """Long poll: what is new in the conversation after message `after` (see updates.py).
+
+    Served by chatsite/asgi.py, the poll has waited already, below Django (park_poll): the view
+    answers with what that wait found. Served otherwise (the test client), it waits here."""
+    session_id, after, state = _poll(request)
     rt = runtime.current()
-    found = await updates.wait(rt, session_id, after, state, updates.page_wait())
+    scope = getattr(request, "scope", {})  # the test client's requests have none
+    if updates.PARKED in scope:
+        found = scope[updates.PARKED]
+    else:
+        found = await updates.wait(rt, session_id, after, state, updates.page_wait())
     if found is None:
         raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
@@ -452,6 +457,70 @@ async def updates_poll(request):
         # More messages after these than one answer holds: the page asks again at once.
         "hasMore": found.has_more,
     })
+
+
+def _poll(request):
+    """What a long poll asks: (its session id, the seq of the latest message it has, the handoff
+    state it shows or None)."""
+    session_id = _session_id_header(request)
+    after = _after(request.GET.get("after"))
+    state = request.GET.get("state")
+    if state is not None and state not in Handoff.values:
+        raise ApiError(400, "invalid_state", _("state must be one of %(states)s.") % {"states": ", ".join(Handoff.values)})
+    return session_id, after, state
+
+
+async def park_poll(scope, receive) -> dict | None:
+    """A customer's long poll waits here, below Django (chatsite/asgi.py), then goes on to the view
+    with what the wait found in its scope (updates.PARKED), and the view answers at once.
+
+    Ten thousand pages may wait on one machine, each for CHAT_UPDATES_WAIT: waiting here, a page
+    keeps its connection, its scope, one waiter and one task that notices the client leaving, and
+    not Django's request, its two tasks, the middleware's and the view's coroutines
+    (docs/benchmarks.md, "A waiting page"). The request is read once, to know what it asks, by
+    the view's own rules (_poll); a request they refuse does not wait, and the view answers it.
+    If the look fails (the database gone), the view looks again and answers as it decides.
+
+    Returns the request's message, taken from `receive`, for Django to be given; None if the client
+    left (before or while it waited): there is no one to answer."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    if message.get("more_body"):
+        return message
+    try:
+        session_id, after, state = _poll(ASGIRequest(scope, io.BytesIO()))
+    except Exception:  # noqa: BLE001 - refused (ApiError) or unreadable: Django and the view answer it
+        return message
+    waiting = asyncio.current_task()
+    assert waiting is not None  # served: the request's own task
+    parked = [True]
+
+    def left(gone: asyncio.Task) -> None:
+        if not gone.cancelled():
+            gone.exception()  # retrieved: a failing receive is a client gone too
+        if parked[0]:
+            waiting.cancel()
+
+    gone = asyncio.ensure_future(_until_gone(receive))
+    gone.add_done_callback(left)
+    try:
+        scope[updates.PARKED] = await updates.wait(runtime.current(), session_id, after, state, updates.page_wait())
+    except asyncio.CancelledError:
+        if not gone.done() or waiting.uncancel():
+            raise
+        return None
+    except Exception:  # noqa: BLE001 - the view looks again, and answers the failure as it decides
+        logger.warning("updates: a poll's wait below Django failed; the view looks again", exc_info=True)
+    finally:
+        parked[0] = False
+        gone.cancel()
+    return message
+
+
+async def _until_gone(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _after(value: str | None) -> int:

@@ -192,15 +192,20 @@ async def asgi_exchange(method: str, path: str, headers: Mapping[str, bytes | st
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": scheme, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-             "root_path": "", "headers": raw, "client": (client, 50000),
-             "server": ("testserver", 443 if scheme == "https" else 80)}
-    await asgi.application(scope, receive, send)
+    await asgi.application(asgi_scope(method, path, raw, client, query, scheme), receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     response_headers = {name.decode().lower(): value.decode("latin-1") for name, value in start["headers"]}
     return start["status"], response_headers, content
+
+
+def asgi_scope(method: str, path: str, headers: list[tuple[bytes, bytes]], client: str = "127.0.0.1",
+               query: str = "", scheme: str = "http") -> dict:
+    """The ASGI scope of an HTTP request, as uvicorn builds it."""
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+            "scheme": scheme, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+            "root_path": "", "headers": headers, "client": (client, 50000),
+            "server": ("testserver", 443 if scheme == "https" else 80)}
 
 
 # --- a staff member in the admin of a deployed site ------------------------------------

@@ -5,6 +5,8 @@ changes that should end them are made from worker threads, as the admin makes th
 """
 
 import asyncio
+import gc
+import json
 import threading
 import time
 import uuid
@@ -12,13 +14,14 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.test import AsyncClient
 
 from conversations import forget, handoff, runtime, updates
 from conversations.models import Conversation
 
-from .client import get_updates, post_chat
+from .client import asgi_scope, get_updates, post_chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,6 +151,88 @@ def test_a_staff_reply_ends_a_waiting_poll(client, request, cache):
         (3, "staff", "Mia", "Hello, Mia here.")
     ]
     assert waited < 5  # woken, not the 10 s wait running out
+
+
+async def _served_poll(session_id: str, query: str, leave: asyncio.Event):
+    """GET /api/updates through chatsite.asgi's application, as uvicorn serves it: (the task, what
+    it sends). The client leaves when `leave` is set."""
+    from chatsite import asgi
+
+    sent, messages = [], [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = asgi_scope("GET", "/api/updates", [(b"host", b"testserver"), (b"x-session-id", session_id.encode())],
+                       query=query)
+    return asyncio.ensure_future(asgi.application(scope, receive, send)), sent
+
+
+async def _until_waiting(count: int) -> None:
+    async with asyncio.timeout(5):
+        while sum(len(w) for w in runtime.current().watcher.waiters.values()) != count:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.usefixtures("rebuilt_api_handler")
+def test_a_served_poll_waits_below_django_then_the_view_answers(client):
+    """Served (chatsite/asgi.py), a page's poll waits before Django makes a request of it
+    (views.park_poll): ten thousand waiting pages keep no request, middleware or view. What
+    the wait found is answered by the view, through the API's middleware."""
+    body = started(client)
+    conversation = Conversation.objects.get()
+    handoff.request_person(conversation.pk)
+
+    async def scenario():
+        poll, sent = await _served_poll(body["sessionId"], "after=2&state=waiting", asyncio.Event())
+        await _until_waiting(1)
+        requests = [o for o in gc.get_objects() if isinstance(o, ASGIRequest)]
+        await sync_to_async(reply_from_staff(conversation.pk), thread_sensitive=False)()
+        await asyncio.wait_for(poll, 5)
+        return requests, sent
+
+    requests, sent = async_to_sync(scenario)()
+
+    assert requests == []
+    start, answer = sent[0], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    headers = {name.lower(): value for name, value in start["headers"]}
+    assert start["status"] == 200 and headers[b"cache-control"] == b"no-store" and b"x-request-id" in headers
+    assert [(m["role"], m["content"]) for m in answer["messages"]] == [("staff", "Hello, Mia here.")]
+
+
+@pytest.mark.usefixtures("rebuilt_api_handler")
+def test_a_served_poll_whose_page_leaves_stops_waiting_and_answers_no_one(client):
+    body = started(client)
+
+    async def scenario():
+        leave = asyncio.Event()
+        poll, sent = await _served_poll(body["sessionId"], "after=1", leave)
+        await _until_waiting(1)
+        leave.set()
+        await asyncio.wait_for(poll, 1)  # not the 10 s wait
+        return sent, runtime.current().watcher.waiters
+
+    sent, waiters = async_to_sync(scenario)()
+
+    assert sent == [] and waiters == {}
+
+
+@pytest.mark.usefixtures("rebuilt_api_handler")
+def test_a_served_poll_the_view_refuses_does_not_wait(client):
+    async def scenario():
+        poll, sent = await _served_poll(str(uuid.uuid4()), "after=x", asyncio.Event())
+        await asyncio.wait_for(poll, 1)
+        return sent
+
+    sent = async_to_sync(scenario)()
+
+    assert sent[0]["status"] == 400 and json.loads(sent[1]["body"])["error"]["code"] == "invalid_after"
 
 
 def test_with_redis_stopped_the_database_wakes_the_poll(client, own_redis):
