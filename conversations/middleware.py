@@ -14,6 +14,10 @@ logger = logging.getLogger("chatsite.requests")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{8,64}")
 
+# The ASGI scope's key for when a request arrived, if it waited before Django saw it (a page's
+# long poll, views.park_poll): its logged duration counts from then.
+ARRIVED = "chat.arrived"
+
 
 class RequestLogMiddleware:
     """Give each request an id (X-Request-Id: the proxy's if it sent a sane one) and log
@@ -31,7 +35,7 @@ class RequestLogMiddleware:
         incoming = request.headers.get("X-Request-Id", "")
         rid = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
         token = request_id.set(rid)
-        started = time.monotonic()
+        started = getattr(request, "scope", {}).get(ARRIVED) or time.monotonic()
         streamed = False
         try:
             response = await self.get_response(request)

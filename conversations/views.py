@@ -5,6 +5,7 @@ import hmac
 import io
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 
 import django
@@ -39,6 +40,7 @@ from . import (
 from .api import api_view, error_response, json_body, session_id_from
 from .db import in_db_thread
 from .errors import ApiError, DatabaseUnavailable
+from .middleware import ARRIVED
 from .models import Conversation, Handoff, Message, Session
 
 logger = logging.getLogger(__name__)
@@ -483,6 +485,7 @@ async def park_poll(scope, receive) -> dict | None:
 
     Returns the request's message, taken from `receive`, for Django to be given; None if the client
     left (before or while it waited): there is no one to answer."""
+    scope[ARRIVED] = time.monotonic()  # the request log's duration counts the wait
     message = await receive()
     if message["type"] != "http.request":
         return None

@@ -181,10 +181,11 @@ async def _until_waiting(count: int) -> None:
 
 
 @pytest.mark.usefixtures("rebuilt_api_handler")
-def test_a_served_poll_waits_below_django_then_the_view_answers(client):
+def test_a_served_poll_waits_below_django_then_the_view_answers(client, caplog):
     """Served (chatsite/asgi.py), a page's poll waits before Django makes a request of it
     (views.park_poll): ten thousand waiting pages keep no request, middleware or view. What
-    the wait found is answered by the view, through the API's middleware."""
+    the wait found is answered by the view, through the API's middleware, whose log line
+    counts the wait."""
     body = started(client)
     conversation = Conversation.objects.get()
     handoff.request_person(conversation.pk)
@@ -193,6 +194,7 @@ def test_a_served_poll_waits_below_django_then_the_view_answers(client):
         poll, sent = await _served_poll(body["sessionId"], "after=2&state=waiting", asyncio.Event())
         await _until_waiting(1)
         requests = [o for o in gc.get_objects() if isinstance(o, ASGIRequest)]
+        await asyncio.sleep(0.5)
         await sync_to_async(reply_from_staff(conversation.pk), thread_sensitive=False)()
         await asyncio.wait_for(poll, 5)
         return requests, sent
@@ -204,6 +206,8 @@ def test_a_served_poll_waits_below_django_then_the_view_answers(client):
     headers = {name.lower(): value for name, value in start["headers"]}
     assert start["status"] == 200 and headers[b"cache-control"] == b"no-store" and b"x-request-id" in headers
     assert [(m["role"], m["content"]) for m in answer["messages"]] == [("staff", "Hello, Mia here.")]
+    [logged] = [r for r in caplog.records if r.name == "chatsite.requests" and getattr(r, "route", "") == "api/updates"]
+    assert logged.status == 200 and logged.duration_ms >= 500
 
 
 @pytest.mark.usefixtures("rebuilt_api_handler")
