@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connection
+from django.db import connection, connections
 from django.test import AsyncClient
 
 from conversations import forget, handoff, runtime, updates
@@ -121,9 +121,22 @@ async def _wait_while(action, session_id, **params):
     await asyncio.sleep(0.5)
     assert not poll.done(), "the poll should be waiting"
     began = time.monotonic()
-    await sync_to_async(action, thread_sensitive=False)()
+    await in_a_thread(action)
     response = await poll
     return response.status_code, response.json(), time.monotonic() - began
+
+
+async def in_a_thread(action) -> None:
+    """Make a change as the admin makes it, from a worker thread, and hand that thread's database
+    connection back to the pool: the thread outlives the test, and its connection would stay
+    taken, until later tests found the test process's pool empty."""
+    def run():
+        try:
+            action()
+        finally:
+            connections.close_all()
+
+    await sync_to_async(run, thread_sensitive=False)()
 
 
 def reply_from_staff(conversation_id):
@@ -195,7 +208,7 @@ def test_a_served_poll_waits_below_django_then_the_view_answers(client, caplog):
         await _until_waiting(1)
         requests = [o for o in gc.get_objects() if isinstance(o, ASGIRequest)]
         await asyncio.sleep(0.5)
-        await sync_to_async(reply_from_staff(conversation.pk), thread_sensitive=False)()
+        await in_a_thread(reply_from_staff(conversation.pk))
         await asyncio.wait_for(poll, 5)
         return requests, sent
 
@@ -297,7 +310,7 @@ def test_waiting_pages_hold_no_database_connection_or_thread(client, postgres, s
         await asyncio.sleep(2)
         waiting = sum(len(w) for w in runtime.current().watcher.waiters.values())
         threads, connections = threading.active_count(), await sync_to_async(open_connections)()
-        await sync_to_async(reply_from_staff(last.pk), thread_sensitive=False)()
+        await in_a_thread(reply_from_staff(last.pk))
         done, _ = await asyncio.wait(polls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         for poll in polls:
             poll.cancel()
