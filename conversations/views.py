@@ -269,12 +269,12 @@ async def healthz(request):
     down; the cache (Redis) or the LLM down is "degraded", since the site still serves
     (from the database; from the offline responder).
 
-    The database is asked through the turn store, as a turn would: on PostgreSQL its
-    pool tests every idle connection after a failure (a restart, a failover), where
-    Django's would hand out its dead ones one by one, backing off between them. A
-    database that does not answer within CHAT_HEALTH_TIMEOUT (a pool exhausted behind a
-    held lock, a stalled server) counts as down: the check must answer the load balancer
-    in time, whatever the database is doing. The LLM's state is the circuit breaker's
+    The database is asked through the turn store (TurnStore.ping): on PostgreSQL on a
+    connection of the check's own, opened again at once after a failure (a restart, a
+    failover), not one of the turns' pool, whose connections may all be busy without the
+    database being down. A database that does not answer within CHAT_HEALTH_TIMEOUT (a
+    stalled server) counts as down: the check must answer the load balancer in time,
+    whatever the database is doing. The LLM's state is the circuit breaker's
     shared flag (llm.health): the check calls no LLM.
     """
     rt, timeout = runtime.current(), settings.CHAT_HEALTH_TIMEOUT

@@ -7,6 +7,7 @@ shares DATABASE_POOL_MAX_SIZE with it: half of it here (CHAT_STORE_POOL_MAX_SIZE
 the rest Django's (the admin, history pages, commands).
 """
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -87,8 +88,12 @@ FAILURES = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class PostgresStore(TurnStore):
-    def __init__(self, pool: AsyncConnectionPool):
+    def __init__(self, pool: AsyncConnectionPool, params: dict | None = None):
         self.pool = pool
+        self.params = params or {}
+        # /healthz's own connection (ping): opened when first asked, kept while it works.
+        self.health: psycopg.AsyncConnection | None = None
+        self.health_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls) -> "PostgresStore":
@@ -106,10 +111,12 @@ class PostgresStore(TurnStore):
             timeout=settings.DATABASE_POOL_TIMEOUT, name="turns", open=False,
         )
         await pool.open(wait=False)  # a database down at start is no reason not to serve
-        return cls(pool)
+        return cls(pool, {**params, "autocommit": True})
 
     async def close(self) -> None:
         await self.pool.close()
+        if self.health is not None:
+            await self.health.close()
 
     # --- Running statements ----------------------------------------------------
 
@@ -195,7 +202,27 @@ class PostgresStore(TurnStore):
                           [now, session_id, now - Session.SEEN_RESOLUTION])
 
     async def ping(self):
-        await self._rows("SELECT 1", [])
+        """On a connection of its own, not one of the pool's: the pool's connections may all be busy
+        (10,000 waiting pages asking again together, a thousand turns), which is no reason to
+        tell the load balancer the database is down and have it take the site out when it is
+        busiest; it waited in the pool's queue for 2 s and answered 503 (docs/benchmarks.md).
+        A connection that fails is opened again at once, once: a restarted database is up."""
+        async with self.health_lock:
+            for attempt in (1, 2):
+                try:
+                    if self.health is None or self.health.closed:
+                        self.health = await psycopg.AsyncConnection.connect(**self.params)
+                    await self.health.execute("SELECT 1")
+                    return
+                except BaseException as error:  # a failure, or the check's own timeout: start afresh
+                    broken, self.health = self.health, None
+                    if broken is not None:
+                        with contextlib.suppress(Exception):
+                            await broken.close()
+                    if not isinstance(error, FAILURES):
+                        raise
+                    if attempt == 2:
+                        raise DatabaseUnavailable from error
 
     async def exists(self, conversation_id):
         return bool(await self._rows(f"SELECT 1 FROM {_C} WHERE id = %s", [conversation_id]))

@@ -99,6 +99,8 @@ def test_health_answers_at_once_after_every_database_connection_was_killed(live_
     site = Site(site_env(fake_llm_server, PGAPPNAME="chatsite-health"))
     try:
         api = SiteClient(site)
+        for _ in range(4):  # the check's own connection in each worker, killed below too
+            assert api.health()[0] == 200
         session_id = api.chat("Hi").ok()["sessionId"]
         with ThreadPoolExecutor(8) as pool:  # grows Django's pool (history reads use it) and the store's
             list(pool.map(lambda _: api.history(session_id).ok(), range(40)))
@@ -113,6 +115,30 @@ def test_health_answers_at_once_after_every_database_connection_was_killed(live_
 
         assert (status, body["database"]) == (200, "ok")
         assert time.monotonic() - started < 1.5
+    finally:
+        site.stop()
+
+
+def test_health_answers_200_while_every_connection_of_the_turns_is_busy(live_site, fake_llm_server, llm):
+    """Busy is not down: with the turn store's one connection taken in turn by turns waiting on a
+    lock, the check asks on a connection of its own and answers at once, where it waited in the
+    pool's queue and answered 503 (a load balancer would take the site out when it is busiest)."""
+    site = Site(site_env(fake_llm_server, DATABASE_POOL_MAX_SIZE="2", CHAT_HEALTH_TIMEOUT="1"))
+    try:
+        api = SiteClient(site)
+        assert api.health()[0] == 200
+        with connection.cursor() as cursor, ThreadPoolExecutor(12) as pool:
+            cursor.execute("BEGIN")
+            cursor.execute("LOCK TABLE conversations_message IN ACCESS EXCLUSIVE MODE")
+            turns = [pool.submit(api.chat, f"Question {n}") for n in range(12)]
+            time.sleep(1.0)  # the turns queue for the store's connection, each waiting up to lock_timeout
+            started = time.monotonic()
+            status, body, _ = api.health(timeout=10)
+            took = time.monotonic() - started
+            cursor.execute("ROLLBACK")
+            statuses = [turn.result().status for turn in turns]
+        assert (status, body["database"]) == (200, "ok") and took < 0.5
+        assert set(statuses) <= {200, 503}  # answered, or database_unavailable: none left hanging
     finally:
         site.stop()
 
