@@ -36,6 +36,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 # With DEBUG off, unfit settings stop the worker with one line saying what to set. Exit
 # status 3 is gunicorn's "worker failed to boot": gunicorn stops instead of starting it again.
+from chatsite.admission import Admission  # noqa: E402
 from chatsite.loop_executor import OnTheLoop  # noqa: E402
 from chatsite.startup import refuse_to_run_wrong  # noqa: E402
 
@@ -79,9 +80,9 @@ async def _api(scope, receive, send):
     async with ThreadSensitiveContext(executor=on_the_loop):
         await api(scope, receive, send)
 
-# Chat turns this worker is serving now (POST /api/chat, from the request to
-# the last byte of the reply, streamed or not).
-turns_in_flight = 0
+# Places for chat turns (POST /api/chat, from the request to the last byte of the reply,
+# streamed or not) in this worker: chatsite/admission.py.
+turns = Admission()
 
 # Held requests (long polls and streamed turns) this worker is serving now: in
 # all, and by client address (limits.address_group).
@@ -141,19 +142,20 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
     (/healthz too); past a cap a request is refused at once with Retry-After, and the page's
     long poll waits before it asks again.
 
-    Chat turns are counted against CHAT_MAX_TURNS_IN_FLIGHT. Offered more turns than it can
-    serve, a worker would take them all: each would wait longer for the CPU while no more got
-    served, until clients gave up on turns the worker was still paying for. Past the cap it
-    refuses a turn at once, as soon as its body (at most CHAT_MAX_BODY_BYTES) is here and before
-    Django or the database sees it (503 "overloaded" with Retry-After, about what a bare request
-    costs), so the turns it took keep a bounded wait and a client knows to come back
+    A chat turn takes a place among the turns the worker serves at once (chatsite/admission.py):
+    as many as its event loop keeps up with, at most CHAT_MAX_TURNS_IN_FLIGHT. Offered more
+    turns than it can serve, a worker that took them all would serve each slower while no more got
+    served, until clients gave up on turns it was still paying for. A turn that finds no place
+    waits for one, once its body (at most CHAT_MAX_BODY_BYTES) is here and before Django or the
+    database sees it, up to CHAT_TURN_QUEUE_SECONDS; then it is refused (503 "overloaded" with
+    Retry-After, about what a bare request costs), and a client knows to come back
     (docs/benchmarks.md, "Offered more than the machine serves").
 
     The counts are kept here, around the one call, not by wrapping the handler for each
     request: a held request keeps whatever it is served through alive while it waits, and ten
     thousand waiting pages keep ten thousand of it (docs/benchmarks.md, "Memory of a waiting page").
     """
-    global held_in_flight, turns_in_flight
+    global held_in_flight
     held = _is_held(scope)
     if held:
         address = _client_address(scope)
@@ -168,19 +170,20 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
             return await _refuse(send, scope, True, 503, "overloaded",
                                  gettext_noop("The site is busy right now; try again in a few seconds."),
                                  retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
-    if is_turn and settings.CHAT_MAX_TURNS_IN_FLIGHT and turns_in_flight >= settings.CHAT_MAX_TURNS_IN_FLIGHT:
-        metrics.REFUSALS.labels("overloaded").inc()
-        return await _refuse(send, scope, True, 503, "overloaded",
-                             gettext_noop("The assistant is busy right now; try again in a few seconds."),
-                             retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
     if held:
         gauge = metrics.HELD.labels("long_poll" if scope.get("path") == "/api/updates" else "stream")
         gauge.inc()
         held_in_flight += 1
         held_by_address[address] += 1
-    if is_turn:
-        turns_in_flight += 1
+    placed = False
     try:
+        if is_turn:
+            placed = await turns.enter()
+            if not placed:
+                metrics.REFUSALS.labels("overloaded").inc()
+                return await _refuse(send, scope, True, 503, "overloaded",
+                                     gettext_noop("The assistant is busy right now; try again in a few seconds."),
+                                     retry_after=settings.CHAT_OVERLOADED_RETRY_AFTER)
         if held and scope.get("path") == "/api/updates":  # a page's long poll waits below Django
             # (views.park_poll), and goes on to Django to be answered
             message = await views.park_poll(scope, receive)
@@ -189,8 +192,8 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
             receive = _replay(message, receive)
         return await (_api if is_api else site)(scope, receive, send)
     finally:
-        if is_turn:
-            turns_in_flight -= 1
+        if placed:
+            turns.leave()
         if held:
             gauge.dec()
             held_in_flight -= 1
@@ -207,12 +210,14 @@ async def _lifespan(receive, send):
         message = await receive()
         if message["type"] == "lifespan.startup":
             _tune_garbage_collector()
+            turns.start()
             try:
                 await runtime.start()
             except Exception:  # noqa: BLE001 - the embedded runtime (the ORM in threads) serves instead
                 logger.exception("the worker's runtime could not be opened; turns run on the ORM")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await turns.stop()
             await runtime.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return

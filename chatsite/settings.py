@@ -365,9 +365,13 @@ CHAT_HEALTH_TIMEOUT = env_float("CHAT_HEALTH_TIMEOUT", 2.0)
 # Seconds between words when the offline responder streams its answer.
 CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 
-# Chat turns one worker process serves at once; past that a turn is refused at
-# once with 503 "overloaded" and Retry-After (chatsite/asgi.py). 0 turns the cap off.
+# Chat turns one worker process serves at once (chatsite/admission.py): as many as keep its
+# event loop's lag under CHAT_LOOP_LAG_TARGET seconds (0: no such bound), and never more than
+# CHAT_MAX_TURNS_IN_FLIGHT (0: no cap). A turn past them waits for a place up to
+# CHAT_TURN_QUEUE_SECONDS, then is refused with 503 "overloaded" and Retry-After.
 CHAT_MAX_TURNS_IN_FLIGHT = env_int("CHAT_MAX_TURNS_IN_FLIGHT", 1000)
+CHAT_LOOP_LAG_TARGET = env_float("CHAT_LOOP_LAG_TARGET", 0.02)
+CHAT_TURN_QUEUE_SECONDS = env_float("CHAT_TURN_QUEUE_SECONDS", 10.0)
 CHAT_OVERLOADED_RETRY_AFTER = env_int("CHAT_OVERLOADED_RETRY_AFTER", 5)
 
 # Connections (chatsite/worker.py, chatsite/asgi.py; docs/deploy.md). All per

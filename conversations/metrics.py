@@ -56,6 +56,12 @@ HELD = Gauge(
     "chat_held_requests", "Requests a worker holds open now: stream (a streamed turn), "
     "long_poll (GET /api/updates).", ["kind"], multiprocess_mode="liveall")
 
+# Per worker, set each time its places are adjusted (chatsite/admission.py, 20 times a second).
+TURN_PLACES = Gauge(
+    "chat_turn_places", "Chat turns a worker serves at once now (places: as many as keep its event "
+    "loop's lag under CHAT_LOOP_LAG_TARGET), turns in flight, and turns waiting for a place.",
+    ["kind"], multiprocess_mode="liveall")
+
 
 def turn_ended(status: str, started: float) -> None:
     """A reply stored: complete (its latency observed) or stopped."""
