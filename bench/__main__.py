@@ -332,6 +332,7 @@ class Bench:
                           f"{run.errors}, worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} "
                           f"ms/turn, TTFT added p50 {stream['ttft_added_ms']['p50']:.1f} p99 "
                           f"{stream['ttft_added_ms']['p99']:.1f} ms, stall p99 {stream['stall_ms']['p99']:.1f} ms, "
+                          f"client's own lag p99 {stream['client_lag_ms']['p99']:.1f} ms, "
                           f"{stream['pieces_per_turn']:.1f} pieces a turn", flush=True)
                     runs.append(run)
                     if fresh and server is not site:
