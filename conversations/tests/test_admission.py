@@ -78,13 +78,19 @@ def test_more_places_let_the_waiting_turns_in():
     assert done == [True, False, False] and in_flight == 2
 
 
+async def full() -> tuple[Admission, asyncio.Future]:
+    """One place, taken, and a turn waiting for it."""
+    admission = Admission()
+    admission.places = 1
+    assert await admission.enter()
+    waiting = asyncio.ensure_future(admission.enter())
+    await asyncio.sleep(0)
+    return admission, waiting
+
+
 def test_a_turn_that_leaves_while_it_waits_takes_no_place():
     async def scenario():
-        admission = Admission()
-        admission.places = 1
-        assert await admission.enter()
-        gone = asyncio.ensure_future(admission.enter())
-        await asyncio.sleep(0)
+        admission, gone = await full()
         gone.cancel()
         await asyncio.gather(gone, return_exceptions=True)
         admission.leave()
@@ -98,11 +104,7 @@ def test_a_place_given_as_the_wait_runs_out_is_used_not_lost(settings):
     settings.CHAT_TURN_QUEUE_SECONDS = 0.05
 
     async def scenario():
-        admission = Admission()
-        admission.places = 1
-        assert await admission.enter()
-        waiting = asyncio.ensure_future(admission.enter())
-        await asyncio.sleep(0)
+        admission, waiting = await full()
         time.sleep(0.1)  # the wait runs out while the loop is busy...
         admission.leave()  # ...and the place comes in the same step
         return await waiting, admission

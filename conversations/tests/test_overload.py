@@ -26,22 +26,28 @@ async def post_turn(body: dict) -> tuple[int, dict, dict]:
     return status, headers, json.loads(content)
 
 
-def test_with_no_queue_a_turn_past_the_cap_is_refused_at_once_and_one_under_it_is_served(settings, llm):
-    settings.CHAT_MAX_TURNS_IN_FLIGHT = 1
-    settings.CHAT_TURN_QUEUE_SECONDS = 0
-    llm.control("ok", delay=1.5)  # the first turn stays in flight meanwhile
-
+def a_turn_behind_another() -> tuple[tuple, tuple, float]:
+    """A first turn in flight (waiting on the LLM), then a second one: (the first's answer, the
+    second's, and how long the second took)."""
     async def scenario():
         first = asyncio.ensure_future(post_turn({"message": "Where is my order?"}))
         while asgi.turns.in_flight == 0:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)  # it is waiting on the LLM now
         started = time.monotonic()
-        refused = await post_turn({"message": "And my refund?"})
-        refused_after = time.monotonic() - started
-        return await first, refused, refused_after
+        second = await post_turn({"message": "And my refund?"})
+        took = time.monotonic() - started
+        return await first, second, took
 
-    served, (status, headers, body), refused_after = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_with_no_queue_a_turn_past_the_cap_is_refused_at_once_and_one_under_it_is_served(settings, llm):
+    settings.CHAT_MAX_TURNS_IN_FLIGHT = 1
+    settings.CHAT_TURN_QUEUE_SECONDS = 0
+    llm.control("ok", delay=1.5)  # the first turn stays in flight meanwhile
+
+    served, (status, headers, body), refused_after = a_turn_behind_another()
 
     assert served[0] == 200 and served[2]["reply"]
     assert status == 503
@@ -69,21 +75,12 @@ def test_the_count_is_given_back_when_a_turn_fails(settings):
 def test_a_turn_past_the_places_waits_for_one_and_is_served(settings, llm):
     settings.CHAT_MAX_TURNS_IN_FLIGHT = 1
     settings.CHAT_TURN_QUEUE_SECONDS = 5
-    llm.control("ok", delay=1.0)
+    llm.control("ok", delay=1.5)
 
-    async def scenario():
-        first = asyncio.ensure_future(post_turn({"message": "Where is my order?"}))
-        while asgi.turns.in_flight == 0:
-            await asyncio.sleep(0.01)
-        started = time.monotonic()
-        second = await post_turn({"message": "And my refund?"})
-        waited = time.monotonic() - started
-        return await first, second, waited
-
-    first, second, waited = asyncio.run(scenario())
+    first, second, waited = a_turn_behind_another()
 
     assert first[0] == 200 and second[0] == 200 and second[2]["reply"]
-    assert waited > 1.5  # it began once the first had ended: its own second on the LLM after that
+    assert waited > 2.2  # it began once the first had ended (1.2 s later), then its own 1.5 s on the LLM
     assert Conversation.objects.count() == 2
     assert asgi.turns.in_flight == 0 and not asgi.turns.waiting
 
@@ -93,17 +90,7 @@ def test_a_turn_that_waits_longer_than_the_queue_allows_is_refused_and_not_store
     settings.CHAT_TURN_QUEUE_SECONDS = 0.3
     llm.control("ok", delay=2.0)
 
-    async def scenario():
-        first = asyncio.ensure_future(post_turn({"message": "Where is my order?"}))
-        while asgi.turns.in_flight == 0:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)  # it is waiting on the LLM now
-        started = time.monotonic()
-        refused = await post_turn({"message": "And my refund?"})
-        waited = time.monotonic() - started
-        return await first, refused, waited
-
-    first, (status, headers, body), waited = asyncio.run(scenario())
+    first, (status, headers, body), waited = a_turn_behind_another()
 
     assert first[0] == 200
     assert status == 503 and body["error"]["code"] == "overloaded" and "retry-after" in headers
