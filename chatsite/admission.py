@@ -67,8 +67,8 @@ class Admission:
             self.task = None
 
     async def enter(self) -> bool:
-        """Take a place, waiting for one at most queue_seconds; False: none came (refuse the turn).
-        A True must be followed by leave()."""
+        """Take a place, waiting for one at most CHAT_TURN_QUEUE_SECONDS; False: none came (refuse
+        the turn). A True must be followed by leave()."""
         if self.in_flight < self.limit and not self.waiting:
             self.in_flight += 1
             return True

@@ -111,7 +111,8 @@ class PostgresStore(TurnStore):
             timeout=settings.DATABASE_POOL_TIMEOUT, name="turns", open=False,
         )
         await pool.open(wait=False)  # a database down at start is no reason not to serve
-        return cls(pool, {**params, "autocommit": True})
+        # Named apart from the pool's in pg_stat_activity (unless PGAPPNAME names every connection).
+        return cls(pool, {**params, "autocommit": True, "fallback_application_name": "chatsite health"})
 
     async def close(self) -> None:
         await self.pool.close()
