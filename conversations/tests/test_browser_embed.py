@@ -329,11 +329,20 @@ def test_time_to_first_paint_after_the_click(shops, shopping, capsys):
     expect(box(chat(page))).to_be_attached()
     frame_is_up(page)  # before the click, which then only shows it
     page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 500))")  # let it settle, for a steady figure
-    shown_after = page.evaluate("""() => new Promise((resolve) => {
-      const at = performance.now();
-      document.querySelector("shopchat-widget").shadowRoot.querySelector(".launcher").click();
-      requestAnimationFrame(() => requestAnimationFrame(() => resolve(performance.now() - at)));
-    })""")
+    # A real click, as a customer's: a click from a script gives the shop's page neither the focus nor
+    # a user's activation, and under load the frame then at times had no focus to give its message
+    # box. Timed in the page, from the click's event (caught before the widget's own listener) to
+    # the second frame painted after it.
+    page.evaluate("""() => {
+      window.shownAfterClick = new Promise((resolve) => {
+        document.querySelector("shopchat-widget").shadowRoot.addEventListener("click", () => {
+          const at = performance.now();
+          requestAnimationFrame(() => requestAnimationFrame(() => resolve(performance.now() - at)));
+        }, { capture: true, once: true });
+      });
+    }""")
+    launcher(page).click()
+    shown_after = page.evaluate("() => window.shownAfterClick")
     expect(box(chat(page))).to_be_focused()
     with capsys.disabled():
         print(f"\nembedded panel, first open: first contentful paint {painted - clicked:.0f} ms after the click;"
