@@ -94,6 +94,7 @@ class PostgresStore(TurnStore):
         # /healthz's own connection (ping): opened when first asked, kept while it works.
         self.health: psycopg.AsyncConnection | None = None
         self.health_lock = asyncio.Lock()
+        self.warming: asyncio.Future | None = None
 
     @classmethod
     async def open(cls) -> "PostgresStore":
@@ -112,9 +113,15 @@ class PostgresStore(TurnStore):
         )
         await pool.open(wait=False)  # a database down at start is no reason not to serve
         # Named apart from the pool's in pg_stat_activity (unless PGAPPNAME names every connection).
-        return cls(pool, {**params, "autocommit": True, "fallback_application_name": "chatsite health"})
+        store = cls(pool, {**params, "autocommit": True, "fallback_application_name": "chatsite health"})
+        # The check's connection opened now, beside the start, not by the first /healthz.
+        store.warming = asyncio.ensure_future(store.ping())
+        store.warming.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return store
 
     async def close(self) -> None:
+        if self.warming is not None:
+            self.warming.cancel()
         await self.pool.close()
         if self.health is not None:
             await self.health.close()
