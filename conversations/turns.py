@@ -61,6 +61,10 @@ lost on the way) finds the conversation it started only if its clientMessageId
 is a UUID, it comes from the same client address, and within
 OPENING_RECOVERY_MINUTES: the conversation keeps a keyed hash of the address and
 the id (`opening_key`), so an id seen or guessed by anyone else finds nothing.
+The message (or the button) that started a conversation because the session's
+was full, sent again under that session's id, finds the conversation it started
+the same way, by a keyed hash of the session's id and its clientMessageId,
+whatever the id is and however old: ten sent at once start one.
 """
 
 import asyncio
@@ -166,24 +170,37 @@ async def request_person(ip: str, session_id: uuid.UUID | None) -> Turn:
     rt = runtime.current()
     try:
         admission = await limits.admit(rt.gateway, ip, session_id)
-        recent = []
-        if session_id is not None:
-            recent = await rt.store.recent(session_id, admission.conversation_id, idle_cutoff(), 1)
-        if recent and not full(recent, ""):
-            conversation = recent[0].conversation
-            state, notice, told = await handoff.ask_for_person(rt.store, conversation, None, ip)
-            turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=None,
-                        owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None,
-                        offer_email=bool(told and told.offer_email))
+        for _ in range(ATTEMPTS):
+            try:
+                turn = await _person_for(rt, ip, session_id, admission.conversation_id)
+                break
+            except Conflict:
+                continue  # the same button, pressed again, started a conversation a moment ago: read again
         else:
-            turn = await _start_conversation(rt, ip, None, "", uuid.uuid4(), languages.current())
-            turn.follows_full = bool(recent)
+            raise TurnInProgress(session_id=session_id, retry_after=1)
     except ApiError as error:
         error.session_id = error.session_id or session_id
         raise
     turn.address, turn.runtime = ip, rt
     await _settle(turn, tokens=0)
     return turn
+
+
+async def _person_for(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, cached: int | None) -> Turn:
+    recent = await rt.store.recent(session_id, cached, idle_cutoff(), 1) if session_id is not None else []
+    if recent and not full(recent, ""):
+        return await _ask_for_person(rt, recent[0].conversation, ip)
+    follows = recent[0].conversation if recent else None
+    turn = await _start_conversation(rt, ip, None, "", uuid.uuid4(), languages.current(), follows)
+    turn.follows_full = follows is not None
+    return turn
+
+
+async def _ask_for_person(rt: runtime.Runtime, conversation: Conversation, ip: str) -> Turn:
+    state, notice, told = await handoff.ask_for_person(rt.store, conversation, None, ip)
+    return Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=None,
+                owner=uuid.uuid4(), for_staff=True, handoff=state, notice=notice.content if notice else None,
+                offer_email=bool(told and told.offer_email))
 
 
 async def complete(turn: Turn) -> Message:
@@ -257,7 +274,8 @@ async def _store_question(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | 
     if session_id is not None:
         recent = await rt.store.recent(session_id, cached, idle_cutoff(), settings.CHAT_HISTORY_MESSAGES)
         if recent and full(recent, client_message_id):
-            turn = await _start_conversation(rt, ip, text, client_message_id, owner, language)
+            turn = await _start_conversation(rt, ip, text, client_message_id, owner, language,
+                                             follows=recent[0].conversation)
             turn.follows_full = True
             return turn
         if recent:
@@ -282,9 +300,15 @@ def full(recent: list[Message], client_message_id: str) -> bool:
         m.client_message_id == client_message_id and m.role == Message.Role.USER for m in recent))
 
 
-def opening_key(ip: str, client_message_id: str) -> str | None:
-    """What a first question's conversation is found again by: a keyed hash of the client's
-    address and its clientMessageId, if that is a UUID (module docstring); else None."""
+def opening_key(ip: str, client_message_id: str, follows: Conversation | None = None) -> str | None:
+    """What the conversation a question (or the button, `client_message_id` "") starts is found
+    again by, when it comes again because its answer, and the new id in it, was lost:
+    - started because the session's conversation `follows` was full: a keyed hash of that session's
+      id and the clientMessageId, whatever it is; only that session can send it;
+    - a first question: a keyed hash of the client's address and its clientMessageId, if that is a
+      UUID (module docstring); else None, and nothing finds it again."""
+    if follows is not None:
+        return salted_hmac("chatsite.follows", f"{follows.session_id}|{client_message_id}").hexdigest()
     try:
         if str(uuid.UUID(client_message_id)) != client_message_id.lower():
             return None
@@ -294,16 +318,23 @@ def opening_key(ip: str, client_message_id: str) -> str | None:
 
 
 async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, client_message_id: str,
-                              owner: uuid.UUID, language: str) -> Turn:
+                              owner: uuid.UUID, language: str, follows: Conversation | None = None) -> Turn:
     """The one place a conversation starts: with its first question and, for the assistant,
     its answer slot; or waiting for a person, when the question asks for one or the customer
-    pressed the button (`text` None)."""
-    key = opening_key(ip, client_message_id) if text is not None else None
+    pressed the button (`text` None). `follows`: the session's conversation, which was full.
+    The same question or button sent again finds the conversation it started (opening_key)."""
+    key = opening_key(ip, client_message_id, follows) if text is not None or follows is not None else None
+    # A first question is found again for OPENING_RECOVERY_MINUTES; one that followed a full
+    # conversation as long as a question sent again in a conversation is (however old).
+    since = _recovery_since() if follows is None else follows.created_at
     if key is not None:
-        recent = await rt.store.opening(key, _recovery_since(), settings.CHAT_HISTORY_MESSAGES)
-        if recent:  # the same first question sent again
-            turn = await _continue(rt, recent, text, client_message_id, owner, ip, language)  # type: ignore[arg-type]
+        recent = await rt.store.opening(key, since, settings.CHAT_HISTORY_MESSAGES)
+        if recent:  # the same question, or the button, sent again
             conversation = recent[0].conversation
+            if text is None:
+                turn = await _ask_for_person(rt, conversation, ip)
+            else:
+                turn = await _continue(rt, recent, text, client_message_id, owner, ip, language)
             turn.new_session = True
             turn.cache_entry = sessions.cache_entry(conversation.session_id, conversation.pk,
                                                     conversation.last_activity_at)
@@ -317,7 +348,7 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
         notice = handoff.notice_message(conversation, 0 if question is None else 1, told)
         conversation.handoff = Handoff.WAITING
         conversation.waiting_since = conversation.notified_at = notice.created_at
-        if not await _started(rt, conversation, [question, notice] if question else [notice]):
+        if not await _started(rt, conversation, [question, notice] if question else [notice], since):
             raise Conflict
         await handoff.email_staff(conversation, text, ip)
         turn = Turn(session_id=conversation.session_id, conversation_id=conversation.pk, question=question,
@@ -325,7 +356,7 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
                     offer_email=told.offer_email)
     else:
         question, slot = _question_and_slot(conversation, 0, text, client_message_id, owner)
-        if not await _started(rt, conversation, [question, slot]):
+        if not await _started(rt, conversation, [question, slot], since):
             raise Conflict
         turn = _turn(conversation, [question], owner, slot=slot)
     turn.new_session = True
@@ -333,13 +364,14 @@ async def _start_conversation(rt: runtime.Runtime, ip: str, text: str | None, cl
     return turn
 
 
-async def _started(rt: runtime.Runtime, conversation: Conversation, messages: list[Message]) -> bool:
-    """Start the conversation; False if its opening key was taken a moment ago by the same first
-    question (read again). A key taken by a conversation outside the recovery window is let go."""
+async def _started(rt: runtime.Runtime, conversation: Conversation, messages: list[Message], since) -> bool:
+    """Start the conversation; False if its opening key was taken a moment ago by the same question
+    (read again). A key taken by a conversation that can no longer be found by it (started before
+    `since`, or its first session ended) is let go."""
     if await rt.store.start(conversation, messages):
         return True
     key = conversation.opening_client_message_id
-    if key is None or await rt.store.opening(key, _recovery_since(), 1):
+    if key is None or await rt.store.opening(key, since, 1):
         return False
     conversation.opening_client_message_id = None
     return await rt.store.start(conversation, messages)

@@ -2,10 +2,13 @@
 message once it is reached starts a new conversation, for JSON and streamed turns and the handoff
 button alike; against the site served the Procfile's way on PostgreSQL, at the default of 1,000."""
 
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from django.conf import settings
 
-from conversations.models import Conversation, Handoff
+from conversations.models import Conversation, Handoff, Message
 
 from . import data
 from .client import SiteClient
@@ -85,3 +88,59 @@ def test_messages_for_staff_in_a_full_conversation_start_a_new_one_too(live_site
     assert moved["newSession"] is True and moved["previousConversationFull"] is True
     assert moved["sessionId"] != old and isinstance(moved["reply"], str)
     assert nearly_full.messages.count() == MAX - 1
+
+
+def test_a_question_sent_ten_times_at_once_into_a_full_conversation_starts_one(live_site, nearly_full, llm):
+    """The same question (one clientMessageId, not a UUID: an API client's own ids) sent at once
+    by ten requests of the session whose conversation is full: one new conversation, one question
+    stored, every answer naming the same new session. Before, each request started its own."""
+    api = SiteClient(live_site)
+    old = str(nearly_full.session_id)
+    api.chat("One more question", old).ok()
+    llm.control("ok", delay=0.5)
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: api.chat("Only once", old, "order-7"), range(10)))
+
+    assert {r.status for r in results} <= {200, 409}, [(r.status, r.body) for r in results]
+    answered = [r.body for r in results if r.status == 200]
+    assert answered and {body["sessionId"] for body in answered} == {answered[0]["sessionId"]}
+    assert all(body["previousConversationFull"] for body in answered)
+    assert Message.objects.filter(content="Only once").count() == 1
+    assert Conversation.objects.count() == 2
+    for refused in (r for r in results if r.status == 409):
+        assert refused.body["error"]["code"] == "turn_in_progress"
+
+
+def test_the_question_that_started_a_new_conversation_sent_again_gets_its_reply(live_site, nearly_full, llm):
+    """Its answer, with the new session's id, lost on the way: the client sends it again under the
+    full conversation's id and gets the same answer, from the conversation it started."""
+    api = SiteClient(live_site)
+    old = str(nearly_full.session_id)
+    api.chat("One more question", old).ok()
+    first = api.chat("Where is my parcel?", old, "parcel").ok()
+    calls = len(llm.requests())
+
+    again = api.chat("Where is my parcel?", old, "parcel").ok()
+
+    assert (again["sessionId"], again["reply"]) == (first["sessionId"], first["reply"])
+    assert again["newSession"] is True and again["previousConversationFull"] is True
+    assert len(llm.requests()) == calls  # the stored reply, not a second answer
+    assert Message.objects.filter(content="Where is my parcel?").count() == 1
+    # Another device of the full conversation, the same id: its own new conversation, not this one.
+    other = nearly_full.sessions.create(session_id=uuid.uuid4(), label="phone").session_id
+    elsewhere = api.chat("Where is my parcel?", str(other), "parcel").ok()
+    assert elsewhere["sessionId"] not in (old, first["sessionId"], str(other))
+
+
+def test_the_button_pressed_again_in_a_full_conversation_waits_in_one_new_one(live_site, nearly_full):
+    api = SiteClient(live_site)
+    old = str(nearly_full.session_id)
+    api.chat("One more question", old).ok()
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda _: api.handoff_request(old), range(5)))
+
+    assert {r.status for r in results} == {200}, [(r.status, r.body) for r in results]
+    assert len({r.body["sessionId"] for r in results}) == 1
+    assert Conversation.objects.filter(handoff=Handoff.WAITING).count() == 1

@@ -302,6 +302,34 @@ def test_a_full_conversation_gives_way_to_a_new_one_and_keeps_its_stored_replies
         "One more thing", moved.reply.content]
 
 
+def test_what_started_a_new_conversation_after_a_full_one_sent_again_finds_it(backend, settings):
+    """Its answer (and the new session's id in it) lost, the same question or button comes again
+    under the full conversation's session, at once or later: the conversation it started, never a
+    second one. Found by that session only (turns.opening_key), whatever the clientMessageId."""
+    settings.CHAT_CONVERSATION_MAX_MESSAGES = 2
+
+    async def scenario(rt):
+        first = await turn("Hi", client_message_id="q1")
+        at_once = await asyncio.gather(*(outcome(turn("Lost?", first.session_id, "q2")) for _ in range(3)))
+        later = await turn("Lost?", first.session_id, "q2")
+        other = await in_thread(join, first.conversation_id)  # another browser of the full conversation: its own
+        elsewhere = await turn("Lost?", other, "q2")
+        buttons = [await turns.request_person(ADDRESS, first.session_id) for _ in range(2)]
+        return first, at_once, later, elsewhere, buttons
+
+    first, at_once, later, elsewhere, buttons = run(backend, scenario)
+
+    moved = [t for t in at_once if isinstance(t, turns.Turn)]
+    assert moved and all(isinstance(t, turns.Turn) or t.code == "turn_in_progress" for t in at_once)
+    assert {t.session_id for t in [*moved, later]} == {later.session_id} != {first.session_id}
+    assert later.new_session and later.follows_full and later.reply.content == moved[0].reply.content
+    assert elsewhere.session_id not in (first.session_id, later.session_id)
+    assert Message.objects.filter(content="Lost?").count() == 2  # the first session's and the other's
+    assert buttons[0].session_id == buttons[1].session_id != later.session_id
+    assert buttons[1].notice is None  # asked already
+    assert Conversation.objects.count() == 4
+
+
 # --- Several sessions of one conversation (one per browser: models.Session, devices.py) ---
 
 
