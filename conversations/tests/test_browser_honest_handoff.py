@@ -78,6 +78,7 @@ def test_outside_hours_the_customer_leaves_an_email_and_gets_one_email_with_the_
     handoff.flush_email()
 
     expect(page.locator('#log [data-role="staff"]')).to_have_count(2, timeout=8_000)
+    expect(email_form).to_be_hidden()  # a person answered here: nothing left to wait for by email
     [sent] = [m for m in mailoutbox if m.to == ["anna@example.org"]]
     assert "Your parcel left our warehouse today." in sent.body and "Anything else" not in sent.body
     assert stored_id(page) not in sent.body

@@ -22,7 +22,7 @@ export function offerEmail(sessionId) {
   form.hidden = false;
 }
 
-/** Hide the email field: the assistant has the conversation again, or a new one starts. */
+/** Hide the email field: a person replied on the page, the assistant has the conversation again, or a new one starts. */
 export function hideEmail() {
   if (!form) return;
   form.hidden = true;

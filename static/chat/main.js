@@ -68,7 +68,7 @@ function announceChange() {
 
 function setHandoff(next) {
   state.handoff = next;
-  if (next === "assistant") handoffPage.hideEmail();
+  if (next !== "waiting") handoffPage.hideEmail(); // a person answered here, or the assistant is back
   view.showHandoff(next, { author: state.author });
   refreshControls();
 }
