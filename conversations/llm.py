@@ -214,8 +214,10 @@ class ReplyStream:
     """
 
     def __init__(self, history: list[dict[str, str]], streamed: bool = True, offline: bool = False,
-                 client: Client | None = None, language: str = "en"):
+                 client: Client | None = None, language: str = "en", system: str | None = None):
         self.history = history
+        # The instructions: the shop assistant's (knowledge.system_prompt), unless another task's.
+        self.system = system
         # The customer's: the LLM is told to answer in it, the offline responder answers in it.
         self.language = language
         self.client = client
@@ -328,7 +330,8 @@ class ReplyStream:
     def _request(self) -> dict:
         return {
             "model": settings.OPENAI_MODEL,
-            "messages": [{"role": "system", "content": knowledge.system_prompt(self.language)}, *self.history],
+            "messages": [{"role": "system", "content": self.system or knowledge.system_prompt(self.language)},
+                         *self.history],
             "max_tokens": settings.CHAT_MAX_OUTPUT_TOKENS,
         }
 

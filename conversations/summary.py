@@ -159,8 +159,7 @@ def prompt(language: str) -> str:
 
 
 async def _summarise(transcript: str, language: str) -> tuple[str, int]:
-    reply = llm.ReplyStream([{"role": "system", "content": prompt(language)}, {"role": "user", "content": transcript}],
-                            streamed=False)
+    reply = llm.ReplyStream([{"role": "user", "content": transcript}], streamed=False, system=prompt(language))
 
     async def read() -> None:
         async for _ in reply:

@@ -329,6 +329,9 @@ def test_the_summary_is_the_llms_once_per_waiting_episode_and_counts_against_the
     assert summary.for_staff(Conversation.objects.get(pk=conversation.pk)).text == "Now they ask about the refund's date."
     asked = llm.requests()[0]["messages"][-1]["content"]
     assert "Customer: Question 2?" in asked and "Assistant: Answer 1." in asked
+    # Its own instructions only: not the shop assistant's prompt and knowledge besides.
+    assert [m["role"] for m in llm.requests()[0]["messages"]] == ["system", "user"]
+    assert llm.requests()[0]["messages"][0]["content"] == summary.prompt("en")
     assert site_tokens_spent() > spent_before
     assert len(llm.requests()) == 2
 
