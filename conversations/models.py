@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone, translation
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from . import languages
@@ -246,8 +247,8 @@ class Conversation(models.Model):
             ),
         ]
 
-    def __str__(self):
-        return f"Conversation {self.reference}"
+    def __str__(self):  # the admin's titles and breadcrumbs, in the staff member's language
+        return gettext("Conversation %(reference)s") % {"reference": self.reference}
 
     def save(self, *args, **kwargs):
         """A conversation is made with its first session (the turn store's postgres backend makes

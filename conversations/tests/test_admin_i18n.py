@@ -104,13 +104,14 @@ def test_a_german_admin_gets_a_conversations_page_in_german(superuser, quiet):
     conversation = waiting()
     html = page(superuser, f"{BASE}{conversation.pk}/change/", GERMAN)
     assert ">Live-Ansicht öffnen</a> (dem Kunden wie in einem Chat antworten)" in html
+    assert f"<title>Unterhaltung {conversation.reference} |" in html  # the conversation's name (its __str__)
     assert "<h2>Sitzungs-ID</h2>" in html and "Vollständige Sitzungs-ID anzeigen" in html
     assert "<h2>Dem Kunden antworten</h2>" in html and "Ihr Name für Kunden:</label>" in html
     assert ">An den Assistenten zurückgeben</button>" in html
     assert "Runden, die der Assistent nicht beantworten konnte." in html  # a field's help text
     assert "Warten auf eine Person" in html  # the handoff field
     assert "<p>Kunde</p>" in html and "<p>Vollständig</p>" in html  # a message's role and status (choice labels)
-    absent(html, "Open the live view", "Show the full session id", "Answer the customer", "Your name for customers",
+    absent(html, f"Conversation {conversation.reference}", "Open the live view", "Show the full session id", "Answer the customer", "Your name for customers",
            "Turns the assistant could not answer.", "Hand back to the assistant")
     # The models' and fields' own names (their verbose names): the messages' columns, a field's label.
     assert 'class="column-role">Rolle' in html and 'class="column-content">Inhalt' in html
