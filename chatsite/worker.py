@@ -87,6 +87,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:  # kept alive, no pipelined request to serve
             self.waiting[self] = None
 
+    def send_400_response(self, msg: str) -> None:
+        # What the HTTP parser refuses (a NUL in a header, two lengths, TLS to the plain port) is
+        # answered here, in the API's shape, not in uvicorn's plain text; and the connection closed.
+        self._stop_expecting()
+        self.transport.write(_BAD_REQUEST)
+        self.transport.close()
+
     def _expect(self, seconds: float) -> None:
         self._stop_expecting()
         if seconds:
@@ -124,6 +131,7 @@ def _response(status: str, code: str, message: str) -> bytes:
 
 _REQUEST_TIMEOUT = _response("408 Request Timeout", "request_timeout",
                              "The request did not arrive in time; send it again.")
+_BAD_REQUEST = _response("400 Bad Request", "bad_request", "The request is not valid HTTP.")
 
 
 class Worker(UvicornWorker):

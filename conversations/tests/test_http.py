@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .client import RECEIVED, asgi_request
+from .client import RECEIVED, SiteClient, asgi_request
 
 # The API's handler built again under each test's settings (conftest.py).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rebuilt_api_handler")]
@@ -91,6 +91,24 @@ def test_a_chunked_body_is_read_only_up_to_the_cap(live_site):
     assert json.loads(body)["error"]["code"] == "body_too_large"
     assert sent < 50 * 2**20  # it did not wait for the end of a body that has none
 
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x00b\r\n\r\n",  # a NUL in a header
+    b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"GET /api/history HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n",  # a header without its colon
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32,  # TLS spoken to the plain port
+])
+def test_a_request_that_is_not_http_gets_the_apis_json_error(live_site, request_bytes):
+    """What the HTTP parser refuses never reaches Django: the worker answers it, in the API's
+    shape (uvicorn's own answer was a plain-text 400), and closes the connection."""
+    with connect(live_site) as sock:
+        sock.sendall(request_bytes)
+        status, headers, body = read_response(sock, timeout=5)
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # closed
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert SiteClient(live_site).health().status == 200  # the worker serves on
 
 def test_the_page_and_admin_refuse_bodies_over_djangos_cap_too(live_site):
     with connect(live_site) as sock:
