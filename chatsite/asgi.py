@@ -17,6 +17,7 @@ cap is CHAT_MAX_BODY_BYTES on the API (a JSON error body_too_large) and Django's
 DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) on the page and the admin.
 """
 
+import asyncio
 import gc
 import io
 import json
@@ -190,7 +191,7 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
             if message is None:
                 return None
             receive = _replay(message, receive)
-        return await (_api if is_api else site)(scope, receive, send)
+        return await (_api if is_api else site)(scope, *_answered_quietly(receive, send))
     finally:
         if placed:
             turns.leave()
@@ -268,6 +269,37 @@ def _declared_length(scope) -> int | None | str:
     if not value.isdigit() or len(value) > 18:
         return "invalid"
     return int(value)
+
+
+def _answered_quietly(receive, send):
+    """`receive` and `send` for Django, whose listener for the client leaving hears nothing once the
+    response is all sent.
+
+    Django's ASGIHandler runs the view beside a task that waits for `http.disconnect`, and the
+    server says so as soon as the response is complete, not only when the client leaves. The
+    listener then ends in a RequestAborted that Django catches and drops; but the task keeps it,
+    its traceback keeps the handler's frame, and that frame keeps the task: a reference cycle
+    that held each request's whole graph (its request and response, the connection's objects,
+    about a hundred objects a turn) until the garbage collector found it. Promoted to the old
+    generations with every turn in flight beside it, those graphs made a worker's full
+    collections 100 to 270 ms of CPU at 1,000 held streams: every stream of the worker stalled
+    for that long (docs/benchmarks.md). Told nothing, the listener is cancelled by Django instead,
+    and the request is freed when it ends. A client leaving before the end is reported as before."""
+    answered = False
+
+    async def sent(message):
+        nonlocal answered
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered = True
+
+    async def received():
+        message = await receive()
+        if answered and message["type"] == "http.disconnect":
+            await asyncio.get_running_loop().create_future()  # until Django cancels its listener
+        return message
+
+    return received, sent
 
 
 def _replay(message: dict, receive):

@@ -5,14 +5,18 @@ open longer than a load balancer keeps its own (docs/deploy.md).
 The in-process tests call chatsite.asgi's application directly, to see what it read.
 """
 
+import asyncio
+import gc
 import json
 import select
 import socket
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.core.handlers.asgi import ASGIRequest
 
-from .client import RECEIVED, SiteClient, asgi_request
+from .client import RECEIVED, SiteClient, asgi_request, asgi_scope
 
 # The API's handler built again under each test's settings (conftest.py).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("rebuilt_api_handler")]
@@ -173,3 +177,42 @@ def test_an_idle_connection_is_kept_longer_than_a_load_balancer_keeps_its_own(li
             status, _, _ = read_response(sock)
             assert status == 200
             time.sleep(3)
+
+
+# --- what a served request leaves behind ----------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/livez", "/api/history"])
+def test_a_request_is_freed_when_it_ends_not_left_to_the_garbage_collector(path):
+    """The server reports `http.disconnect` once the response is complete, as uvicorn does. Django's
+    listener for it used to end in a RequestAborted that closed a reference cycle around the
+    request's whole graph: with the collector off, every request served stayed in memory
+    (chatsite.asgi._answered_quietly says why that mattered)."""
+    from chatsite import asgi
+
+    async def exchange():
+        answered = asyncio.Event()
+        body = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive():
+            if body:
+                return body.pop()
+            await answered.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.set()
+
+        await asgi.application(asgi_scope("GET", path, [(b"host", b"testserver")], scheme="https"), receive, send)
+        assert answered.is_set()
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            async_to_sync(exchange)()
+        left = [o for o in gc.get_objects() if isinstance(o, ASGIRequest)]
+    finally:
+        gc.enable()
+    assert left == []
