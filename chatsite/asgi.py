@@ -280,11 +280,10 @@ def _answered_quietly(receive, send):
     listener then ends in a RequestAborted that Django catches and drops; but the task keeps it,
     its traceback keeps the handler's frame, and that frame keeps the task: a reference cycle
     that held each request's whole graph (its request and response, the connection's objects,
-    about a hundred objects a turn) until the garbage collector found it. Promoted to the old
-    generations with every turn in flight beside it, those graphs made a worker's full
-    collections 100 to 270 ms of CPU at 1,000 held streams: every stream of the worker stalled
-    for that long (docs/benchmarks.md). Told nothing, the listener is cancelled by Django instead,
-    and the request is freed when it ends. A client leaving before the end is reported as before."""
+    about a hundred objects a turn) until the garbage collector found it, in memory and in the
+    collector's work meanwhile (docs/benchmarks.md, "A request freed when it ends"). Told nothing,
+    the listener is cancelled by Django instead, and the request is freed when it ends. A client
+    leaving before the end is reported as before."""
     answered = False
 
     async def sent(message):
