@@ -170,14 +170,7 @@ async def request_person(ip: str, session_id: uuid.UUID | None) -> Turn:
     rt = runtime.current()
     try:
         admission = await limits.admit(rt.gateway, ip, session_id)
-        for _ in range(ATTEMPTS):
-            try:
-                turn = await _person_for(rt, ip, session_id, admission.conversation_id)
-                break
-            except Conflict:
-                continue  # the same button, pressed again, started a conversation a moment ago: read again
-        else:
-            raise TurnInProgress(session_id=session_id, retry_after=1)
+        turn = await _read_again_on_conflict(session_id, _person_for, rt, ip, session_id, admission.conversation_id)
     except ApiError as error:
         error.session_id = error.session_id or session_id
         raise
@@ -252,20 +245,25 @@ async def answer(turn: Turn, streamed: bool = True) -> AsyncIterator[str]:
 async def _store(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, text: str, client_message_id: str,
                  owner: uuid.UUID, language: str = "en") -> Turn:
     admission = await limits.admit(rt.gateway, ip, session_id)
-    for _ in range(ATTEMPTS):
-        try:
-            turn = await _store_question(rt, ip, session_id, admission.conversation_id, text, client_message_id,
-                                         owner, language)
-            break
-        except Conflict:
-            continue  # another request took what this one wanted: read again and decide
-    else:
-        raise TurnInProgress(session_id=session_id, retry_after=1)
+    turn = await _read_again_on_conflict(session_id, _store_question, rt, ip, session_id, admission.conversation_id,
+                                         text, client_message_id, owner, language)
     turn.address, turn.offline, turn.runtime, turn.language = ip, not admission.use_llm, rt, language
     if turn.for_staff:  # stored for staff: nothing more to come, so the turn ends here
         metrics.TURNS.labels("for_staff").inc()
         await _settle(turn, tokens=0)
     return turn
+
+
+async def _read_again_on_conflict(session_id: uuid.UUID | None, attempt, *args) -> Turn:
+    """`attempt(*args)`, again while another request takes what it wanted (Conflict: the same
+    question or button a moment ago, a position taken): each attempt reads afresh and decides.
+    Past ATTEMPTS, 409 turn_in_progress."""
+    for _ in range(ATTEMPTS):
+        try:
+            return await attempt(*args)
+        except Conflict:
+            continue
+    raise TurnInProgress(session_id=session_id, retry_after=1)
 
 
 async def _store_question(rt: runtime.Runtime, ip: str, session_id: uuid.UUID | None, cached: int | None,
