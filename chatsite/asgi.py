@@ -18,7 +18,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) on the page and the admin.
 """
 
 import asyncio
-import gc
 import io
 import json
 import logging
@@ -37,6 +36,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 # With DEBUG off, unfit settings stop the worker with one line saying what to set. Exit
 # status 3 is gunicorn's "worker failed to boot": gunicorn stops instead of starting it again.
+from chatsite import collector  # noqa: E402
 from chatsite.admission import Admission  # noqa: E402
 from chatsite.loop_executor import OnTheLoop  # noqa: E402
 from chatsite.startup import refuse_to_run_wrong  # noqa: E402
@@ -210,7 +210,7 @@ async def _lifespan(receive, send):
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            _tune_garbage_collector()
+            collecting = collector.start()
             turns.start()
             try:
                 await runtime.start()
@@ -220,25 +220,9 @@ async def _lifespan(receive, send):
         elif message["type"] == "lifespan.shutdown":
             await turns.stop()
             await runtime.stop()
+            collecting.cancel()
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-def _tune_garbage_collector() -> None:
-    """Collect cycles less often, and never look at what the worker loaded to start.
-
-    Python's collector runs every 700 allocations net, and each full collection walks
-    every object alive: Django, the openai client's models, the settings, and every
-    turn in flight, which under held load (hundreds of turns waiting on the LLM in a
-    worker) was a quarter of a turn's CPU. What is alive once the worker has started is
-    alive for its life: gc.freeze() moves it out of the collector's sight. Then a young
-    collection every 20,000 allocations, and older ones a twentieth as often: cycles a
-    turn leaves behind (tracebacks, futures) still go within a few turns
-    (docs/benchmarks.md, "Collecting garbage less often").
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
 
 
 def _is_held(scope) -> bool:
