@@ -16,12 +16,16 @@ ends, without the collector. The oldest generation, where the few cycles end tha
 turns in flight every five minutes, not one every few seconds. What the worker loaded to start is
 frozen first, out of the collector's sight for good.
 
-Python's own collections stay on as a backstop, for a burst that allocates more than BURST objects
-between two ticks (which reset its count).
+Each collection's pause is a metric, chat_gc_pause_seconds. Python's own collections stay on as a
+backstop, for a burst that allocates more than BURST objects between two ticks (which reset its
+count).
 """
 
 import asyncio
 import gc
+import time
+
+from conversations import metrics
 
 YOUNG = 0.1
 OLD = 300.0
@@ -41,4 +45,7 @@ async def _collect() -> None:
     while True:
         await asyncio.sleep(YOUNG)
         ticks += 1
-        gc.collect(2 if ticks % round(OLD / YOUNG) == 0 else 1)
+        full = ticks % round(OLD / YOUNG) == 0
+        started = time.perf_counter()
+        gc.collect(2 if full else 1)
+        metrics.GC_PAUSE_SECONDS.labels("full" if full else "young").observe(time.perf_counter() - started)

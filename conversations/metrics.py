@@ -61,6 +61,10 @@ TURN_PLACES = Gauge(
     "chat_turn_places", "Chat turns a worker serves at once now (places: as many as keep its event "
     "loop's lag under CHAT_LOOP_LAG_TARGET), turns in flight, and turns waiting for a place.",
     ["kind"], multiprocess_mode="liveall")
+GC_PAUSE_SECONDS = Histogram(
+    "chat_gc_pause_seconds", "A worker's garbage collections on its clock (chatsite/collector.py), each "
+    "a pause of every request the worker serves: young every 0.1 s, full every 5 minutes.",
+    ["generation"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
 
 
 def turn_ended(status: str, started: float) -> None:

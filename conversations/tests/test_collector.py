@@ -8,6 +8,7 @@ import gc
 import weakref
 
 import pytest
+from prometheus_client import REGISTRY
 
 from chatsite import collector
 
@@ -86,7 +87,13 @@ def test_what_the_worker_held_at_its_start_is_frozen(run_collector):
     run_collector(test)
 
 
+def pauses(generation: str) -> float:
+    return REGISTRY.get_sample_value("chat_gc_pause_seconds_count", {"generation": generation}) or 0.0
+
+
 def test_a_cycle_that_outlived_a_tick_waits_for_the_full_collection(run_collector):
+    young, full = pauses("young"), pauses("full")
+
     async def test():
         node, ref = cycle()
         await asyncio.sleep(3 * collector.YOUNG)  # promoted to the oldest generation, then dropped
@@ -96,3 +103,5 @@ def test_a_cycle_that_outlived_a_tick_waits_for_the_full_collection(run_collecto
         assert await freed(ref, 10.0), "the full collection every OLD seconds did not come"
 
     run_collector(test, old=1.0)
+    # Each pause is in the metric an operator graphs (chat_gc_pause_seconds).
+    assert pauses("young") >= young + 9 and pauses("full") >= full + 1
