@@ -107,12 +107,13 @@ def qr_svg(link: str) -> str:
 
 
 def device_label(user_agent: str) -> str:
-    """"Firefox on Android": the browser and the system, no more (not the versions, nothing a
-    customer would not recognise)."""
+    """The browser and the system, no more (not the versions, nothing a customer would not
+    recognise), as Session.label keeps them in any language: "Firefox · Android", "Firefox", or ""
+    when the browser is not one of these. Session.name says it in the reader's language."""
     ua = user_agent or ""
-    browser = next((name for pattern, name in _BROWSERS if re.search(pattern, ua)), "A browser")
+    browser = next((name for pattern, name in _BROWSERS if re.search(pattern, ua)), "")
     system = next((name for pattern, name in _SYSTEMS if re.search(pattern, ua)), "")
-    return f"{browser} on {system}" if system else browser
+    return Session.LABEL_SEPARATOR.join(part for part in (browser, system if browser else "") if part)
 
 
 _BROWSERS = [(r"Edg/|Edge/", "Edge"), (r"OPR/|Opera", "Opera"), (r"SamsungBrowser", "Samsung Internet"),
@@ -241,7 +242,7 @@ def listed(session_id: uuid.UUID, label: str) -> list[dict] | None:
     Session.objects.seen(session_id)
     return [{
         "device": session.pk,
-        "label": session.label or "A browser",
+        "label": session.name,
         "joinedAt": session.created_at.isoformat(),
         "lastSeenAt": session.last_seen_at.isoformat(),
         "current": session.session_id == session_id,

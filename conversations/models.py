@@ -334,10 +334,12 @@ class Session(models.Model):
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     # Moved at most once every SEEN_RESOLUTION, by the page's history and long poll, not by a turn.
     last_seen_at = models.DateTimeField(_("last seen at"), default=timezone.now)
-    # "Firefox on Android", from the User-Agent (devices.device_label); "" until a page of it says.
+    # The browser and its system from the User-Agent, in no language: "Firefox · Android", "Firefox"
+    # (devices.device_label); "" if neither is known, or until a page of it says. See `name`.
     label = models.CharField(_("label"), max_length=40, blank=True, default="")
 
     SEEN_RESOLUTION = timedelta(minutes=1)
+    LABEL_SEPARATOR = " · "
 
     objects = SessionQuerySet.as_manager()
 
@@ -347,7 +349,18 @@ class Session(models.Model):
         ordering = ["created_at", "pk"]
 
     def __str__(self):
-        return f"{self.label or 'A browser'} (session {str(self.session_id)[:8]})"
+        short = str(self.session_id)[:8]
+        return gettext("%(device)s (session %(session)s)") % {"device": self.name, "session": short}
+
+    @property
+    def name(self) -> str:
+        """The browser as its reader's language says it: "Firefox on Android", "Firefox", "A browser"."""
+        browser, _separator, system = self.label.partition(self.LABEL_SEPARATOR)
+        if not browser:
+            return gettext("A browser")
+        if not system:
+            return browser
+        return gettext("%(browser)s on %(system)s") % {"browser": browser, "system": system}
 
     @classmethod
     def seen_due(cls, last_seen_at) -> bool:

@@ -259,7 +259,7 @@ def test_show_the_session_id_lists_every_browser_of_the_conversation_and_none_on
     shown with the browser and when, the first browser's (ended here) no more."""
     conversation = data.conversation()
     first = conversation.sessions.get()
-    laptop = Session.objects.create(session_id=uuid.uuid4(), conversation=conversation, label="Firefox on Linux")
+    laptop = Session.objects.create(session_id=uuid.uuid4(), conversation=conversation, label="Firefox · Linux")
     first.delete()  # "Not you?" on the first browser
 
     page = admin_client.post(session_id_url(conversation)).content.decode()

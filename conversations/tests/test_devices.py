@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from conversations import devices as devices_module
 from conversations.models import Conversation, DeviceLink, Session
@@ -72,6 +72,9 @@ def test_a_link_brings_a_second_browser_into_the_conversation_under_its_own_sess
     listed = devices(api, laptop).ok()["devices"]
     assert [(d["label"], d["current"]) for d in listed] == [("Chrome on Android", False), ("Firefox on Linux", True)]
     assert set(listed[0]) == {"device", "label", "joinedAt", "lastSeenAt", "current"}
+    # Named in the customer's language (the page's, else Accept-Language), not the one it was seen in.
+    german = api.request("GET", "/api/devices", headers={"X-Session-Id": laptop, "Accept-Language": "de"}).ok()
+    assert [d["label"] for d in german["devices"]] == ["Chrome unter Android", "Firefox unter Linux"]
     # Used once: the link and its code are gone.
     again = join(api, token=token_of(made))
     assert again.status == 404 and again.body["error"]["code"] == "join_not_found"
@@ -340,17 +343,33 @@ def test_a_database_that_does_not_answer_refuses_a_join_with_503_and_the_offer_s
 
 
 @pytest.mark.parametrize(("user_agent", "label"), [
-    (PHONE["User-Agent"], "Chrome on Android"),
-    (LAPTOP["User-Agent"], "Firefox on Linux"),
+    (PHONE["User-Agent"], "Chrome · Android"),
+    (LAPTOP["User-Agent"], "Firefox · Linux"),
     ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.5 Mobile/15E148 Safari/604.1", "Safari on iPhone"),
+     "Version/17.5 Mobile/15E148 Safari/604.1", "Safari · iPhone"),
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 "
-     "Safari/537.36 Edg/126.0", "Edge on Windows"),
-    ("curl/8.5", "A browser"),
-    ("", "A browser"),
+     "Safari/537.36 Edg/126.0", "Edge · Windows"),
+    ("Mozilla/5.0 (Windows NT 10.0) Gecko/20100101", ""),
+    ("curl/8.5", ""),
+    ("", ""),
 ])
 def test_a_device_is_named_by_its_browser_and_system_and_no_more(user_agent, label):
     assert devices_module.device_label(user_agent) == label
+
+
+@pytest.mark.parametrize(("label", "english", "german"), [
+    ("Firefox · Android", "Firefox on Android", "Firefox unter Android"),
+    ("Safari", "Safari", "Safari"),
+    ("", "A browser", "Ein Browser"),
+])
+def test_a_device_is_named_in_the_language_of_whoever_reads_it(label, english, german):
+    session = Session(label=label, session_id=uuid.UUID("12345678-0000-4000-8000-000000000000"))
+    with translation.override("en"):
+        assert session.name == english
+        assert str(session) == f"{english} (session 12345678)"
+    with translation.override("de"):
+        assert session.name == german
+        assert str(session) == f"{german} (Sitzung 12345678)"
 
 
 def test_an_emailed_link_redeemed_ten_times_at_once_joins_once_and_health_stays_quick(live_site):
