@@ -19,7 +19,9 @@ frozen first, out of the collector's sight for good.
 
 Each collection's pause is a metric, chat_gc_pause_seconds. Python's own collections stay on as a
 backstop, for a burst that allocates more than BURST objects between two ticks (which reset its
-count).
+count). This is the generational collector of the site's Python (3.11; 3.12, 3.13 and 3.14.5 and
+later have the same); on 3.14.0 to 3.14.4, whose collector was incremental, gc.collect(1) meant
+"a young collection and an increment of the old one".
 """
 
 import asyncio
