@@ -4,11 +4,11 @@
     awk '{n[$2]++; s[$2]+=$4; if ($4>m[$2]) m[$2]=$4} END {for (g in n) print g, n[g], s[g], m[g]}' /tmp/gcprobe.*
 
 Python imports `sitecustomize` at start from its path, and the bench passes PYTHONPATH on to the
-servers it starts; in the site's gunicorn workers this adds a gc callback that appends one line per
-collection to /tmp/gcprobe.<pid>: the time, the generation, the CPU it took the worker's thread
-(ms), its wall time (ms) and what it freed. Python's own collections are in it too, which the
-site's metric (chat_gc_pause_seconds: the collections chatsite/collector.py runs) does not see; so
-is any other process started with it on the path that is not a site worker (none is logged).
+servers it starts. In the site's gunicorn processes (its workers, and the master) this adds a gc
+callback that appends one line per collection to /tmp/gcprobe.<pid>: the time, the generation, the
+CPU it took the process's thread (ms), its wall time (ms) and what it freed. Python's own
+collections are in it too, which the site's metric (chat_gc_pause_seconds: the collections
+chatsite/collector.py runs) does not see. Other processes with it on their path log nothing.
 """
 
 import gc
