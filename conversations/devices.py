@@ -112,8 +112,10 @@ def device_label(user_agent: str) -> str:
     when the browser is not one of these. Session.name says it in the reader's language."""
     ua = user_agent or ""
     browser = next((name for pattern, name in _BROWSERS if re.search(pattern, ua)), "")
+    if not browser:
+        return ""
     system = next((name for pattern, name in _SYSTEMS if re.search(pattern, ua)), "")
-    return Session.LABEL_SEPARATOR.join(part for part in (browser, system if browser else "") if part)
+    return f"{browser}{Session.LABEL_SEPARATOR}{system}" if system else browser
 
 
 _BROWSERS = [(r"Edg/|Edge/", "Edge"), (r"OPR/|Opera", "Opera"), (r"SamsungBrowser", "Samsung Internet"),
