@@ -4,10 +4,8 @@ only the browser and its system, which Session.name says in the reader's languag
 import uuid
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
-from .test_migrations_sessions import migrate
+from .test_migrations_sessions import migrate, migrate_to_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,6 +27,5 @@ def test_labels_written_in_english_keep_the_browser_and_its_system():
 
         sessions = new.get_model("conversations", "Session").objects.order_by("pk")
         assert list(sessions.values_list("label", flat=True)) == list(written.values())
-    finally:  # the latest schema again, whatever migrations come after this one
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+    finally:
+        migrate_to_latest()

@@ -20,6 +20,12 @@ def migrate(targets):
     return executor.loader.project_state(targets).apps
 
 
+def migrate_to_latest():
+    """The latest schema again, whatever migrations come after the one a test went back to."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def test_every_existing_conversation_gets_its_first_session():
     old = migrate(BEFORE)
     ids = [uuid.uuid4() for _ in range(3)]
@@ -33,6 +39,5 @@ def test_every_existing_conversation_gets_its_first_session():
         assert sorted(sessions.values_list("session_id", flat=True)) == sorted(ids)
         for session in sessions.all():
             assert session.conversation.session_id == session.session_id
-    finally:  # the latest schema again, whatever migrations come after this one
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+    finally:
+        migrate_to_latest()
