@@ -62,7 +62,7 @@ class ApiHandler(ASGIHandler):
 
 api = ApiHandler()
 
-from conversations import limits, metrics, payloads, runtime, views  # noqa: E402 - needs the apps loaded above
+from conversations import health, limits, metrics, payloads, runtime, views  # noqa: E402 - needs the apps loaded above
 from conversations.middleware import request_language  # noqa: E402
 
 # Django wraps each request in a ThreadSensitiveContext of its own, which starts
@@ -206,7 +206,8 @@ async def _admit(scope, receive, send, is_api: bool, is_turn: bool):
 async def _lifespan(receive, send):
     """A worker's start and stop (the ASGI lifespan, which Django does not speak): its runtime
     (conversations/runtime.py): the turn store, the Redis gateway, the LLM client, the lease
-    keeper and the waiting pages' watcher."""
+    keeper and the waiting pages' watcher; its garbage collector's clock (collector.py), its
+    places for turns (admission.py) and its health report (conversations/health.py)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -216,9 +217,13 @@ async def _lifespan(receive, send):
                 await runtime.start()
             except Exception:  # noqa: BLE001 - the embedded runtime (the ORM in threads) serves instead
                 logger.exception("the worker's runtime could not be opened; turns run on the ORM")
+            checking = health.start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await turns.stop()
+            if checking is not None:  # stopped before the store it asks is closed
+                checking.cancel()
+                await asyncio.gather(checking, return_exceptions=True)
             await runtime.stop()
             collecting.cancel()
             await send({"type": "lifespan.shutdown.complete"})

@@ -362,6 +362,9 @@ CHAT_SHOP_NAME = os.environ.get("CHAT_SHOP_NAME", "our shop")
 CHAT_TURN_LEASE_SECONDS = env_float("CHAT_TURN_LEASE_SECONDS", 5.0)
 # /healthz answers 503 when the database has not answered within this long.
 CHAT_HEALTH_TIMEOUT = env_float("CHAT_HEALTH_TIMEOUT", 2.0)
+# Seconds between a served worker's checks of its dependencies, whose latest report /healthz
+# answers at once (conversations/health.py); 0: each /healthz checks them itself.
+CHAT_HEALTH_INTERVAL = env_float("CHAT_HEALTH_INTERVAL", 1.0)
 # Seconds between words when the offline responder streams its answer.
 CHAT_OFFLINE_WORD_DELAY = env_float("CHAT_OFFLINE_WORD_DELAY", 0.02)
 

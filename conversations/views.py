@@ -26,6 +26,7 @@ from . import (
     devices,
     forget,
     handoff,
+    health,
     knowledge,
     languages,
     limits,
@@ -267,56 +268,18 @@ def _limit(value: str | None) -> int:
 async def healthz(request):
     """For the load balancer and monitoring (docs/health.md): 503 only when the database is
     down; the cache (Redis) or the LLM down is "degraded", since the site still serves
-    (from the database; from the offline responder).
+    (from the database; from the offline responder). The worker's latest report (health.py),
+    checked in the background: a probe waits for no dependency.
 
     The database is asked through the turn store (TurnStore.ping): on PostgreSQL on a
     connection of the check's own, opened again at once after a failure (a restart, a
     failover), not one of the turns' pool, whose connections may all be busy without the
     database being down. A database that does not answer within CHAT_HEALTH_TIMEOUT (a
-    stalled server) counts as down: the check must answer the load balancer in time,
-    whatever the database is doing. The LLM's state is the circuit breaker's
-    shared flag (llm.health): the check calls no LLM.
+    stalled server) counts as down. The LLM's state is the circuit breaker's shared flag
+    (llm.health): the check calls no LLM.
     """
-    rt, timeout = runtime.current(), settings.CHAT_HEALTH_TIMEOUT
-    # Each asked on its own, at once: a database that does not answer still leaves the
-    # cache's and the LLM's states to report.
-    database, (cache_state, llm_state) = await asyncio.gather(
-        _within(timeout, _database_state(rt), "down"),
-        _within(timeout, _cache_and_llm_states(rt), ("unknown", {"llm": "unknown"})),
-    )
-    if database != "ok":
-        status, code = "down", 503
-    elif cache_state == "down" or llm_state["llm"] == "down":
-        status, code = "degraded", 200
-    else:
-        status, code = "ok", 200
-    return JsonResponse({"status": status, "database": database, "cache": cache_state, **llm_state},
-                        status=code)
-
-
-async def _within(timeout: float, check, unanswered):
-    """What `check` finds, or `unanswered` if it has not found it within `timeout` seconds."""
-    try:
-        return await asyncio.wait_for(check, timeout)
-    except TimeoutError:
-        logger.warning("health check: no answer within %ss", timeout)
-        return unanswered
-
-
-async def _database_state(rt: runtime.Runtime) -> str:
-    try:
-        await rt.store.ping()
-    except Exception:  # noqa: BLE001 - any failure means the database is not usable
-        logger.exception("health check: database down")
-        return "down"
-    return "ok"
-
-
-async def _cache_and_llm_states(rt: runtime.Runtime) -> tuple[str, dict]:
-    cache_state = await rt.gateway.ping()
-    # Read like limits.admit reads it: from Redis, else what this worker holds while Redis is away.
-    [down] = await rt.gateway.round_trip(reads=[llm.DOWN])
-    return cache_state, llm.health(down)
+    report = await health.report()
+    return JsonResponse(report.body, status=report.status)
 
 
 @api_view("GET")

@@ -8,6 +8,7 @@ shared with bench/.
 
 import os
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -91,3 +92,13 @@ class QueryLog:
 
     def __len__(self) -> int:
         return len(self.statements)
+
+
+def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")

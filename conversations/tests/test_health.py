@@ -2,6 +2,7 @@
 
 import json
 import logging
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from django.db import connection
 from devtools.processes import Site, free_port
 
 from .client import SiteClient, post_chat
-from .helpers import site_env
+from .helpers import site_env, wait_for
 
 
 @pytest.mark.django_db(transaction=True)
@@ -33,15 +34,46 @@ def test_health_is_not_redirected_to_https(client, settings):
 
 
 def test_health_with_redis_up_then_down(live_site, fake_llm_server, own_redis):
+    """Each worker's report (health.py) says so within CHAT_HEALTH_INTERVAL (1 s) of the change, and
+    logs it once, not at every check."""
     site = Site(site_env(fake_llm_server, REDIS_URL=own_redis.url))
     try:
-        assert SiteClient(site).health()[:2] == (200, {"status": "ok", "database": "ok", "cache": "ok",
-                                                       "llm": "unchecked"})
+        api = SiteClient(site)
+        assert api.health()[:2] == (200, {"status": "ok", "database": "ok", "cache": "ok", "llm": "unchecked"})
         own_redis.stop()
-        assert SiteClient(site).health()[:2] == (200, {"status": "degraded", "database": "ok", "cache": "down",
-                                                       "llm": "unchecked"})
+        stopped = time.monotonic()
+        degraded = (200, {"status": "degraded", "database": "ok", "cache": "down", "llm": "unchecked"})
+        wait_for(lambda: api.health()[:2] == degraded, timeout=5, every=0.1)
+        assert time.monotonic() - stopped < 2.5
+        time.sleep(2.5)  # two more checks in each worker
+        assert all(api.health()[:2] == degraded for _ in range(4))  # every worker, whichever answers
+        assert site.log().count('"health check: cache down"') <= 2  # once a worker
     finally:
         site.stop()
+
+
+def test_a_probe_waits_for_no_dependency_once_the_worker_has_a_report(live_site, fake_llm_server):
+    """A database that does not answer (a listener that never says a word): each worker's check in
+    the background gives up after CHAT_HEALTH_TIMEOUT and reports it down, and a probe answers that
+    report at once, where it waited CHAT_HEALTH_TIMEOUT itself: a load balancer's probe must not
+    wait for what the worker's event loop waits for."""
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as silent:
+        site = Site(site_env(
+            fake_llm_server,
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{silent.getsockname()[1]}/nothing",
+            DATABASE_POOL_TIMEOUT="30", CHAT_HEALTH_TIMEOUT="1",
+        ))
+        try:
+            api = SiteClient(site)
+            assert api.health(timeout=10)[:1] == (503,)
+            time.sleep(2.5)  # every worker's first check has given up
+            for _ in range(6):
+                started = time.monotonic()
+                status, body, _ = api.health(timeout=10)
+                assert (status, body["status"], body["database"]) == (503, "down", "down")
+                assert time.monotonic() - started < 0.5
+        finally:
+            site.stop()
 
 
 def test_health_with_the_database_down_is_503(live_site, fake_llm_server):
@@ -236,7 +268,8 @@ def test_a_served_site_reports_an_unreachable_llm_in_its_log_and_health(live_sit
         api = SiteClient(site)
         assert api.health().ok()["llm"] == "ok"
         assert api.chat("Hi").status == 502
-        status, body, _ = api.health()
+        # The breaker's flag is in Redis at once; each worker's report reads it within a second.
+        status, body, _ = wait_for(lambda: (found := api.health())[1]["llm"] == "down" and found, timeout=3)
         assert (status, body["status"], body["llm"]) == (200, "degraded", "down")
         assert body["llmDownSince"].endswith("Z")
         lines = [json.loads(line) for line in site.log().splitlines() if '"LLM call failed' in line]

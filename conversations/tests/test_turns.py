@@ -20,19 +20,9 @@ from conversations.models import Conversation, Message
 from devtools.processes import Site
 
 from .client import SiteClient, post_chat
-from .helpers import site_env
+from .helpers import site_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def slot_of(client_message_id: str) -> Message | None:
