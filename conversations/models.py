@@ -314,13 +314,14 @@ class Conversation(models.Model):
 
 
 class SessionQuerySet(models.QuerySet):
-    def seen(self, session_id: uuid.UUID, last_seen_at=None) -> None:
-        """Move the session's last seen time, at most once every Session.SEEN_RESOLUTION; with the
-        `last_seen_at` read before (ConversationQuerySet.seen_by), no statement until it is due."""
+    def seen(self, *session_ids: uuid.UUID, last_seen_at=None) -> None:
+        """Move these sessions' last seen time, each at most once every Session.SEEN_RESOLUTION, in
+        one statement; with the `last_seen_at` of one session read before (ConversationQuerySet.seen_by),
+        no statement until it is due."""
         if last_seen_at is not None and not Session.seen_due(last_seen_at):
             return
         now = timezone.now()
-        self.filter(session_id=session_id, last_seen_at__lt=now - Session.SEEN_RESOLUTION).update(last_seen_at=now)
+        self.filter(session_id__in=session_ids, last_seen_at__lt=now - Session.SEEN_RESOLUTION).update(last_seen_at=now)
 
 
 class Session(models.Model):
@@ -332,7 +333,8 @@ class Session(models.Model):
     conversation = models.ForeignKey(Conversation, verbose_name=_("conversation"), on_delete=models.CASCADE,
                                      related_name="sessions")
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
-    # Moved at most once every SEEN_RESOLUTION, by the page's history and long poll, not by a turn.
+    # Moved at most once every SEEN_RESOLUTION, by the page's history and long poll (the long poll's
+    # with the others of its worker's second: runtime.Sightings), not by a turn.
     last_seen_at = models.DateTimeField(_("last seen at"), default=timezone.now)
     # The browser and its system from the User-Agent, in no language: "Firefox · Android", "Firefox"
     # (devices.device_label); "" if neither is known, or until a page of it says. See `name`.

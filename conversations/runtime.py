@@ -1,6 +1,6 @@
 """What a worker process makes when it starts serving and closes when it stops (the ASGI
 lifespan, chatsite/asgi.py): the turn store, the shared-state gateway, the LLM client, the
-lease keeper and the waiting pages' watcher.
+lease keeper, the open pages' sightings and the waiting pages' watcher.
 
 In a served worker on PostgreSQL the store is the event loop's own (store/postgres.py) and
 the gateway has a redis.asyncio client; everywhere else (the embedded default on SQLite,
@@ -59,13 +59,64 @@ class LeaseKeeper:
                 pass  # logged; tried again at the next renewal
 
 
+# Seconds between two writes of the pages seen (Sightings).
+SIGHTINGS_EVERY = 1.0
+
+
+class Sightings:
+    """The sessions whose open page asked while their "seen" was due (models.Session.seen_due),
+    written together: one UPDATE every SIGHTINGS_EVERY for all of them, where 10,000 open pages
+    made one a poll, a third of their polls (docs/benchmarks.md, "Pages seen together").
+
+    A worker that stops or a database that fails loses at most one batch of them: a last-seen
+    time has a minute's resolution, and each of those pages marks it again at its next poll."""
+
+    def __init__(self, store: TurnStore):
+        self.store = store
+        self.due: set[uuid.UUID] = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, session_id: uuid.UUID) -> None:
+        self.due.add(session_id)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self.due:
+            await asyncio.sleep(SIGHTINGS_EVERY)
+            await self.flush()
+
+    async def flush(self) -> None:
+        due, self.due = self.due, set()
+        if due:
+            try:
+                await self.store.seen(due)
+            except DatabaseUnavailable:
+                pass  # logged by the store; the pages mark themselves seen again at their next poll
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        await self.flush()
+
+
 class Runtime:
     def __init__(self, store: TurnStore, gateway: Gateway, llm_client: llm.Client | None = None):
         self.store = store
         self.gateway = gateway
         self.llm = llm_client
         self.leases = LeaseKeeper(store)
+        # A served worker's (start()); the embedded runtime writes each at once, since the test
+        # client's loop ends with its request.
+        self.sightings: Sightings | None = None
         self._watcher: updates.Watcher | None = None
+
+    async def seen(self, session_id: uuid.UUID) -> None:
+        """The session's open page asked while its "seen" was due: mark it (Sightings)."""
+        if self.sightings is None:
+            await self.store.seen([session_id])
+        else:
+            self.sightings.add(session_id)
 
     @property
     def watcher(self) -> updates.Watcher:
@@ -97,6 +148,8 @@ class Runtime:
     async def close(self) -> None:
         if self.leases.task is not None:
             self.leases.task.cancel()
+        if self.sightings is not None:
+            await self.sightings.close()
         close = getattr(self.store, "close", None)
         if close is not None:
             await close()
@@ -120,6 +173,7 @@ def current() -> Runtime:
 async def start() -> Runtime:
     """Open this worker's runtime on the running loop (the ASGI lifespan's startup)."""
     runtime = await Runtime.open()
+    runtime.sightings = Sightings(runtime.store)
     _served[asyncio.get_running_loop()] = runtime
     return runtime
 

@@ -234,7 +234,7 @@ def _history(session_id, before: int | None, limit: int) -> dict | None:
                     .annotate(answering=updates.answering()).first())
     if conversation is None:
         return None
-    Session.objects.seen(session_id, conversation.session_seen_at)
+    Session.objects.seen(session_id, last_seen_at=conversation.session_seen_at)
     page = paging.before(conversation.messages.exclude(status=Message.Status.ANSWERING), before, limit)
     return {
         "messages": page.messages,  # with the seq and author (GET /api/updates has the same)
@@ -413,7 +413,7 @@ async def updates_poll(request):
     if found is None:
         raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
-        await rt.store.seen(session_id)
+        await rt.seen(session_id)
     return JsonResponse({
         "sessionId": str(session_id),
         "handoff": found.handoff,

@@ -22,6 +22,7 @@ the conversation was deleted); the rules then read again and decide.
 """
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,8 +77,9 @@ class TurnStore:
         statement (a waiting page asks for it every CHAT_UPDATES_WAIT); None if it has none."""
         raise NotImplementedError
 
-    async def seen(self, session_id: uuid.UUID) -> None:
-        """Move the session's last seen time, if it is due (models.SessionQuerySet.seen: the rule)."""
+    async def seen(self, session_ids: Collection[uuid.UUID]) -> None:
+        """Move these sessions' last seen time, each where it is due, in one statement
+        (models.SessionQuerySet.seen: the rule; runtime.Sightings gathers them)."""
         raise NotImplementedError
 
     # --- A turn ------------------------------------------------------------------

@@ -62,8 +62,8 @@ class OrmStore(TurnStore):
         return ConversationState(*found) if found else None
 
     @_db
-    def seen(self, session_id):
-        Session.objects.seen(session_id)
+    def seen(self, session_ids):
+        Session.objects.seen(*session_ids)
 
     @_db
     def start(self, conversation, messages):

@@ -204,10 +204,10 @@ class PostgresStore(TurnStore):
         rows = await self._rows(_STATE, [timezone.now(), session_id, active_since])
         return ConversationState(*rows[0]) if rows else None
 
-    async def seen(self, session_id):
+    async def seen(self, session_ids):
         now = timezone.now()
-        await self._count(f"UPDATE {_S} SET last_seen_at = %s WHERE session_id = %s AND last_seen_at < %s",
-                          [now, session_id, now - Session.SEEN_RESOLUTION])
+        await self._count(f"UPDATE {_S} SET last_seen_at = %s WHERE session_id = ANY(%s) AND last_seen_at < %s",
+                          [now, list(session_ids), now - Session.SEEN_RESOLUTION])
 
     async def ping(self):
         """On a connection of its own, not one of the pool's: the pool's connections may all be busy

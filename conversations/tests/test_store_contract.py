@@ -17,7 +17,7 @@ from django.db import connection, connections
 from django.utils import timezone, translation
 
 from conversations import forget, handoff, runtime, sessions, turns, updates
-from conversations.errors import ApiError, TurnInProgress
+from conversations.errors import ApiError, DatabaseUnavailable, TurnInProgress
 from conversations.models import Conversation, Handoff, Message, Session
 
 from .helpers import need
@@ -442,12 +442,48 @@ def test_a_session_is_marked_seen_only_when_it_is_due(backend):
     async def scenario(rt):
         first = await turn("Hi")
         await in_thread(lambda: Session.objects.filter(session_id=first.session_id).update(last_seen_at=long_ago))
-        await rt.store.seen(first.session_id)
+        await rt.store.seen([first.session_id])
         marked = await in_thread(lambda: Session.objects.get(session_id=first.session_id).last_seen_at)
-        await rt.store.seen(first.session_id)  # again at once: not due
+        await rt.store.seen([first.session_id])  # again at once: not due
         again = await in_thread(lambda: Session.objects.get(session_id=first.session_id).last_seen_at)
         return marked, again
 
     marked, again = run(backend, scenario)
     assert timezone.now() - marked < timedelta(minutes=1)
     assert again == marked
+
+
+def test_pages_seen_together_are_marked_in_one_statement_and_a_failed_one_does_not_stop_the_next(
+        backend, monkeypatch):
+    """runtime.Sightings: the sessions of a worker's pages that asked while their "seen" was due, one
+    UPDATE for all of them a second (at 10,000 pages, a third of their polls each made one)."""
+    monkeypatch.setattr(runtime, "SIGHTINGS_EVERY", 0.05)
+    long_ago = timezone.now() - timedelta(days=2)
+
+    async def scenario(rt):
+        sessions = [(await turn(f"Hi {n}")).session_id for n in range(3)]
+        await in_thread(lambda: Session.objects.update(last_seen_at=long_ago))
+        writes, written = [], asyncio.Event()
+
+        class Store:  # the backend's store, its statements counted, the first one failing
+            async def seen(self, session_ids):
+                writes.append(set(session_ids))
+                if len(writes) == 1:
+                    raise DatabaseUnavailable
+                await rt.store.seen(session_ids)
+                written.set()
+
+        sightings = runtime.Sightings(Store())
+        sightings.add(sessions[0])
+        sightings.add(sessions[1])
+        while not writes:
+            await asyncio.sleep(0.01)
+        for session_id in [*sessions, sessions[2]]:  # one twice: once in the statement
+            sightings.add(session_id)
+        await asyncio.wait_for(written.wait(), 5)
+        await sightings.close()
+        return sessions, writes, await in_thread(lambda: list(Session.objects.values_list("last_seen_at", flat=True)))
+
+    sessions, writes, seen = run(backend, scenario)
+    assert writes == [set(sessions[:2]), set(sessions)]
+    assert len(seen) == 3 and all(timezone.now() - moment < timedelta(minutes=1) for moment in seen)
