@@ -230,7 +230,7 @@ async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, ti
             # A timeout around the wait, not wait_for: that would make a task of it, kept alive
             # for every waiting page.
             async with asyncio.timeout(remaining):
-                await waiter.woken.wait()
+                await waiter.woken
         except TimeoutError:
             return found
         finally:
@@ -250,7 +250,13 @@ class Waiter:
     conversation_id: int
     version: int | None
     signature: tuple
-    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the conversation moved. A future, not an asyncio.Event: an Event's deque of waiters
+    # and its wait() coroutine were 1.2 KiB of every waiting page (docs/benchmarks.md).
+    woken: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def wake(self) -> None:
+        if not self.woken.done():  # woken already, or cancelled by its wait's timeout
+            self.woken.set_result(None)
 
 
 class Watcher:
@@ -303,7 +309,7 @@ class Watcher:
                 else:
                     moved = signatures.get(conversation_id) != waiter.signature
                 if moved:
-                    waiter.woken.set()
+                    waiter.wake()
 
 
 _in_thread = sync_to_async(lambda func, *args: func(*args), thread_sensitive=False)
