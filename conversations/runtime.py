@@ -66,7 +66,7 @@ SIGHTINGS_EVERY = 1.0
 class Sightings:
     """The sessions whose open page asked while their "seen" was due (models.Session.seen_due),
     written together: one UPDATE every SIGHTINGS_EVERY for all of them, where 10,000 open pages
-    made one a poll, a third of their polls (docs/benchmarks.md, "Pages seen together").
+    made one a poll, a third of their polls (docs/benchmarks.md, "What a waiting page's poll costs").
 
     A worker that stops or a database that fails loses at most one batch of them: a last-seen
     time has a minute's resolution, and each of those pages marks it again at its next poll."""
