@@ -198,6 +198,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         f"-c statement_timeout={env_int('DATABASE_STATEMENT_TIMEOUT_MS', 5000)}"
         f" -c lock_timeout={env_int('DATABASE_LOCK_TIMEOUT_MS', 1000)}"
     )
+    # The turn store (conversations/store/postgres.py) has its statements prepared on each of its
+    # connections after a few uses (psycopg's prepare_threshold): PostgreSQL then neither parses nor
+    # plans them again, a third to four fifths of their server CPU (docs/benchmarks.md). Django's
+    # own connections never prepare (its default, for poolers). Set 0 behind a pooler in
+    # transaction mode that does not keep prepared statements (PgBouncer before 1.21, or without
+    # max_prepared_statements; docs/deploy.md).
+    DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 
 # Cache: Redis when REDIS_URL is set, else a per-process local-memory cache.
 REDIS_URL = os.environ.get("REDIS_URL", "")

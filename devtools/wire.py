@@ -19,7 +19,9 @@ class WireLog:
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
-        # ("query", sql) for each statement, ("sync", "") for each extended-protocol round trip.
+        # ("query", sql) for each statement run; ("parse", sql) for each parsed for one run and
+        # ("prepare", sql) for each prepared on a connection (parsed once for many runs);
+        # ("sync", "") for each extended-protocol round trip.
         self.events: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -68,6 +70,7 @@ class WireLog:
             await writer.drain()
             if code not in (SSL_REQUEST, GSSENC_REQUEST):
                 break
+        statements: dict[bytes, str] = {}  # this connection's, by name (b"": the unnamed one)
         while True:
             head = await reader.readexactly(5)
             kind, length = head[:1], struct.unpack("!i", head[1:])[0]
@@ -75,8 +78,12 @@ class WireLog:
             if kind == b"Q":  # simple query: one round trip
                 self._record("query", body.rstrip(b"\0").decode(errors="replace"))
                 self._record("sync")
-            elif kind == b"P":  # parse: name\0 query\0 ...
-                self._record("query", body.split(b"\0")[1].decode(errors="replace"))
+            elif kind == b"P":  # parse: name\0 query\0 ... (named: a statement prepared)
+                name, query = body.split(b"\0")[:2]
+                statements[name] = query.decode(errors="replace")
+                self._record("prepare" if name else "parse", statements[name])
+            elif kind == b"B":  # bind: portal\0 statement\0 ...: a statement run, prepared or not
+                self._record("query", statements.get(body.split(b"\0")[1], ""))
             elif kind == b"S":  # sync: the client waits for the server
                 self._record("sync")
             writer.write(head + body)

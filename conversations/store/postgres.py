@@ -83,6 +83,9 @@ _STATE = (
 )
 _NEXT_SEQ = f"SELECT coalesce(max(seq) + 1, 0) FROM {_M} WHERE conversation_id = %s"
 
+# psycopg's default: a statement run this many times on a connection is prepared there.
+PREPARE_THRESHOLD = 5
+
 # The database errors a fresh connection may cure: a connection killed, a statement or lock timeout.
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -104,6 +107,10 @@ class PostgresStore(TurnStore):
         # in the session's time zone, which is UTC as in Django's connections.
         params.pop("cursor_factory", None)
         params.pop("context", None)
+        # Each statement prepared on a connection after psycopg's default of 5 uses, unless
+        # settings.DATABASE_PREPARED_STATEMENTS is off (a pooler that does not keep them); Django
+        # turns them off for all its connections, which this pool would otherwise inherit.
+        params["prepare_threshold"] = PREPARE_THRESHOLD if settings.DATABASE_PREPARED_STATEMENTS else None
         params["options"] = f"{params.get('options', '')} -c TimeZone=UTC".strip()
         # Named in pg_stat_activity unless PGAPPNAME names every connection of the site.
         params.setdefault("fallback_application_name", "chatsite turns")

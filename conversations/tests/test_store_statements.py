@@ -84,6 +84,49 @@ def sent_health_checks(wire: WireLog) -> int:
     return len(summarize(wire.events)["health_checks"])
 
 
+def prepared(wire: WireLog) -> list[str]:
+    """The first word of each statement prepared on one of the site's connections (a named Parse)."""
+    return [sql.split()[0] for kind, sql in wire.snapshot() if kind == "prepare"]
+
+
+def parsed_for_one_run(wire: WireLog) -> list[str]:
+    """The first word of each of a turn's statements parsed for one run only (an unnamed Parse)."""
+    return [sql.split()[0] for kind, sql in wire.snapshot() if kind == "parse" and "conversations_message" in sql]
+
+
+@pytest.mark.parametrize("setting, prepares", [("1", True), ("0", False)])
+def test_a_turns_statements_are_prepared_on_a_connection_after_five_runs_unless_turned_off(
+        fake_llm_server, postgres, llm, setting, prepares):
+    """PostgreSQL parses and plans a statement for each run until psycopg prepares it on that
+    connection, after 5 runs; from then on a turn only binds and runs its statements. With
+    DATABASE_PREPARED_STATEMENTS=0 (a pooler that does not keep prepared statements) nothing is
+    prepared. One worker whose store has one connection, so that every turn runs on it."""
+    url = urlsplit(database_url())
+    wire = WireLog(url.hostname or "127.0.0.1", url.port or 5432)
+    proxied = url._replace(netloc=f"{url.username}@127.0.0.1:{wire.port}").geturl()
+    site = Site(site_env(fake_llm_server, DATABASE_URL=proxied, WEB_CONCURRENCY="1", DATABASE_POOL_MAX_SIZE="2",
+                         DATABASE_PREPARED_STATEMENTS=setting))
+    try:
+        api = SiteClient(site)
+        session = api.chat("Hi").ok()["sessionId"]
+        wire.clear()
+        replies = [api.chat(f"Turn {n}", session).ok()["reply"] for n in range(12)]
+    finally:
+        site.stop()
+
+    assert replies == [f"Echo: Turn {n}" for n in range(12)]
+    assert [s.split()[0] for s in summarize(wire.snapshot())["statements"]] == ["SELECT", "INSERT", "UPDATE"] * 12
+    if prepares:
+        # Each parsed for its first five runs and prepared at its sixth. The first turn (before
+        # these) started the conversation: it read no history, and stored its question and reply
+        # with the same INSERT and UPDATE. The last turns' statements were sent to be run only.
+        assert sorted(prepared(wire)) == ["INSERT", "SELECT", "UPDATE"]
+        assert sorted(parsed_for_one_run(wire)) == ["INSERT"] * 4 + ["SELECT"] * 5 + ["UPDATE"] * 4
+    else:
+        assert prepared(wire) == []
+        assert len(parsed_for_one_run(wire)) == 3 * 12
+
+
 def test_a_worker_renews_the_leases_of_all_its_slow_turns_together(fake_llm_server, postgres, llm):
     """Three turns on a slow LLM outlive the 1 s lease many times over: their leases are renewed
     (by one UPDATE a tick for all of them), so none is taken over and each is answered once."""
