@@ -4,8 +4,8 @@ The site as deployed (the Procfile's web command, its 2 workers, a PostgreSQL da
 redis-server of its own, the caps off) and --pages open pages (bench/crowd.py), each asking
 GET /api/updates again as soon as it answers (CHAT_UPDATES_WAIT 25 s, the default). After
 --warm seconds (past the first wave, and past the minute after which each page's session is
-due to be marked seen again), the workers' CPU from /proc and the polls they answered (their
-request log) over --windows windows of --seconds: CPU ms a poll.
+due to be marked seen again), the workers' CPU and their PostgreSQL backends' from /proc and the
+polls they answered (their request log) over --windows windows of --seconds: CPU ms a poll.
 
 --tree serves another checkout (a `git worktree` of an older revision) with this one's venv,
 for a side-by-side comparison: run them alternately, as docs/benchmarks.md's figures were.
@@ -21,12 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from .servers import ROOT, BenchDatabase, BenchRedis, WebServer
+from .servers import ROOT, BenchDatabase, BenchRedis, WebServer, cpu_seconds
 
 
 def polls_answered(log: Path) -> int:
     with log.open("rb") as f:
         return sum(1 for line in f if b'"route": "api/updates"' in line)
+
+
+def postgres_cpu(db: BenchDatabase) -> float:
+    """CPU seconds of the site's PostgreSQL backends so far (a backend gone since is not counted)."""
+    return sum(cpu_seconds(pid) for pid, _ in db.backends())
 
 
 def main(argv=None) -> None:
@@ -72,11 +77,14 @@ def main(argv=None) -> None:
         windows = []
         for _ in range(args.windows):
             cpu, polls, started = site.cpu_seconds(), polls_answered(site.log_path), time.monotonic()
+            database = postgres_cpu(db)
             time.sleep(args.seconds)
             elapsed = time.monotonic() - started
             cpu, polls = site.cpu_seconds() - cpu, polls_answered(site.log_path) - polls
+            database = postgres_cpu(db) - database
             windows.append({"cores": round(cpu / elapsed, 3), "polls_per_s": round(polls / elapsed, 1),
-                            "cpu_ms_per_poll": round(cpu * 1000 / max(polls, 1), 3)})
+                            "cpu_ms_per_poll": round(cpu * 1000 / max(polls, 1), 3),
+                            "postgres_cpu_ms_per_poll": round(database * 1000 / max(polls, 1), 3)})
         print(json.dumps({"tree": str(args.tree), "pages": args.pages, "windows": windows}))
     finally:
         if pages is not None:

@@ -1,9 +1,10 @@
 """python -m bench.profile_turn: py-spy on one site worker under figure 1's load (a development aid).
 
 Starts what `python -m bench` starts (its own database, Redis and stand-in
-LLM), the site with WEB_CONCURRENCY=1, warms it up, then runs wrk for
---seconds while `py-spy record` samples the worker. Needs py-spy on PATH (a
-tool for this work, not a dependency of the site).
+LLM), the site with WEB_CONCURRENCY=--workers (1), warms it up, then runs wrk for
+--seconds while `py-spy record` samples the (first) worker, and prints the CPU a
+turn cost the workers, their PostgreSQL backends, the stand-in LLM, Redis and the
+driver. Needs py-spy on PATH (a tool for this work, not a dependency of the site).
 """
 
 import argparse
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--app", default=None, help="another ASGI app to profile, e.g. bench.minimal:application")
     parser.add_argument("--minimal-llm", default="openai", help="BENCH_MINIMAL_LLM of bench.minimal (openai, site)")
     parser.add_argument("--stream", action="store_true", help="streamed turns (bench/stream.py) instead of wrk's")
+    parser.add_argument("--workers", type=int, default=1, help="WEB_CONCURRENCY; py-spy samples the first worker")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="chatsite-profile-"))
     db = servers.BenchDatabase(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE))
@@ -54,7 +56,8 @@ def main() -> None:
             "REDIS_URL": redis.url, "DJANGO_BEHIND_TLS_PROXY": "1", "CHAT_RATE_LIMIT_SESSION": "0",
             "CHAT_RATE_LIMIT_IP": "0", "CHAT_RATE_LIMIT_NEW_SESSIONS": "0",
             "CHAT_DAILY_TOKENS_PER_SESSION": str(10**12), "CHAT_DAILY_TOKENS_SITE": str(10**15),
-            "CHAT_DAILY_TOKENS_PER_ADDRESS": str(10**15), "WEB_CONCURRENCY": "1",
+            "CHAT_DAILY_TOKENS_PER_ADDRESS": str(10**15), "WEB_CONCURRENCY": str(args.workers),
+            "CHAT_MAX_HELD_PER_ADDRESS": "0",  # all the load comes from one address, as in `python -m bench`
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=servers.ROOT, env={**os.environ, **env}, check=True)
@@ -75,13 +78,17 @@ def main() -> None:
         sessions = args.connections * 10
         driver = load.stream if args.stream else load.wrk
         pool.wrk("warm-up", site.url, sessions, args.connections, 3 + 2 * args.delay, timeout=60, driver=driver)
-        [worker] = site.workers()
+        worker = site.workers()[0]
         spy = None if args.no_spy else subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(worker), "--rate", "200", "--nonblocking",
                                 "--gil", "--format", "raw", "--output", args.out,
                                 "--duration", str(int(args.seconds))])
         threads_before = thread_cpu(worker)
+        assert redis.process is not None
+        llm_pid, redis_pid = llm.pid, redis.process.pid
+        cpu = {"workers": site.cpu_seconds, "postgres": lambda: sum(servers.cpu_seconds(pid) for pid, _ in db.backends()),
+               "llm": lambda: servers.cpu_seconds(llm_pid), "redis": lambda: servers.cpu_seconds(redis_pid)}
         run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
-                       cpu={"workers": site.cpu_seconds}, timeout=60, settle=site.cpu_seconds, driver=driver)
+                       cpu=cpu, timeout=60, settle=site.cpu_seconds, driver=driver)
         if spy:
             spy.wait()
         threads_after = thread_cpu(worker)
@@ -91,6 +98,9 @@ def main() -> None:
                 print(f"thread {name}: {used * 1000 / max(run.ok, 1):.2f} ms a turn")
         print(f"{run.turns_per_second:.0f} turns/s, errors {run.errors}, "
               f"worker CPU {run.cpu_seconds['workers'] * 1000 / max(run.ok, 1):.2f} ms/turn; {args.out}")
+        print("CPU ms a turn: " + ", ".join(  # the driver's is "wrk", whichever drove the load
+            f"{name} {seconds * 1000 / max(run.ok, 1):.2f}" for name, seconds in run.cpu_seconds.items()
+            if name != "machine") + f"; machine busy cores {run.cpu_seconds['machine']:.2f}")
     finally:
         for server in (site, llm, redis):
             if server:
