@@ -476,6 +476,8 @@ async def park_poll(scope, receive) -> dict | None:
         if not gone.done() or waiting.uncancel():
             raise
         return None
+    except DatabaseUnavailable:
+        pass  # logged by the store where it failed; the view looks again, and answers 503 if it fails too
     except Exception:  # noqa: BLE001 - the view looks again, and answers the failure as it decides
         logger.warning("updates: a poll's wait below Django failed; the view looks again", exc_info=True)
     finally:

@@ -19,6 +19,7 @@ from django.db import connection, connections
 from django.test import AsyncClient
 
 from conversations import forget, handoff, runtime, updates
+from conversations.errors import DatabaseUnavailable
 from conversations.models import Conversation
 
 from .client import asgi_scope, get_updates, post_chat
@@ -250,6 +251,30 @@ def test_a_served_poll_the_view_refuses_does_not_wait(client):
     sent = async_to_sync(scenario)()
 
     assert sent[0]["status"] == 400 and json.loads(sent[1]["body"])["error"]["code"] == "invalid_after"
+
+
+@pytest.mark.usefixtures("rebuilt_api_handler")
+def test_a_served_poll_with_the_database_gone_answers_503_and_logs_no_traceback(client, caplog, monkeypatch):
+    """The database unreachable (the store's DatabaseUnavailable, logged where it failed): the wait
+    below Django gives up, the view looks again and answers 503. No traceback is logged for a
+    failure the site decides how to answer: during an outage every open page's poll meets it."""
+    body = started(client)
+
+    async def unavailable(rt, session_id, after):
+        raise DatabaseUnavailable
+
+    monkeypatch.setattr(updates, "_look", unavailable)
+
+    async def scenario():
+        poll, sent = await _served_poll(body["sessionId"], "after=1", asyncio.Event())
+        await asyncio.wait_for(poll, 5)
+        return sent
+
+    sent = async_to_sync(scenario)()
+
+    assert sent[0]["status"] == 503
+    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"]["code"] == "database_unavailable"
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.exc_info] == []
 
 
 def test_with_redis_stopped_the_database_wakes_the_poll(client, own_redis):
