@@ -224,7 +224,7 @@ class Bench:
         if with_backends:
             readers["llm"] = lambda: servers.cpu_seconds(self.llm.pid)
             readers["redis"] = lambda: servers.cpu_seconds(self.redis.process.pid)
-            readers["postgres"] = lambda: sum(servers.cpu_seconds(pid) for pid, _ in self.db.backends())
+            readers["postgres"] = self.db.cpu_seconds
         return readers
 
     def probes(self, server: servers.WebServer, with_db: bool) -> dict:

@@ -21,17 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .servers import ROOT, BenchDatabase, BenchRedis, WebServer, cpu_seconds
+from .servers import ROOT, BenchDatabase, BenchRedis, WebServer
 
 
 def polls_answered(log: Path) -> int:
     with log.open("rb") as f:
         return sum(1 for line in f if b'"route": "api/updates"' in line)
-
-
-def postgres_cpu(db: BenchDatabase) -> float:
-    """CPU seconds of the site's PostgreSQL backends so far (a backend gone since is not counted)."""
-    return sum(cpu_seconds(pid) for pid, _ in db.backends())
 
 
 def main(argv=None) -> None:
@@ -77,11 +72,11 @@ def main(argv=None) -> None:
         windows = []
         for _ in range(args.windows):
             cpu, polls, started = site.cpu_seconds(), polls_answered(site.log_path), time.monotonic()
-            database = postgres_cpu(db)
+            database = db.cpu_seconds()
             time.sleep(args.seconds)
             elapsed = time.monotonic() - started
             cpu, polls = site.cpu_seconds() - cpu, polls_answered(site.log_path) - polls
-            database = postgres_cpu(db) - database
+            database = db.cpu_seconds() - database
             windows.append({"cores": round(cpu / elapsed, 3), "polls_per_s": round(polls / elapsed, 1),
                             "cpu_ms_per_poll": round(cpu * 1000 / max(polls, 1), 3),
                             "postgres_cpu_ms_per_poll": round(database * 1000 / max(polls, 1), 3)})

@@ -85,7 +85,7 @@ def main() -> None:
         threads_before = thread_cpu(worker)
         assert redis.process is not None
         llm_pid, redis_pid = llm.pid, redis.process.pid
-        cpu = {"workers": site.cpu_seconds, "postgres": lambda: sum(servers.cpu_seconds(pid) for pid, _ in db.backends()),
+        cpu = {"workers": site.cpu_seconds, "postgres": db.cpu_seconds,
                "llm": lambda: servers.cpu_seconds(llm_pid), "redis": lambda: servers.cpu_seconds(redis_pid)}
         run = pool.wrk("profiled", site.url, sessions, args.connections, args.seconds,
                        cpu=cpu, timeout=60, settle=site.cpu_seconds, driver=driver)

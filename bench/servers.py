@@ -135,6 +135,10 @@ class BenchDatabase:
                 [self.name],
             ).fetchall()
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the connections' backends so far (a backend gone since is not counted)."""
+        return sum(cpu_seconds(pid) for pid, _ in self.backends())
+
 
 # --- Redis --------------------------------------------------------------------
 
