@@ -79,11 +79,11 @@ class WireLog:
                 self._record("query", body.rstrip(b"\0").decode(errors="replace"))
                 self._record("sync")
             elif kind == b"P":  # parse: name\0 query\0 ... (named: a statement prepared)
-                name, query = body.split(b"\0")[:2]
+                name, query = body.split(b"\0", 2)[:2]
                 statements[name] = query.decode(errors="replace")
                 self._record("prepare" if name else "parse", statements[name])
             elif kind == b"B":  # bind: portal\0 statement\0 ...: a statement run, prepared or not
-                self._record("query", statements.get(body.split(b"\0")[1], ""))
+                self._record("query", statements.get(body.split(b"\0", 2)[1], ""))
             elif kind == b"S":  # sync: the client waits for the server
                 self._record("sync")
             writer.write(head + body)
