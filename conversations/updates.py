@@ -183,13 +183,21 @@ async def _look(rt: "Runtime", session_id, after: int) -> tuple[int | None, Snap
     return version, found
 
 
-def page_wait() -> float:
-    """How long one poll of a customer's page waits: CHAT_UPDATES_WAIT less up to a quarter of it, at
-    random. Pages opened together (a sale's newsletter, every page reconnecting after a deploy)
-    would otherwise all run out and ask again together, every CHAT_UPDATES_WAIT, each time a
-    burst the workers answer one after another (docs/benchmarks.md); spread, they part within a
-    few polls. Never longer than the setting, which proxies' idle timeouts are set above."""
-    return settings.CHAT_UPDATES_WAIT * random.uniform(0.75, 1.0)
+def page_wait(watcher: "Watcher") -> float:
+    """How long one poll of a customer's page waits in this worker: never longer than
+    CHAT_UPDATES_WAIT, which proxies' idle timeouts are set above.
+
+    Most polls wait three quarters to all of it, at random: pages opened together (a sale's
+    newsletter) would otherwise all run out and ask again together, every CHAT_UPDATES_WAIT.
+    A quarter's spread is too little for a crowd that came at once (every page reconnecting
+    after a deploy: ten thousand within seconds ran out 1,600 a second, more than two workers
+    answer, for several rounds; docs/benchmarks.md). So the watcher books the second each poll
+    runs out in (Watcher.book), and a poll whose second is already past its share runs out
+    at an earlier one, down to a quarter of the wait: the crowd's next asks are spread over
+    three quarters of it, and a worker in its steady state, whose seconds are even, waits
+    exactly as before."""
+    full = settings.CHAT_UPDATES_WAIT
+    return watcher.book(full * random.uniform(0.75, 1.0), earliest=full / 4, mean=full * 0.875)
 
 
 async def wait(rt: "Runtime", session_id, after: int, state: str | None, timeout: float) -> Snapshot | None:
@@ -243,6 +251,10 @@ async def _wait(watcher: "Watcher", look, key, after: int, state: str | None, ti
 # More than a worker's connections to the database (DATABASE_POOL_MAX_SIZE), well under its
 # Redis client's (100).
 LOOKS_AT_ONCE = 10
+# page_wait: no second of a worker's polls' ends holds more than SPREAD times their even share,
+# or SECOND_FLOOR (a worker with few pages never moves one).
+SPREAD = 1.5
+SECOND_FLOOR = 20
 
 
 @dataclass(eq=False)
@@ -275,6 +287,32 @@ class Watcher:
         # all at once in the Redis client's pool, whose wait for a connection would time out and
         # fail the look over to the database, twice the work in the middle of the burst.
         self.looks = asyncio.Semaphore(LOOKS_AT_ONCE)
+        # page_wait's bookings: how many of this worker's polls run out in each second to come
+        # (of the loop's clock), and how many that is in all.
+        self.ends: dict[int, int] = {}
+        self.booked = 0
+
+    def book(self, wait: float, earliest: float, mean: float) -> float:
+        """Book a poll's end `wait` seconds from now, or at the latest earlier second down to
+        `earliest` whose bookings are under SPREAD times the even share of this worker's polls
+        (those booked, over `mean`, the mean wait); the wait booked. A poll that ends early (woken,
+        or its page gone) keeps its booking until its second has passed: it only spreads a little
+        more."""
+        now = self.loop.time()
+        if self.ends and min(self.ends) < now - 1:
+            for second in [second for second in self.ends if second < now - 1]:
+                self.booked -= self.ends.pop(second)
+        share = max(SECOND_FLOOR, SPREAD * self.booked / mean)
+        second = drawn = int(now + wait)
+        while self.ends.get(second, 0) >= share and second > now + earliest:
+            second -= 1
+        if self.ends.get(second, 0) >= share:
+            second = drawn  # every second is past its share: as drawn
+        elif second != drawn:
+            wait = max(earliest, second + random.random() - now)
+        self.ends[second] = self.ends.get(second, 0) + 1
+        self.booked += 1
+        return wait
 
     def add(self, waiter: Waiter) -> None:
         self.waiters.setdefault(waiter.conversation_id, set()).add(waiter)

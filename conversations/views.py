@@ -409,7 +409,7 @@ async def updates_poll(request):
     if updates.PARKED in scope:
         found = scope[updates.PARKED]
     else:
-        found = await updates.wait(rt, session_id, after, state, updates.page_wait())
+        found = await updates.wait(rt, session_id, after, state, updates.page_wait(rt.watcher))
     if found is None:
         raise ApiError(404, "session_not_found", _("No conversation is kept under that session id."))
     if Session.seen_due(found.seen_at):  # an open page is a device seen: at most a write a minute
@@ -470,8 +470,9 @@ async def park_poll(scope, receive) -> dict | None:
 
     gone = asyncio.ensure_future(_until_gone(receive))
     gone.add_done_callback(left)
+    rt = runtime.current()
     try:
-        scope[updates.PARKED] = await updates.wait(runtime.current(), session_id, after, state, updates.page_wait())
+        scope[updates.PARKED] = await updates.wait(rt, session_id, after, state, updates.page_wait(rt.watcher))
     except asyncio.CancelledError:
         if not gone.done() or waiting.uncancel():
             raise

@@ -7,6 +7,7 @@ changes that should end them are made from worker threads, as the admin makes th
 import asyncio
 import gc
 import json
+import random
 import threading
 import time
 import uuid
@@ -81,14 +82,68 @@ def test_with_nothing_new_it_waits_then_answers_empty(client, settings):
     assert status == 200
     assert answer == {"sessionId": body["sessionId"], "handoff": "assistant", "turnInProgress": False,
                       "messages": [], "hasMore": False}
-    assert time.monotonic() - began >= 0.3 * 0.75  # updates.page_wait: up to a quarter less, at random
+    assert time.monotonic() - began >= 0.3 * 0.25  # updates.page_wait: up to three quarters less
+
+
+class Clock:
+    """A worker's loop clock for the watcher's bookings (Watcher.book reads only its time())."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def ask_again_and_again(arrivals: list[float], seconds: float) -> list[tuple[float, float]]:
+    """Pages that first ask at `arrivals` (seconds from now) and ask again each time their wait
+    (updates.page_wait) runs out, for `seconds`: each poll's (time asked, wait)."""
+    clock = Clock()
+    watcher = updates.Watcher(clock)  # type: ignore[arg-type]  # book() reads only its time()
+    start, asked = clock.now, []
+    due = sorted(start + arrival for arrival in arrivals)
+    while due and due[0] < start + seconds:
+        clock.now = due[0]
+        ready = [at for at in due if at <= clock.now + 0.01]
+        due = due[len(ready):]
+        for _ in ready:
+            wait = updates.page_wait(watcher)
+            asked.append((clock.now - start, wait))
+            due.append(clock.now + wait)
+        due.sort()
+    return asked
 
 
 def test_pages_opened_together_do_not_all_ask_again_together(settings):
+    """Every page reconnecting within two seconds (after a deploy): their next asks are spread over
+    three quarters of the wait, not the quarter a random wait alone spreads them over (1,000 a second
+    here), and none waits longer than CHAT_UPDATES_WAIT."""
     settings.CHAT_UPDATES_WAIT = 20.0
-    waits = [updates.page_wait() for _ in range(200)]
+    asked = ask_again_and_again([i / 2500 for i in range(5000)], seconds=60)
+
+    assert all(5.0 <= wait <= 20.0 for _, wait in asked)
+    # Each round after the crowd's first: how many asked in the busiest second.
+    for first, last in ((5, 22), (22, 40), (40, 60)):
+        per_second: dict[int, int] = {}
+        for at, _ in asked:
+            if first <= at < last:
+                per_second[int(at)] = per_second.get(int(at), 0) + 1
+        assert max(per_second.values()) <= 480, (first, per_second)  # an even share is 5,000 / 17.5
+
+
+def test_pages_that_ask_at_their_own_times_wait_as_before(settings):
+    """A worker in its steady state: pages that came over a while wait three quarters to all of the
+    wait, at random, as they did before the bookings (once the first pages' round is over: 100
+    pages a second coming to an empty worker are a crowd of its first seconds)."""
+    settings.CHAT_UPDATES_WAIT = 20.0
+    rng = random.Random(7)
+    asked = ask_again_and_again([rng.uniform(0, 20) for _ in range(2000)], seconds=100)
+
+    waits = [wait for at, wait in asked if at >= 40]
+    assert len(waits) > 6000
     assert all(15.0 <= wait <= 20.0 for wait in waits)
-    assert max(waits) - min(waits) > 2.5  # spread over most of the quarter
+    assert max(waits) - min(waits) > 4.5
+    assert 17.0 < sum(waits) / len(waits) < 18.0
 
 
 @pytest.mark.parametrize("params, headers, code", [
