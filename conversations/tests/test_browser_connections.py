@@ -33,3 +33,28 @@ def test_the_poll_waits_the_retry_after_of_a_refusal_before_it_asks_again(live_s
     while len(asked) < 2 and time.monotonic() < deadline:
         page.wait_for_timeout(200)
     assert len(asked) == 2 and asked[1] - asked[0] >= 4.9
+
+
+def test_the_poll_spreads_its_back_off_at_random(live_site, browsing):
+    """Pages cut off together (a deploy) must not all ask again together: a failed poll waits half
+    its back-off to all of it, at random. With the page's random numbers at their lowest, the
+    first retry comes after half a second, not a second."""
+    context = browsing.context()
+    context.add_init_script("Math.random = () => 0;")
+    page = browsing.page(context)
+    send(page, "Hi")
+    wait_idle(page)
+    asked = []
+
+    def refuse(route):
+        asked.append(time.monotonic())
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"code": "database_unavailable", "message": "Down."}}')
+
+    page.route("**/api/updates?*", refuse)
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")  # drop the poll in flight
+    deadline = time.monotonic() + 10
+    while len(asked) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert len(asked) >= 2, "the page did not poll again"
+    assert 0.4 <= asked[1] - asked[0] < 0.85, asked[1] - asked[0]

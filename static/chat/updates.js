@@ -4,7 +4,8 @@
 // One loop per tab. It runs while the page is visible and has a conversation;
 // while the tab is hidden it stops asking (the request in flight is dropped)
 // and polls at once when the tab is shown again. Errors back off, 1 s doubling
-// to 30 s, or longer if the server's Retry-After says so; any answer resets that. kick() ends a wait or a poll and asks again
+// to 30 s, or longer if the server's Retry-After says so, each wait spread at
+// random; any answer resets that. kick() ends a wait or a poll and asks again
 // at once (the cursor or the session changed, or the customer acted).
 
 import { ApiError, getUpdates } from "./api.js";
@@ -62,8 +63,13 @@ export function startUpdates({ position, onUpdate, onGone }) {
         if (!(error instanceof ApiError && error.code === "session_not_found")) {
           failures++;
           // A busy server (429 too_many_connections, 503 overloaded) says how long to wait.
-          const told = error instanceof ApiError && error.retryAfter ? error.retryAfter * 1000 : 0;
-          await pause(Math.max(Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS), told));
+          // Both waits are spread at random (half the back-off to all of it; the Retry-After to
+          // half as long again): pages cut off together (a deploy, an outage) must not all ask
+          // again together, and again at each doubling.
+          const backoff = Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS) * (0.5 + Math.random() / 2);
+          const told = error instanceof ApiError && error.retryAfter
+            ? error.retryAfter * 1000 * (1 + Math.random() / 2) : 0;
+          await pause(Math.max(backoff, told));
           continue;
         }
       }
