@@ -131,6 +131,18 @@ def test_pages_opened_together_do_not_all_ask_again_together(settings):
         assert max(per_second.values()) <= 480, (first, per_second)  # an even share is 5,000 / 17.5
 
 
+def test_a_poll_answers_at_once_when_the_wait_is_set_to_nothing(client, settings):
+    settings.CHAT_UPDATES_WAIT = 0
+    body = started(client)
+
+    began = time.monotonic()
+    status, answer = get_updates(client, body["sessionId"], after=1, state="assistant")
+
+    assert status == 200
+    assert answer["messages"] == []
+    assert time.monotonic() - began < 2
+
+
 def test_pages_that_ask_at_their_own_times_wait_as_before(settings):
     """A worker in its steady state: pages that came over a while wait three quarters to all of the
     wait, at random, as they did before the bookings (once the first pages' round is over: 100
